@@ -1,0 +1,1 @@
+"""The buffer battery: model, register maps and dispatch."""

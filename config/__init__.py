@@ -1,0 +1,1 @@
+"""The square's configuration: pydantic schema, TOML loading with file/line errors, examples."""

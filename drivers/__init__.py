@@ -1,0 +1,1 @@
+"""Device drivers: OCPP central system, MQTT, Modbus, and the simulated devices of the other side."""
