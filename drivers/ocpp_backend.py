@@ -1,0 +1,83 @@
+"""What the OCPP central system needs from the rest of the daemon, and the errors of calls to chargers.
+
+The OCPP driver knows the wire; the backend (implemented by `controller.state`) knows the square.
+Handlers call the backend and answer; everything the backend must have on disk before the
+answer (transactions, meter values) it commits before its coroutine returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from controller.events import Event, MeterSample
+
+
+class CallFailed(Exception):
+    """A call from the gateway to a charger did not get a normal answer."""
+
+
+class ChargerNotConnected(CallFailed):
+    """The charger has no open connection."""
+
+
+class CallTimedOut(CallFailed):
+    """The charger did not answer in time."""
+
+
+class CallErrorReceived(CallFailed):
+    """The charger answered with a CALLERROR."""
+
+    def __init__(self, code: str, description: str, details: object = None) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+@dataclass(frozen=True)
+class TransactionAnswer:
+    """The gateway's answer to StartTransaction: the id and the tag's authorization status."""
+
+    transaction_id: int
+    status: str  # Accepted | Blocked | Expired | Invalid | ConcurrentTx
+
+
+class CentralSystemBackend(Protocol):
+    """The square as the OCPP driver sees it."""
+
+    def charger_known(self, charger_id: str) -> bool:
+        """True when the charger may connect (it is in the config, or unknown ones are allowed)."""
+
+    def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
+        """True when the Basic Auth password fits (or the charger has none set)."""
+
+    def record(self, event: Event) -> None:
+        """Take a domain event (status, connect, boot, heartbeat...); never blocks, never raises."""
+
+    async def authorize(self, charger_id: str, id_tag: str) -> str:
+        """The status for an id tag: Accepted | Blocked | Expired | Invalid."""
+
+    async def start_transaction(
+        self, charger_id: str, connector_id: int, id_tag: str, meter_start_wh: int, timestamp: datetime
+    ) -> TransactionAnswer:
+        """Open a session, committed to storage (synchronous=FULL) before returning."""
+
+    async def stop_transaction(
+        self,
+        charger_id: str,
+        transaction_id: int,
+        meter_stop_wh: int,
+        timestamp: datetime,
+        reason: str | None,
+        id_tag: str | None,
+        samples: list[MeterSample],
+    ) -> str | None:
+        """Close a session, committed before returning; the tag's status when a tag was given."""
+
+    async def meter_values(self, charger_id: str, samples: list[MeterSample]) -> None:
+        """Store meter samples (committed before returning) and update the live state."""
+
+    def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
+        """Answer a DataTransfer: Accepted | Rejected | UnknownVendorId | UnknownMessageId."""
