@@ -1,0 +1,93 @@
+"""`laadplein check FILE`: validate a config and show a one-screen summary, or list every issue."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from config.loader import ConfigError, load_config
+from config.schema import SquareConfig
+
+__all__ = ["check_main", "summary_rows"]
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
+
+
+def check_main(path: str) -> int:
+    """Check the config at `path`: 0 with a summary when valid, 2 with one `FILE:LINE: key.path: message` per issue."""
+    try:
+        square = load_config(path)
+    except ConfigError as exc:
+        # Plain print: rich would wrap long lines and read "[grid]" in messages as markup.
+        for issue in exc.issues:
+            print(issue)
+        return EXIT_BAD_CONFIG
+    console = Console(highlight=False, soft_wrap=False)
+    table = Table(title=f"{escape(path)}: valid", show_header=False, title_justify="left", expand=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for what, value in summary_rows(square):
+        table.add_row(escape(what), escape(value))
+    console.print(table)
+    return EXIT_OK
+
+
+def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
+    """The summary as (label, text) rows, so other front ends can show the same thing."""
+    grid = square.grid
+    grid_kw = grid.phases * grid.voltage_v * grid.limit_a / 1000
+    grid_text = f"{grid.phases} x {_num(grid.limit_a)} A at {_num(grid.voltage_v)} V = {grid_kw:.1f} kW"
+    if grid.base_load_a:
+        grid_text += f" (base load {_num(grid.base_load_a)} A)"
+    connectors = sum(charger.connectors for charger in square.chargers)
+    sensors = sum(1 for bay in square.bays if bay.sensor)
+    battery = square.battery
+    if battery is None:
+        battery_text = "none"
+    else:
+        battery_text = (
+            f"{battery.driver} at {battery.host}:{battery.port} unit {battery.unit_id}, "
+            f"{_num(battery.capacity_kwh)} kWh, charge {_num(battery.max_charge_w / 1000)} kW, "
+            f"discharge {_num(battery.max_discharge_w / 1000)} kW, "
+            f"SoC {_num(battery.soc_min_pct)}-{_num(battery.soc_max_pct)} %"
+        )
+    ocpp = square.ocpp
+    with_password = sum(1 for charger in square.chargers if charger.password)
+    mqtt = square.mqtt
+    api = square.api
+    signage = square.signage
+    control = square.control
+    return [
+        ("site", f"{square.site.id}" + (f" ({square.site.name})" if square.site.name else "")),
+        ("timezone", square.site.timezone),
+        ("grid", grid_text),
+        ("chargers", f"{len(square.chargers)} with {connectors} connectors"),
+        ("bays", f"{len(square.bays)}, {sensors} with a sensor"),
+        ("battery", battery_text),
+        ("ocpp", f"ws://{ocpp.host}:{ocpp.port}{ocpp.path}/<charger id>"),
+        ("ocpp auth", f"{ocpp.auth}, {with_password} charger(s) with a password"),
+        ("mqtt", f"{mqtt.host}:{mqtt.port}, topics under {square.topic_root}/"),
+        ("api", f"http://{api.host}:{api.port}" + (f", token from {api.token_file}" if api.token_file else ", no token")),
+        ("storage", f"{square.storage.path} (sessions kept {square.storage.retention_days} days)"),
+        ("control", f"every {_num(control.period_s)} s, min {_num(control.min_current_a)} A, lease {control.lease_s} s"),
+        (
+            "signage",
+            f"{signage.min_free_ev_bays} free EV bay(s), grace {signage.grace_s} s, "
+            f"dwell {signage.min_dwell_s} s, language {signage.language}",
+        ),
+    ]
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m config.check FILE", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
+    sys.exit(check_main(sys.argv[1]))

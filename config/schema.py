@@ -1,0 +1,319 @@
+"""The square's configuration as frozen pydantic models: bounds on every number, cross-checks between sections.
+
+The contract is interfaces.md §2. Values are never clamped: out of bounds is an error.
+Models are strict because TOML is typed: "80" where a number belongs is a mistake, not a value to coerce.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ApiConfig",
+    "BatteryConfig",
+    "BayConfig",
+    "ChargerConfig",
+    "ControlConfig",
+    "CrossCheckError",
+    "GridConfig",
+    "MqttConfig",
+    "OcppConfig",
+    "SignageConfig",
+    "SiteConfig",
+    "SquareConfig",
+    "StorageConfig",
+]
+
+Loc = tuple[str | int, ...]
+
+class CrossCheckError(ValueError):
+    """One or more cross-field problems, each with its key path relative to the model that found it.
+
+    The loader expands these into one issue per problem; on its own the message lists them all.
+    """
+
+    def __init__(self, issues: list[tuple[Loc, str]]) -> None:
+        self.issues = list(issues)
+        super().__init__("; ".join(f"{_dotted(loc)}: {message}" for loc, message in self.issues))
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+class SiteConfig(BaseModel):
+    """Which square this is; `id` names its MQTT topics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)
+    name: str = Field("", max_length=200)
+    timezone: str = "Europe/Amsterdam"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. 'Europe/Amsterdam')") from None
+        return value
+
+
+class GridConfig(BaseModel):
+    """The grid connection: per-phase fuse limit in A, nominal voltage in V."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    phases: Literal[1, 3] = 3
+    voltage_v: float = Field(230, ge=100, le=480)
+    limit_a: float = Field(ge=6, le=4000)
+    base_load_a: float = Field(0, ge=0, le=4000)
+
+    @model_validator(mode="after")
+    def _base_load_below_limit(self) -> GridConfig:
+        if self.base_load_a >= self.limit_a:
+            raise CrossCheckError(
+                [(("base_load_a",), f"{_num(self.base_load_a)} A must be below limit_a ({_num(self.limit_a)} A)")]
+            )
+        return self
+
+
+class OcppConfig(BaseModel):
+    """The OCPP endpoint: chargers connect to ws://host:port/path/<charger id>."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    host: str = Field("0.0.0.0", min_length=1)
+    port: int = Field(9000, ge=1, le=65535)
+    path: str = Field("/ocpp", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
+    auth: Literal["free", "local_list"] = "free"
+    heartbeat_interval_s: int = Field(300, ge=10, le=86400)
+    allow_unknown_chargers: bool = False
+    call_timeout_s: float = Field(30, ge=1, le=120)
+
+
+class MqttConfig(BaseModel):
+    """The MQTT broker; topics live under <topic_prefix>/<site.id>/."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("laadplein", min_length=1, max_length=128)
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise ValueError(f"{value!r} must not contain the MQTT wildcards '+' or '#'")
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"{value!r} must not start or end with '/'")
+        if "\x00" in value or "//" in value:
+            raise ValueError(f"{value!r} must not contain an empty topic level or a NUL character")
+        return value
+
+
+class ApiConfig(BaseModel):
+    """The admin HTTP API; with token_file set every request needs its bearer token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8080, ge=1, le=65535)
+    token_file: Path | None = Field(None, strict=False)
+
+
+class StorageConfig(BaseModel):
+    """The SQLite database file and how many days session data is kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    path: Path = Field(Path("/var/lib/laadplein/laadplein.db"), strict=False)
+    retention_days: int = Field(90, ge=1, le=3650)
+
+
+class ControlConfig(BaseModel):
+    """The control loop: its period in s, the lowest current a car gets in A, the lease length in s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    period_s: float = Field(1.0, ge=0.1, le=60)
+    min_current_a: float = Field(6, ge=6, le=16)
+    lease_s: int = Field(300, ge=10, le=3600)
+    turn_s: int = Field(300, ge=10, le=86400)
+    reaction_s: float = Field(10, ge=0, le=600)
+    meter_interval_s: int = Field(5, ge=1, le=3600)
+
+
+class BatteryConfig(BaseModel):
+    """The buffer battery: Modbus endpoint, capacity in kWh, power ratings in W, state-of-charge window in %."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    driver: Literal["sunspec", "victron", "registers", "simulated"]
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+    unit_id: int = Field(1, ge=0, le=255)
+    capacity_kwh: float = Field(gt=0, le=100_000)
+    max_charge_w: float = Field(ge=0, le=10_000_000)
+    max_discharge_w: float = Field(ge=0, le=10_000_000)
+    soc_min_pct: float = Field(10, ge=0, le=100)
+    soc_max_pct: float = Field(95, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _soc_window(self) -> BatteryConfig:
+        if self.soc_min_pct >= self.soc_max_pct:
+            raise CrossCheckError(
+                [(("soc_min_pct",), f"{_num(self.soc_min_pct)} must be below soc_max_pct ({_num(self.soc_max_pct)})")]
+            )
+        return self
+
+
+class SignageConfig(BaseModel):
+    """The bay-light rules of signage.md; times in s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    min_free_ev_bays: int = Field(0, ge=0, le=10_000)
+    grace_s: int = Field(900, ge=0, le=86400)
+    min_dwell_s: int = Field(30, ge=0, le=3600)
+    language: Literal["nl", "en"] = "nl"
+    offline_after_s: int = Field(30, ge=0, le=3600)
+    sensor_timeout_s: int = Field(86400, ge=60, le=604800)
+    startup_wait_s: int = Field(60, ge=0, le=3600)
+    ack_timeout_s: float = Field(5, ge=1, le=60)
+
+
+class ChargerConfig(BaseModel):
+    """One charger: its OCPP id, its maximum current in A per phase, its connectors (or EVSEs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,48}$")
+    max_current_a: float = Field(ge=6, le=1000)
+    phases: Literal[1, 3] = 3
+    connectors: int = Field(1, ge=1, le=8)
+    password: str | None = Field(None, min_length=1, max_length=64)
+
+
+class BayConfig(BaseModel):
+    """One parking bay with its light, served by one connector (OCPP 2.0.1: the EVSE id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    charger: str = Field(min_length=1, max_length=48)
+    connector: int = Field(ge=1, le=8)
+    sensor: bool = False
+
+
+class SquareConfig(BaseModel):
+    """The whole square; only site, grid, chargers and bays are required."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    site: SiteConfig
+    grid: GridConfig
+    ocpp: OcppConfig = OcppConfig()
+    mqtt: MqttConfig = MqttConfig()
+    api: ApiConfig = ApiConfig()
+    storage: StorageConfig = StorageConfig()
+    control: ControlConfig = ControlConfig()
+    battery: BatteryConfig | None = None
+    signage: SignageConfig = SignageConfig()
+    chargers: list[ChargerConfig] = Field(min_length=1, max_length=1000)
+    bays: list[BayConfig] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> SquareConfig:
+        issues = _cross_issues(self)
+        if issues:
+            raise CrossCheckError(issues)
+        return self
+
+    def charger(self, charger_id: str) -> ChargerConfig:
+        """The charger with this id; KeyError when there is none."""
+        for charger in self.chargers:
+            if charger.id == charger_id:
+                return charger
+        raise KeyError(charger_id)
+
+    def bay(self, bay_id: str) -> BayConfig:
+        """The bay with this id; KeyError when there is none."""
+        for bay in self.bays:
+            if bay.id == bay_id:
+                return bay
+        raise KeyError(bay_id)
+
+    def bay_for(self, charger_id: str, connector_id: int) -> BayConfig | None:
+        """The bay that this charger's connector (or EVSE) serves, if any."""
+        for bay in self.bays:
+            if bay.charger == charger_id and bay.connector == connector_id:
+                return bay
+        return None
+
+    @property
+    def topic_root(self) -> str:
+        """The MQTT topic root `P` of interfaces.md §4."""
+        return f"{self.mqtt.topic_prefix}/{self.site.id}"
+
+
+def _cross_issues(square: SquareConfig) -> list[tuple[Loc, str]]:
+    issues: list[tuple[Loc, str]] = []
+    chargers: dict[str, ChargerConfig] = {}
+    for index, charger in enumerate(square.chargers):
+        if charger.id in chargers:
+            first = next(i for i, c in enumerate(square.chargers) if c.id == charger.id)
+            issues.append((("chargers", index, "id"), f"duplicate charger id {charger.id!r} (also chargers.{first})"))
+        else:
+            chargers[charger.id] = charger
+    known = ", ".join(sorted(chargers))
+    bay_ids: dict[str, int] = {}
+    served: dict[tuple[str, int], str] = {}
+    for index, bay in enumerate(square.bays):
+        if bay.id in bay_ids:
+            issues.append((("bays", index, "id"), f"duplicate bay id {bay.id!r} (also bays.{bay_ids[bay.id]})"))
+        else:
+            bay_ids[bay.id] = index
+        charger = chargers.get(bay.charger)
+        if charger is None:
+            issues.append((("bays", index, "charger"), f"no charger {bay.charger!r} (known: {known})"))
+            continue
+        if bay.connector > charger.connectors:
+            issues.append(
+                (
+                    ("bays", index, "connector"),
+                    f"connector {bay.connector} but charger {charger.id!r} has {charger.connectors} connector(s)",
+                )
+            )
+            continue
+        key = (bay.charger, bay.connector)
+        if key in served:
+            issues.append(
+                (
+                    ("bays", index, "connector"),
+                    f"charger {bay.charger!r} connector {bay.connector} already serves bay {served[key]!r}",
+                )
+            )
+        else:
+            served[key] = bay.id
+    if square.signage.min_free_ev_bays > len(square.bays):
+        issues.append(
+            (
+                ("signage", "min_free_ev_bays"),
+                f"{square.signage.min_free_ev_bays} is more than the number of bays ({len(square.bays)})",
+            )
+        )
+    return issues
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
