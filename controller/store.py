@@ -1,0 +1,584 @@
+"""The gateway's SQLite database: sessions, meter values, events, light commands, overrides,
+alarms and the local authorization list (spec §7, §8).
+
+Times are stored as UTC text `2026-11-28T13:05:09.123Z`, which sorts as it reads. Methods take
+aware datetimes. Rows meant to be served (sessions, meter samples, events, alarms, tokens) come
+back JSON-ready, with times as such strings; overrides come back with datetimes, because the
+controller compares them with its clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+
+from controller.secrets import TagVault
+
+TOKEN_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid"})
+BUSY_TIMEOUT_MS = 5000
+_TAG_HASH = re.compile(r"[0-9a-f]{64}")
+
+# Migration i takes the schema from version i to i + 1; a list only ever grows at its end.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            charger_id TEXT NOT NULL,
+            connector_id INTEGER NOT NULL,
+            bay_id TEXT,
+            tag_hash TEXT NOT NULL,
+            meter_start_wh INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            meter_stop_wh INTEGER,
+            stopped_at TEXT,
+            stop_reason TEXT)""",
+        "CREATE INDEX sessions_started ON sessions(started_at)",
+        "CREATE INDEX sessions_open ON sessions(id) WHERE stopped_at IS NULL",
+        # tx_id is what the charger reported: no foreign key, so a sample naming a transaction
+        # this database does not know is still kept instead of failing its whole group.
+        """CREATE TABLE meter_samples (
+            id INTEGER PRIMARY KEY,
+            charger_id TEXT NOT NULL,
+            connector_id INTEGER NOT NULL,
+            tx_id INTEGER,
+            at TEXT NOT NULL,
+            l1_a REAL, l2_a REAL, l3_a REAL, power_w REAL, energy_wh REAL)""",
+        "CREATE INDEX meter_samples_tx ON meter_samples(tx_id, at)",
+        "CREATE INDEX meter_samples_at ON meter_samples(at)",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            bay_id TEXT,
+            charger_id TEXT,
+            message TEXT NOT NULL DEFAULT '',
+            data TEXT)""",
+        "CREATE INDEX events_ts ON events(ts, id)",
+        """CREATE TABLE light_commands (
+            bay_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            command TEXT NOT NULL)""",
+        """CREATE TABLE overrides (
+            bay_id TEXT PRIMARY KEY,
+            color TEXT NOT NULL,
+            until TEXT NOT NULL,
+            who TEXT NOT NULL,
+            why TEXT NOT NULL,
+            set_at TEXT NOT NULL)""",
+        """CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL,
+            raised_at TEXT NOT NULL,
+            cleared_at TEXT,
+            message TEXT NOT NULL,
+            action TEXT NOT NULL,
+            bay_id TEXT,
+            charger_id TEXT)""",
+        "CREATE UNIQUE INDEX alarms_active ON alarms(key) WHERE cleared_at IS NULL",
+        """CREATE TABLE tokens (
+            tag_hash TEXT PRIMARY KEY,
+            tag_enc BLOB NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('Accepted', 'Blocked', 'Expired', 'Invalid')),
+            expiry TEXT,
+            grp TEXT,
+            updated_at TEXT NOT NULL)""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used as it is (wrong journal mode, newer schema, ...)."""
+
+
+def to_z(at: datetime) -> str:
+    """An aware datetime as UTC text with milliseconds: `2026-11-28T13:05:09.123Z`."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("a naive datetime has no defined UTC instant; pass an aware one")
+    at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def from_z(text: str) -> datetime:
+    """The aware UTC datetime of a time written by `to_z`."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _z_or_none(at: datetime | None) -> str | None:
+    return None if at is None else to_z(at)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_z(value)
+    raise TypeError(f"event data holds a {type(value).__name__}, which has no JSON form")
+
+
+_SESSION_SELECT = """
+    SELECT s.*, CASE WHEN s.stopped_at IS NULL THEN (
+        SELECT m.energy_wh FROM meter_samples m
+        WHERE m.tx_id = s.id AND m.energy_wh IS NOT NULL
+        ORDER BY m.at DESC, m.id DESC LIMIT 1) END AS latest_wh
+    FROM sessions s"""
+
+
+def _session(row: sqlite3.Row) -> dict[str, Any]:
+    if row["meter_stop_wh"] is not None:
+        energy_wh = row["meter_stop_wh"] - row["meter_start_wh"]
+    elif row["latest_wh"] is not None:
+        energy_wh = round(row["latest_wh"] - row["meter_start_wh"])
+    else:
+        energy_wh = None
+    return {
+        "id": row["id"],
+        "charger": row["charger_id"],
+        "connector": row["connector_id"],
+        "bay": row["bay_id"],
+        "started": row["started_at"],
+        "stopped": row["stopped_at"],
+        "energy_wh": energy_wh,
+        "tag_hash": row["tag_hash"],
+        "meter_start_wh": row["meter_start_wh"],
+        "meter_stop_wh": row["meter_stop_wh"],
+        "stop_reason": row["stop_reason"],
+    }
+
+
+def _event(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "ts": row["ts"],
+        "kind": row["kind"],
+        "bay": row["bay_id"],
+        "charger": row["charger_id"],
+        "message": row["message"],
+        "data": None if row["data"] is None else json.loads(row["data"]),
+    }
+
+
+class Store:
+    """One SQLite connection; every statement runs under one lock, so no coroutine reads
+    another's uncommitted writes. Open with `await Store.open(path, vault)`."""
+
+    def __init__(self, db: aiosqlite.Connection, vault: TagVault, path: Path) -> None:
+        self._db = db
+        self._vault = vault
+        self._lock = asyncio.Lock()
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, vault: TagVault) -> Store:
+        """Open (or create) the database at `path` and migrate it forward to `SCHEMA_VERSION`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            mode = await _pragma(db, "journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await _migrate(db, path)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, vault, path)
+
+    async def close(self) -> None:
+        """Close the connection; committed data is already on disk. Closing twice is harmless."""
+        async with self._lock:
+            await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def vault(self) -> TagVault:
+        return self._vault
+
+    def hash_tag(self, tag: str) -> str:
+        """The keyed hash under which a tag appears everywhere (see `TagVault.hash_tag`)."""
+        return self._vault.hash_tag(tag)
+
+    @contextlib.asynccontextmanager
+    async def _write(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; `durable` makes its commit `synchronous=FULL`."""
+        db = self._db
+        async with self._lock:
+            try:
+                if durable:
+                    await db.execute("PRAGMA synchronous=FULL")
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                # Statements run in order on aiosqlite's thread, so this lands after whatever
+                # was already queued, even when we were cancelled while waiting for it.
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+            finally:
+                if durable:
+                    await db.execute("PRAGMA synchronous=NORMAL")
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+    async def info(self) -> dict[str, Any]:
+        """For health checks: `{"schema_version", "journal_mode", "synchronous"}`."""
+        async with self._lock:
+            version = await _schema_version(self._db)
+            mode = await _pragma(self._db, "journal_mode")
+            sync = await _pragma(self._db, "synchronous")
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return {"schema_version": version, "journal_mode": mode, "synchronous": names.get(sync, sync)}
+
+    # sessions
+
+    async def start_transaction(
+        self, charger_id: str, connector_id: int, bay_id: str | None, tag_hash: str,
+        meter_start_wh: int, started_at: datetime,
+    ) -> int:
+        """Record a started session, durably, and return its transaction id (never reused)."""
+        if not _TAG_HASH.fullmatch(tag_hash):
+            # The value is not echoed: if it is not a hash, it may be a tag.
+            raise ValueError("tag_hash must be a TagVault.hash_tag value")
+        started = to_z(started_at)
+        async with self._write(durable=True) as db:
+            cur = await db.execute(
+                "INSERT INTO sessions (charger_id, connector_id, bay_id, tag_hash, meter_start_wh,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (charger_id, connector_id, bay_id, tag_hash, meter_start_wh, started),
+            )
+            tx_id = cur.lastrowid
+        assert tx_id is not None
+        return tx_id
+
+    async def stop_transaction(
+        self, tx_id: int, meter_stop_wh: int, stopped_at: datetime, reason: str | None,
+    ) -> dict[str, Any] | None:
+        """Record a session's end, durably; None for an unknown id. A session already stopped
+        is returned as it is (a charger may repeat a StopTransaction it got no answer to)."""
+        stopped = to_z(stopped_at)
+        async with self._write(durable=True) as db:
+            await db.execute(
+                "UPDATE sessions SET meter_stop_wh = ?, stopped_at = ?, stop_reason = ?"
+                " WHERE id = ? AND stopped_at IS NULL",
+                (meter_stop_wh, stopped, reason, tx_id),
+            )
+            async with db.execute(_SESSION_SELECT + " WHERE s.id = ?", (tx_id,)) as cur:
+                row = await cur.fetchone()
+        return None if row is None else _session(row)
+
+    async def session(self, tx_id: int) -> dict[str, Any] | None:
+        rows = await self._fetch(_SESSION_SELECT + " WHERE s.id = ?", (tx_id,))
+        return _session(rows[0]) if rows else None
+
+    async def open_sessions(self) -> list[dict[str, Any]]:
+        """Sessions not yet stopped, oldest first."""
+        rows = await self._fetch(_SESSION_SELECT + " WHERE s.stopped_at IS NULL ORDER BY s.id")
+        return [_session(r) for r in rows]
+
+    async def sessions(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Sessions started at or after `since`, oldest first; without `since`, the newest
+        `limit` sessions, still oldest first."""
+        if since is not None:
+            rows = await self._fetch(
+                _SESSION_SELECT + " WHERE s.started_at >= ? ORDER BY s.started_at, s.id LIMIT ?",
+                (to_z(since), limit),
+            )
+        else:
+            rows = await self._fetch(_SESSION_SELECT + " ORDER BY s.started_at DESC, s.id DESC LIMIT ?", (limit,))
+            rows.reverse()
+        return [_session(r) for r in rows]
+
+    # meter values
+
+    async def add_meter_samples(
+        self,
+        rows: Sequence[tuple[str, int, int | None, datetime,
+                             float | None, float | None, float | None, float | None, float | None]],
+    ) -> None:
+        """Store a group of samples (charger, connector, tx id, at, L1-L3 A, power W, energy Wh)
+        in one transaction, committed before return."""
+        if not rows:
+            return
+        values = [(c, n, tx, to_z(at), l1, l2, l3, p, e) for c, n, tx, at, l1, l2, l3, p, e in rows]
+        async with self._write() as db:
+            await db.executemany(
+                "INSERT INTO meter_samples (charger_id, connector_id, tx_id, at, l1_a, l2_a, l3_a,"
+                " power_w, energy_wh) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+    async def meter_samples(self, tx_id: int) -> list[dict[str, Any]]:
+        """A transaction's samples in time order: `{"charger", "connector", "tx_id", "at",
+        "l1_a", "l2_a", "l3_a", "power_w", "energy_wh"}` (A, W, Wh)."""
+        rows = await self._fetch("SELECT * FROM meter_samples WHERE tx_id = ? ORDER BY at, id", (tx_id,))
+        return [
+            {"charger": r["charger_id"], "connector": r["connector_id"], "tx_id": r["tx_id"], "at": r["at"],
+             "l1_a": r["l1_a"], "l2_a": r["l2_a"], "l3_a": r["l3_a"], "power_w": r["power_w"],
+             "energy_wh": r["energy_wh"]}
+            for r in rows
+        ]
+
+    # events
+
+    async def add_event(
+        self, kind: str, at: datetime, *, bay_id: str | None = None, charger_id: str | None = None,
+        message: str = "", data: dict[str, Any] | None = None,
+    ) -> int:
+        """Append to the event log and return the event's id."""
+        async with self._write() as db:
+            return await _insert_event(db, kind, at, bay_id, charger_id, message, data)
+
+    async def events(
+        self, since: datetime | None = None, limit: int = 500, kind: str | None = None,
+        bay_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events at or after `since`, oldest first; without `since`, the newest `limit`
+        events, still oldest first. Each `{"id", "ts", "kind", "bay", "charger", "message", "data"}`."""
+        where, params = [], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(to_z(since))
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if bay_id is not None:
+            where.append("bay_id = ?")
+            params.append(bay_id)
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        order = "ASC" if since is not None else "DESC"
+        rows = await self._fetch(f"{sql} ORDER BY ts {order}, id {order} LIMIT ?", (*params, limit))
+        if since is None:
+            rows.reverse()
+        return [_event(r) for r in rows]
+
+    # light commands
+
+    async def save_light_command(self, bay_id: str, command: dict[str, Any]) -> None:
+        """Keep a bay's latest light command, committed before return (call it before
+        publishing, so `seq` never goes back after a restart)."""
+        seq = command.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise ValueError(f"bay {bay_id}: a light command needs an integer seq")
+        async with self._write() as db:
+            async with db.execute("SELECT seq FROM light_commands WHERE bay_id = ?", (bay_id,)) as cur:
+                row = await cur.fetchone()
+            if row is not None and seq < row["seq"]:
+                raise ValueError(f"bay {bay_id}: seq {seq} is below the stored {row['seq']}")
+            await db.execute(
+                "INSERT INTO light_commands (bay_id, seq, command) VALUES (?, ?, ?)"
+                " ON CONFLICT (bay_id) DO UPDATE SET seq = excluded.seq, command = excluded.command",
+                (bay_id, seq, json.dumps(command, sort_keys=True, default=_json_default)),
+            )
+
+    async def light_commands(self) -> dict[str, dict[str, Any]]:
+        """The last saved command of every bay, by bay id."""
+        rows = await self._fetch("SELECT bay_id, command FROM light_commands ORDER BY bay_id")
+        return {r["bay_id"]: json.loads(r["command"]) for r in rows}
+
+    # overrides
+
+    async def set_override(
+        self, bay_id: str, color: str, until: datetime, who: str, why: str, at: datetime,
+    ) -> None:
+        """Hold a bay's light at `color` until `until`; replaces the bay's earlier override."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO overrides (bay_id, color, until, who, why, set_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (bay_id, color, to_z(until), who, why, to_z(at)),
+            )
+
+    async def clear_override(self, bay_id: str) -> bool:
+        """End a bay's override; False if it had none."""
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM overrides WHERE bay_id = ?", (bay_id,))
+            return cur.rowcount > 0
+
+    async def overrides(self) -> dict[str, dict[str, Any]]:
+        """By bay id: `{"color", "until", "who", "why", "set_at"}`, times as aware datetimes."""
+        rows = await self._fetch("SELECT * FROM overrides ORDER BY bay_id")
+        return {
+            r["bay_id"]: {"color": r["color"], "until": from_z(r["until"]), "who": r["who"],
+                          "why": r["why"], "set_at": from_z(r["set_at"])}
+            for r in rows
+        }
+
+    # alarms
+
+    async def raise_alarm(
+        self, key: str, at: datetime, message: str, action: str, bay_id: str | None = None,
+        charger_id: str | None = None,
+    ) -> bool:
+        """Raise an alarm and log an `alarm` event; False (and nothing written) if `key` is already active."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "INSERT INTO alarms (key, raised_at, message, action, bay_id, charger_id)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
+                (key, to_z(at), message, action, bay_id, charger_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            await _insert_event(db, "alarm", at, bay_id, charger_id, message, {"key": key, "action": action})
+            return True
+
+    async def clear_alarm(self, key: str, at: datetime) -> bool:
+        """Clear an active alarm and log an `alarm_cleared` event; False if it was not active."""
+        async with self._write() as db:
+            async with db.execute(
+                "UPDATE alarms SET cleared_at = ? WHERE key = ? AND cleared_at IS NULL"
+                " RETURNING message, bay_id, charger_id",
+                (to_z(at), key),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return False
+            await _insert_event(db, "alarm_cleared", at, row["bay_id"], row["charger_id"],
+                                row["message"], {"key": key})
+            return True
+
+    async def active_alarms(self) -> list[dict[str, Any]]:
+        """Active alarms, newest first: `{"key", "since", "message", "action", "bay", "charger"}`."""
+        rows = await self._fetch("SELECT * FROM alarms WHERE cleared_at IS NULL ORDER BY raised_at DESC, id DESC")
+        return [
+            {"key": r["key"], "since": r["raised_at"], "message": r["message"], "action": r["action"],
+             "bay": r["bay_id"], "charger": r["charger_id"]}
+            for r in rows
+        ]
+
+    # tokens: the local authorization list, the one place tags are kept (encrypted)
+
+    async def put_token(
+        self, tag: str, status: str, expiry: datetime | None, group: str | None,
+        *, at: datetime | None = None,
+    ) -> None:
+        """Add or change a tag of the local list; `at` (default: now) is kept as its update time."""
+        if status not in TOKEN_STATUSES:
+            raise ValueError(f"token status must be one of {sorted(TOKEN_STATUSES)}, got {status!r}")
+        if not tag.strip():
+            raise ValueError("an empty tag cannot be put on the local list")
+        updated = to_z(at if at is not None else datetime.now(UTC))
+        async with self._write() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO tokens (tag_hash, tag_enc, status, expiry, grp, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (self._vault.hash_tag(tag), self._vault.encrypt(tag), status, _z_or_none(expiry), group, updated),
+            )
+
+    async def delete_token(self, tag: str) -> bool:
+        """Remove a tag from the local list; False if it was not on it."""
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
+            return cur.rowcount > 0
+
+    async def token_status(self, tag: str, now: datetime) -> str:
+        """Accepted, Blocked, Expired or Invalid; an Accepted tag past its expiry is Expired,
+        a tag not on the list Invalid."""
+        rows = await self._fetch("SELECT status, expiry FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
+        if not rows:
+            return "Invalid"
+        status, expiry = rows[0]["status"], rows[0]["expiry"]
+        if status == "Accepted" and expiry is not None and from_z(expiry) <= now:
+            return "Expired"
+        return status
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        """The local list without the tags: `{"tag_hash", "status", "expiry", "group"}`."""
+        rows = await self._fetch("SELECT tag_hash, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        return [{"tag_hash": r["tag_hash"], "status": r["status"], "expiry": r["expiry"], "group": r["grp"]}
+                for r in rows]
+
+    async def token_tags(self) -> list[dict[str, Any]]:
+        """The local list with the tags decrypted, only for pushing it to chargers:
+        `{"tag", "status", "expiry", "group"}`."""
+        rows = await self._fetch("SELECT tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        return [{"tag": self._vault.decrypt(r["tag_enc"]), "status": r["status"], "expiry": r["expiry"],
+                 "group": r["grp"]} for r in rows]
+
+    # retention
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete sessions stopped before `cutoff` with their meter samples, loose samples,
+        events and cleared alarms from before it; returns the number of rows deleted.
+        Open sessions and their samples are kept whatever their age."""
+        z = to_z(cutoff)
+        statements = (
+            "DELETE FROM meter_samples WHERE tx_id IN"
+            " (SELECT id FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?)",
+            "DELETE FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?",
+            "DELETE FROM meter_samples WHERE at < ? AND (tx_id IS NULL OR tx_id NOT IN (SELECT id FROM sessions))",
+            "DELETE FROM events WHERE ts < ?",
+            "DELETE FROM alarms WHERE cleared_at IS NOT NULL AND cleared_at < ?",
+        )
+        deleted = 0
+        async with self._write() as db:
+            for sql in statements:
+                cur = await db.execute(sql, (z,))
+                deleted += cur.rowcount
+        return deleted
+
+
+async def _insert_event(
+    db: aiosqlite.Connection, kind: str, at: datetime, bay_id: str | None, charger_id: str | None,
+    message: str, data: dict[str, Any] | None,
+) -> int:
+    text = None if data is None else json.dumps(data, sort_keys=True, default=_json_default)
+    cur = await db.execute(
+        "INSERT INTO events (ts, kind, bay_id, charger_id, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+        (to_z(at), kind, bay_id, charger_id, message, text),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+async def _pragma(db: aiosqlite.Connection, pragma: str) -> Any:
+    async with db.execute(f"PRAGMA {pragma}") as cur:
+        row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def _schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("SELECT schema_version FROM meta") as cur:
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)")
+        version = await _schema_version(db)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: schema version {version} is newer than this software knows ({SCHEMA_VERSION})"
+            )
+        if version == 0:
+            await db.execute("INSERT INTO meta (schema_version) VALUES (0)")
+        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for sql in statements:
+                await db.execute(sql)
+            await db.execute("UPDATE meta SET schema_version = ?", (target,))
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
