@@ -1,0 +1,518 @@
+"""The gateway's MQTT link (interfaces.md §4): light commands and the state out, sensor readings and fixture acks in.
+
+The payload parsers and topic functions at the top are pure; `MqttLink` is the connection that
+keeps coming back, republishing what the fixtures must see after every reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+
+from controller.events import BrokerConnected, BrokerLost, Event, LightAcked, OccupancyChanged
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 4096
+LIGHT_COLORS = frozenset({"blue", "green", "off"})
+SEQ_MAX = 2**63 - 1
+OP_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK: a healthy broker answers in milliseconds
+JUNK_LOG_EVERY_S = 60.0
+_FORBIDDEN_IN_LEVEL = frozenset("/+#\0")
+
+
+class _Demote(logging.Filter):
+    """paho logs every dropped socket at ERROR; the link reports the loss itself, once, with context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+PAHO_LOG = log.getChild("paho")
+PAHO_LOG.addFilter(_Demote())
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class MqttLinkError(Exception):
+    """Base of the MQTT driver's errors."""
+
+
+class MqttPayloadError(MqttLinkError, ValueError):
+    """A payload that does not follow interfaces.md §4."""
+
+
+# ---------------------------------------------------------------- topics
+
+
+def site_root(topic_prefix: str, site_id: str) -> str:
+    """`P` of interfaces.md §4: `<topic_prefix>/<site id>`."""
+    return f"{topic_prefix}/{site_id}"
+
+
+def status_topic(root: str) -> str:
+    return f"{root}/gateway/status"
+
+
+def light_topic(root: str, bay_id: str) -> str:
+    return f"{root}/bays/{bay_id}/light"
+
+
+def ack_topic(root: str, bay_id: str) -> str:
+    return f"{root}/bays/{bay_id}/light/ack"
+
+
+def occupancy_topic(root: str, bay_id: str) -> str:
+    return f"{root}/bays/{bay_id}/occupancy"
+
+
+def state_topic(root: str) -> str:
+    return f"{root}/state"
+
+
+def bay_from_topic(root: str, topic: str) -> tuple[str, str] | None:
+    """`(bay id, kind)` for a bay topic under `root`, kind one of `light`, `ack`, `occupancy`; else None."""
+    head = f"{root}/bays/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    kinds = {("light",): "light", ("light", "ack"): "ack", ("occupancy",): "occupancy"}
+    kind = kinds.get(tuple(parts[1:]))
+    if kind is None or not parts[0]:
+        return None
+    return parts[0], kind
+
+
+def check_topic_level(value: str, what: str) -> str:
+    """Raise ValueError unless `value` can be one level of a topic (no `/`, `+`, `#`, NUL; not empty)."""
+    if not value or _FORBIDDEN_IN_LEVEL & set(value):
+        raise ValueError(f"{what} {value!r} cannot be used in an MQTT topic (empty, or has / + # or NUL)")
+    return value
+
+
+# ---------------------------------------------------------------- payloads
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as every payload of §4."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _short(value: object) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise MqttPayloadError("a key appears twice")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise MqttPayloadError(f"{name} is not a JSON value")
+
+
+def _load_object(payload: bytes, what: str) -> dict[str, Any]:
+    if not isinstance(payload, bytes | bytearray):
+        raise MqttPayloadError(f"{what}: payload is {type(payload).__name__}, not bytes")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MqttPayloadError(f"{what}: {len(payload)} bytes, more than the {MAX_PAYLOAD_BYTES} allowed")
+    if not payload:
+        raise MqttPayloadError(f"{what}: empty payload")
+    try:
+        text = bytes(payload).decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except MqttPayloadError as exc:
+        raise MqttPayloadError(f"{what}: {exc}") from None
+    except UnicodeDecodeError:
+        raise MqttPayloadError(f"{what}: not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise MqttPayloadError(f"{what}: not JSON ({str(exc)[:60]})") from None
+    if not isinstance(obj, dict):
+        raise MqttPayloadError(f"{what}: expected a JSON object, got {_short(obj)}")
+    return obj
+
+
+def parse_occupancy(payload: bytes) -> bool | None:
+    """A sensor's `{"occupied": true|false}`; `{"occupied": null}` is the sensor saying it cannot tell (None).
+
+    Other keys are ignored; anything else raises MqttPayloadError.
+    """
+    obj = _load_object(payload, "occupancy")
+    if "occupied" not in obj:
+        raise MqttPayloadError('occupancy: no "occupied" key')
+    occupied = obj["occupied"]
+    if occupied is None or isinstance(occupied, bool):
+        return occupied
+    raise MqttPayloadError(f'occupancy: "occupied" must be true or false, got {_short(occupied)}')
+
+
+def _check_seq_color(obj: dict[str, Any], what: str) -> tuple[int, str]:
+    seq, color = obj.get("seq"), obj.get("color")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
+        raise MqttPayloadError(f'{what}: "seq" must be an integer 0..2^63-1, got {_short(seq)}')
+    if not isinstance(color, str) or color not in LIGHT_COLORS:
+        raise MqttPayloadError(f'{what}: "color" must be blue, green or off, got {_short(color)}')
+    return seq, color
+
+
+def parse_ack(payload: bytes) -> tuple[int, str]:
+    """A fixture's `{"seq": 17, "color": "blue"}` as `(seq, color)`; anything else raises MqttPayloadError."""
+    return _check_seq_color(_load_object(payload, "ack"), "ack")
+
+
+def parse_light_command(payload: bytes) -> dict[str, Any]:
+    """A light command as a fixture reads it: an object with at least a valid `seq` and `color`."""
+    obj = _load_object(payload, "light command")
+    _check_seq_color(obj, "light command")
+    return obj
+
+
+# ---------------------------------------------------------------- the link
+
+
+class _BrokerGone(Exception):
+    def __init__(self, reason: str, *, was_up: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.was_up = was_up
+
+
+class _Stop(Exception):
+    """close() was called: leave the connection cleanly."""
+
+
+def describe_mqtt_error(exc: BaseException) -> str:
+    """A few words on why the link failed, for the log and BrokerLost.reason."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, aiomqtt.MqttError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, aiomqtt.MqttCodeError) and exc.args[:1] == ("Unexpected disconnection",):
+        code = getattr(exc.rc, "value", exc.rc)
+        return "connection dropped" if code in (None, 7, 128) else f"connection dropped, {exc}"
+    if str(exc) == "Operation timed out":
+        return f"no answer within {OP_TIMEOUT_S:g} s"
+    return str(exc) or type(exc).__name__
+
+
+class MqttLink:
+    """The gateway's connection to the broker: retries forever, republishes on every reconnect.
+
+    `on_event` gets OccupancyChanged, LightAcked, BrokerConnected and BrokerLost; it must not block.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        root: str,
+        bay_ids: Sequence[str],
+        on_event: Callable[[Event], None],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 30,
+        client_id: str | None = None,
+        retry_s: float = 2.0,
+        state_min_interval_s: float = 1.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if not 0 < retry_s <= 5:
+            raise ValueError(f"retry_s must be in (0, 5] (interfaces.md §4), got {retry_s}")
+        if state_min_interval_s < 0:
+            raise ValueError(f"state_min_interval_s must be >= 0, got {state_min_interval_s}")
+        if not 5 <= keepalive_s <= 3600:
+            raise ValueError(f"keepalive_s must be 5..3600, got {keepalive_s}")
+        if not root or "+" in root or "#" in root:
+            raise ValueError(f"topic root {root!r} is empty or has a wildcard")
+        self._host, self._port, self._root = host, port, root
+        self._bays = frozenset(check_topic_level(b, "bay id") for b in bay_ids)
+        self._on_event = on_event
+        self._username, self._password = username, password
+        self._keepalive_s = keepalive_s
+        self._client_id = client_id or f"laadplein-gw-{secrets.token_hex(4)}"
+        self._retry_s = retry_s
+        self._state_min_interval_s = state_min_interval_s
+        self._clock = clock
+        self._lights: dict[str, bytes] = {}
+        self._lights_due: dict[str, None] = {}  # an ordered set: each bay at most once, latest payload wins
+        self._lights_wake = asyncio.Event()
+        self._published_at: dict[str, datetime] = {}
+        self._state: bytes | None = None
+        self._state_due = False
+        self._state_wake = asyncio.Event()
+        self._state_sent_mono = -math.inf
+        self._connected = False
+        self._running = False
+        self._stopping = asyncio.Event()
+        self._done = asyncio.Event()
+        self._down_since: float | None = None
+        self._next_down_log = 0.0
+        self._junk_seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    @property
+    def broker(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up (connected, `online` published, subscribed)."""
+        return self._connected
+
+    def published_at(self, bay_id: str) -> datetime | None:
+        """When the bay's current command was last sent to the broker; None if not (yet) sent."""
+        return self._published_at.get(bay_id)
+
+    def publish_light(self, bay_id: str, command: dict[str, Any]) -> None:
+        """Make `command` the bay's current light command; it goes out retained, QoS 1, as soon as connected."""
+        if bay_id not in self._bays:
+            raise MqttLinkError(f"bay {bay_id!r} is not one of this link's bays")
+        if not isinstance(command, dict):
+            raise MqttPayloadError(f"light command for {bay_id}: expected a dict, got {type(command).__name__}")
+        _check_seq_color(command, f"light command for {bay_id}")
+        try:
+            payload = encode_json(command)
+        except (TypeError, ValueError) as exc:
+            raise MqttPayloadError(f"light command for {bay_id}: cannot be JSON ({exc})") from None
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise MqttPayloadError(f"light command for {bay_id}: {len(payload)} bytes, over {MAX_PAYLOAD_BYTES}")
+        self._lights[bay_id] = payload
+        self._published_at.pop(bay_id, None)
+        self._lights_due[bay_id] = None
+        self._lights_wake.set()
+
+    def publish_state(self, snapshot: dict[str, Any]) -> None:
+        """Publish the state snapshot retained on `P/state`, at most once per `state_min_interval_s` (latest wins)."""
+        try:
+            self._state = encode_json(snapshot)
+        except (TypeError, ValueError) as exc:
+            raise MqttPayloadError(f"state snapshot cannot be JSON ({exc})") from None
+        self._state_due = True
+        self._state_wake.set()
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Flush what is due, publish `offline` retained, disconnect; returns once run() has ended (or after timeout_s)."""
+        self._stopping.set()
+        if not self._running:
+            return
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("MQTT link to %s did not close within %g s", self.broker, timeout_s)
+
+    async def run(self) -> None:
+        """Keep the link up until cancelled or closed; broker trouble never ends it."""
+        if self._running:
+            raise MqttLinkError("MqttLink.run() is already running")
+        self._running = True
+        self._done.clear()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._connection()
+                except _BrokerGone as gone:
+                    self._report_down(gone)
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), self._retry_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            self._connected = False
+            self._running = False
+            self._done.set()
+
+    def _report_down(self, gone: _BrokerGone) -> None:
+        now = time.monotonic()
+        if gone.was_up or self._down_since is None:
+            word = "lost" if gone.was_up else "unreachable"
+            log.warning("MQTT broker %s %s (%s); retrying every %g s", self.broker, word, gone.reason, self._retry_s)
+            self._down_since, self._next_down_log = now, now + 60
+            self._on_event(BrokerLost(at=self._clock(), reason=gone.reason))
+        elif now >= self._next_down_log:
+            log.warning(
+                "MQTT broker %s still unreachable after %.0f s (%s); retrying every %g s",
+                self.broker, now - self._down_since, gone.reason, self._retry_s,
+            )
+            self._next_down_log = now + 60
+        else:
+            log.debug("MQTT broker %s: connect failed (%s)", self.broker, gone.reason)
+
+    def _new_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._username,
+            password=self._password,
+            identifier=self._client_id,
+            will=aiomqtt.Will(status_topic(self._root), b"offline", qos=1, retain=True),
+            keepalive=self._keepalive_s,
+            timeout=OP_TIMEOUT_S,
+            max_queued_incoming_messages=10_000,
+            logger=PAHO_LOG,
+        )
+
+    async def _connection(self) -> None:
+        """One connection, from CONNECT to loss (raises _BrokerGone) or close() (returns)."""
+        was_up = False
+        try:
+            async with self._new_client() as client:
+                try:
+                    await client.publish(status_topic(self._root), b"online", qos=1, retain=True)
+                    granted = await client.subscribe(
+                        [(occupancy_topic(self._root, "+"), 1), (ack_topic(self._root, "+"), 1)]
+                    )
+                    if any(int(getattr(g, "value", g)) >= 0x80 for g in granted):
+                        raise aiomqtt.MqttError(f"subscription refused by the broker ({granted})")
+                    self._came_up()
+                    was_up = True
+                    await self._serve(client)
+                except _Stop:
+                    await self._say_offline(client, budget_s=1.5)
+                except (aiomqtt.MqttError, OSError):
+                    raise
+                except BaseException:
+                    # Cancellation (the daemon's clean shutdown) or a crash: the gateway is going away
+                    # with a graceful disconnect, which sends no Will, so say it here.
+                    await self._say_offline(client, budget_s=1.0)
+                    raise
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise _BrokerGone(describe_mqtt_error(exc), was_up=was_up) from None
+        finally:
+            self._connected = False
+
+    def _came_up(self) -> None:
+        self._connected = True
+        self._lights_due = dict.fromkeys(sorted(self._lights))
+        self._lights_wake.set()
+        if self._state is not None:
+            self._state_due = True
+            self._state_wake.set()
+        if self._down_since is None:
+            log.info("MQTT broker %s connected as %s", self.broker, self._client_id)
+        else:
+            log.info(
+                "MQTT broker %s back after %.0f s; republishing %d light commands",
+                self.broker, time.monotonic() - self._down_since, len(self._lights),
+            )
+        self._down_since = None
+        self._on_event(BrokerConnected(at=self._clock()))
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read(client), name="mqtt-read")
+                tg.create_task(self._send_lights(client), name="mqtt-lights")
+                tg.create_task(self._send_state(client), name="mqtt-state")
+                tg.create_task(self._wait_stop(), name="mqtt-stop")
+        except BaseExceptionGroup as group:
+            stop, rest = group.split(_Stop)
+            gone, rest = rest.split((aiomqtt.MqttError, OSError)) if rest is not None else (None, None)
+            if rest is not None:
+                raise rest
+            if gone is not None:
+                raise aiomqtt.MqttError(describe_mqtt_error(gone)) from None
+            if stop is not None:
+                raise _Stop from None
+
+    async def _wait_stop(self) -> None:
+        await self._stopping.wait()
+        raise _Stop
+
+    async def _say_offline(self, client: aiomqtt.Client, *, budget_s: float) -> None:
+        """Best effort within budget_s: send what is due, then `offline` retained."""
+        try:
+            async with asyncio.timeout(budget_s):
+                await self._flush_lights(client)
+                if self._state_due and self._state is not None:
+                    self._state_due = False
+                    await client.publish(state_topic(self._root), self._state, qos=1, retain=True)
+                await client.publish(status_topic(self._root), b"offline", qos=1, retain=True)
+            log.info("MQTT link to %s closed; published offline", self.broker)
+        except (TimeoutError, aiomqtt.MqttError, OSError) as exc:
+            log.warning("MQTT link to %s: could not publish offline on close (%s)", self.broker, describe_mqtt_error(exc))
+
+    async def _flush_lights(self, client: aiomqtt.Client) -> None:
+        while self._lights_due:
+            bay = next(iter(self._lights_due))
+            del self._lights_due[bay]
+            payload = self._lights[bay]
+            self._published_at[bay] = self._clock()
+            await client.publish(light_topic(self._root, bay), payload, qos=1, retain=True)
+
+    async def _send_lights(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._lights_wake.wait()
+            self._lights_wake.clear()
+            await self._flush_lights(client)
+
+    async def _send_state(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._state_wake.wait()
+            self._state_wake.clear()
+            wait_s = self._state_sent_mono + self._state_min_interval_s - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            if not self._state_due or self._state is None:
+                continue
+            self._state_due = False
+            self._state_sent_mono = time.monotonic()
+            await client.publish(state_topic(self._root), self._state, qos=1, retain=True)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            self._handle(str(message.topic), bytes(payload))
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        parsed = bay_from_topic(self._root, topic)
+        if parsed is None:
+            return
+        bay, kind = parsed
+        if bay not in self._bays:
+            self._complain(bay, "unknown", f"message on {topic} for a bay not in the config; ignored", logging.INFO)
+            return
+        at = self._clock()
+        if kind == "occupancy":
+            try:
+                occupied = parse_occupancy(payload)
+            except MqttPayloadError as exc:
+                self._complain(bay, kind, f"{topic}: {exc}; bay {bay} counts as sensor fault (occupied)")
+                occupied = None
+            self._on_event(OccupancyChanged(bay_id=bay, occupied=occupied, at=at))
+        elif kind == "ack":
+            try:
+                seq, color = parse_ack(payload)
+            except MqttPayloadError as exc:
+                self._complain(bay, kind, f"{topic}: {exc}; ack ignored")
+                return
+            self._on_event(LightAcked(bay_id=bay, seq=seq, color=color, at=at))
+
+    def _complain(self, bay: str, kind: str, text: str, level: int = logging.WARNING) -> None:
+        """Log once per bay and kind per minute, with how many were held back since."""
+        now = time.monotonic()
+        last, held = self._junk_seen.get((bay, kind), (-math.inf, 0))
+        if now - last < JUNK_LOG_EVERY_S:
+            self._junk_seen[bay, kind] = (last, held + 1)
+            return
+        more = f" ({held} more like it in the last minute)" if held else ""
+        log.log(level, "MQTT %s%s", text, more)
+        self._junk_seen[bay, kind] = (now, 0)
