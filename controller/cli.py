@@ -1,0 +1,208 @@
+"""The `laadplein` command: the daemon, the config check, and the operator's commands.
+
+Exit codes (interfaces.md §1): 0 done, 2 bad usage or config, 3 daemon not reachable,
+4 refused (token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 2, 3, 4
+DEFAULT_CONFIG = Path("/etc/laadplein/laadplein.toml")
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None):
+        return Path(args.config)
+    env = os.environ.get("LAADPLEIN_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def _load(path: Path):
+    """The config, or None after printing every error in the FILE:LINE: key: message form."""
+    from config.loader import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from controller.daemon import main_run
+
+    cfg = _load(_config_path(args))
+    if cfg is None:
+        return EXIT_USAGE
+    if args.storage:
+        cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"path": Path(args.storage).resolve()})})
+    return main_run(cfg)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from config.check import check_main
+
+    return check_main(args.file)
+
+
+def _client(args: argparse.Namespace):
+    from controller.client import ApiClient, ClientError
+
+    try:
+        return ApiClient.from_args(api=args.api, token_file=args.token_file, config=_config_path(args) if not args.api else None)
+    except ClientError as exc:
+        print(f"laadplein: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+def _with_client(fn):
+    def wrapper(args: argparse.Namespace) -> int:
+        from controller.client import ClientError
+
+        client = _client(args)
+        try:
+            return fn(args, client)
+        except ClientError as exc:
+            print(f"laadplein: {exc}", file=sys.stderr)
+            return exc.exit_code
+
+    return wrapper
+
+
+@_with_client
+def cmd_status(args, client) -> int:
+    from controller.views import print_status
+
+    snapshot = client.get("/api/status")
+    if args.json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        alarms = client.get("/api/alarms")
+        print_status(snapshot, alarms)
+    return EXIT_OK
+
+
+@_with_client
+def cmd_bays(args, client) -> int:
+    from controller.views import print_bays
+
+    bays = client.get("/api/bays")
+    if args.json:
+        print(json.dumps(bays, indent=2))
+    else:
+        print_bays(bays)
+    return EXIT_OK
+
+
+@_with_client
+def cmd_events(args, client) -> int:
+    from controller.views import print_events
+
+    path = "/api/events" + (f"?since={args.since}" if args.since else "")
+    events = client.get(path)
+    if args.json:
+        print(json.dumps(events, indent=2))
+    else:
+        print_events(events, client.timezone())
+    return EXIT_OK
+
+
+@_with_client
+def cmd_sessions(args, client) -> int:
+    from controller.views import print_sessions
+
+    path = "/api/sessions" + (f"?since={args.since}" if args.since else "")
+    sessions = client.get(path)
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+    else:
+        print_sessions(sessions, client.timezone())
+    return EXIT_OK
+
+
+@_with_client
+def cmd_override(args, client) -> int:
+    if args.clear:
+        if args.color:
+            print("laadplein override: give either a COLOR or --clear, not both", file=sys.stderr)
+            return EXIT_USAGE
+        answer = client.request("DELETE", f"/api/bays/{args.bay}/override", None)
+        if not args.json:
+            print(f"bay {args.bay}: override cleared")
+    else:
+        if args.color not in ("blue", "green", "off") or args.minutes is None:
+            print("laadplein override: need COLOR (blue, green or off) and --minutes N, or --clear", file=sys.stderr)
+            return EXIT_USAGE
+        body = {"color": args.color, "minutes": args.minutes, "who": args.who or os.environ.get("USER", ""), "why": args.why or ""}
+        answer = client.request("PUT", f"/api/bays/{args.bay}/override", body)
+        if not args.json:
+            print(f"bay {args.bay}: held {answer['color']} until {answer['until']} ({args.why or 'no reason given'})")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    return EXIT_OK
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the square's config file (reads [api] and its token file)")
+    p.add_argument("--api", help="the admin API's URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--token-file", help="file holding the admin API token (with --api)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="laadplein", description="Controller for a public EV charging square.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", help=f"config file (default $LAADPLEIN_CONFIG, then {DEFAULT_CONFIG})")
+    p.add_argument("--storage", help="database file, overriding storage.path (e.g. for a try-out without root)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="the square at a glance")
+    _add_client_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("bays", help="every bay's light, reason, occupancy and connector")
+    _add_client_options(p)
+    p.set_defaults(func=cmd_bays)
+
+    p = sub.add_parser("events", help="the event log")
+    _add_client_options(p)
+    p.add_argument("--since", help="only events after this UTC time (2026-11-28T13:00:00Z)")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("sessions", help="charging sessions")
+    _add_client_options(p)
+    p.add_argument("--since", help="only sessions started after this UTC time")
+    p.set_defaults(func=cmd_sessions)
+
+    p = sub.add_parser("override", help="hold a bay's light, or end the hold")
+    _add_client_options(p)
+    p.add_argument("bay")
+    p.add_argument("color", nargs="?", help="blue, green or off")
+    p.add_argument("--minutes", type=float, help="how long the hold lasts")
+    p.add_argument("--why", help="the reason, for the log")
+    p.add_argument("--who", help="who sets it (default: $USER)")
+    p.add_argument("--clear", action="store_true", help="end the override now")
+    p.set_defaults(func=cmd_override)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The control cycle: freeze the state, let the pure deciders decide, carry out only the differences.
+
+Runs every `control.period_s` and at once when an event wakes it. Light commands are
+persisted (with their `seq`) before they are published; alarms are conditions checked
+every cycle, raised once and cleared when the condition ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from controller.clock import wire_ts
+from controller.state import SquareState
+from signage.commands import light_command, same_command
+from signage.rules import BayInputs, SignageSettings, decide
+
+log = logging.getLogger("laadplein.cycle")
+
+
+class LightPublisher(Protocol):
+    """What the cycle needs of the MQTT link."""
+
+    connected: bool
+
+    def publish_light(self, bay_id: str, command: dict) -> None: ...
+
+    def publish_state(self, snapshot: dict) -> None: ...
+
+    def published_at(self, bay_id: str) -> datetime | None: ...
+
+
+class Cycle:
+    """Owns the loop from state to decisions to commands."""
+
+    def __init__(self, state: SquareState, mqtt: LightPublisher) -> None:
+        self.state = state
+        self.mqtt = mqtt
+        cfg = state.cfg
+        self.settings = SignageSettings(
+            min_free_ev_bays=cfg.signage.min_free_ev_bays,
+            grace_s=cfg.signage.grace_s,
+            min_dwell_s=cfg.signage.min_dwell_s,
+            language=cfg.signage.language,
+        )
+        self._announced: set[str] = set()  # bays whose current command went to the link since start
+        self._last_snapshot: dict | None = None
+        self.cycles = 0
+        self.overruns = 0
+
+    async def run(self) -> None:
+        """Forever: wait for the period or an event, then run one cycle."""
+        period_s = self.state.cfg.control.period_s
+        while True:
+            try:
+                await asyncio.wait_for(self.state.wake.wait(), timeout=period_s)
+            except TimeoutError:
+                pass
+            self.state.wake.clear()
+            started = time.monotonic()
+            await self.run_once(self.state.clock())
+            took_s = time.monotonic() - started
+            if took_s > period_s:
+                self.overruns += 1
+                log.warning("cycle took %.3f s, longer than its period of %.3f s", took_s, period_s)
+
+    async def run_once(self, now: datetime) -> None:
+        """One cycle at `now`."""
+        self.cycles += 1
+        await self._expire_overrides(now)
+        inputs = [self.bay_inputs(bay.id, now) for bay in self.state.cfg.bays]
+        known = [i for i in inputs if i.known]
+        decision = decide(known, self.state.lights, self.settings, now)
+        for change in decision.changes:
+            await self._send_change(change, now)
+        for bay_id, light in decision.lights.items():
+            self.state.lights[bay_id] = light
+            if bay_id not in self._announced and bay_id in self.state.commands:
+                # Known again after a restart with an unchanged command: publish it with the same seq.
+                self.mqtt.publish_light(bay_id, self.state.commands[bay_id])
+                self._announced.add(bay_id)
+        await self._check_alarms(now)
+        await self._flush_log()
+        snapshot = self.snapshot(now)
+        comparable = {k: v for k, v in snapshot.items() if k != "ts"}
+        if comparable != self._last_snapshot:
+            self._last_snapshot = comparable
+            self.mqtt.publish_state(snapshot)
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def bay_inputs(self, bay_id: str, now: datetime) -> BayInputs:
+        st = self.state
+        bay = st.cfg.bay(bay_id)
+        charger_cfg = st.cfg.charger(bay.charger)
+        conn = st.chargers[bay.charger].connectors[bay.connector]
+        override = st.overrides.get(bay_id)
+        return BayInputs(
+            bay_id=bay_id,
+            has_sensor=bay.sensor,
+            known=st.bay_known(bay_id, now),
+            connector_status=conn.status,
+            charger_online=st.charger_online(bay.charger, now),
+            occupied=st.sensor_reading(bay_id, now) if bay.sensor else None,
+            session_over_at=conn.session_over_at,
+            # Until power sharing sends limits, every connector may take its charger's maximum.
+            spare_a=float(charger_cfg.max_current_a),
+            override=override if override is not None and override.until > now else None,
+        )
+
+    # ---- outputs ---------------------------------------------------------------------------
+
+    async def _send_change(self, change, now: datetime) -> None:
+        st = self.state
+        bay_id = change.bay_id
+        old_cmd = st.commands.get(bay_id)
+        seq = (old_cmd["seq"] + 1) if old_cmd else 1
+        cmd = light_command(change.new, seq, now)
+        if old_cmd is not None and same_command(old_cmd, cmd):
+            return
+        await st.store.save_light_command(bay_id, cmd)  # seq on disk before it is on the wire
+        st.commands[bay_id] = cmd
+        old = change.old
+        was = f"{old.color} ({old.reason})" if old else "nothing"
+        log.info("bay %s: light %s -> %s (%s): %s [seq %d]", bay_id, was, cmd["color"], cmd["reason"], change.why, seq)
+        await st.store.add_event(
+            "light",
+            now,
+            bay_id=bay_id,
+            message=f"bay {bay_id}: {was} -> {cmd['color']} ({cmd['reason']}): {change.why}",
+            data={"command": cmd, "why": change.why, "inputs": dict(change.inputs)},
+        )
+        self.mqtt.publish_light(bay_id, cmd)
+        self._announced.add(bay_id)
+
+    async def _expire_overrides(self, now: datetime) -> None:
+        st = self.state
+        for bay_id, o in sorted(st.overrides.items()):
+            if o.until <= now:
+                del st.overrides[bay_id]
+                await st.store.clear_override(bay_id)
+                st.note("override_ended", f"bay {bay_id}: override {o.color} by {o.who or 'unknown'} ended", at=now, bay_id=bay_id)
+
+    async def _check_alarms(self, now: datetime) -> None:
+        st = self.state
+        cfg = st.cfg
+        store = st.store
+        for charger in cfg.chargers:
+            key = f"charger_offline:{charger.id}"
+            c = st.chargers[charger.id]
+            never = c.connected_at is None and (now - st.started_at).total_seconds() >= cfg.signage.startup_wait_s
+            gone = not c.online and c.disconnected_at is not None and not st.charger_online(charger.id, now)
+            if never or gone:
+                since = c.disconnected_at or st.started_at
+                bays = ", ".join(b.id for b in cfg.bays if b.charger == charger.id)
+                await store.raise_alarm(
+                    key, since, f"charger {charger.id} offline since {wire_ts(since)}",
+                    f"its bays ({bays}) show green (fault)", charger_id=charger.id,
+                )
+            elif c.online:
+                await store.clear_alarm(key, now)
+        key = "broker_offline"
+        if not st.broker_online and (now - st.started_at).total_seconds() > 10:
+            await store.raise_alarm(
+                key, now, f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} unreachable",
+                "control goes on; light commands are published again on reconnect",
+            )
+        elif st.broker_online:
+            await store.clear_alarm(key, now)
+        for bay in cfg.bays:
+            await self._check_fixture(bay.id, now)
+            if bay.sensor:
+                s = st.sensors[bay.id]
+                key = f"sensor_silent:{bay.id}"
+                if s.at is not None and (now - s.at).total_seconds() > cfg.signage.sensor_timeout_s:
+                    await store.raise_alarm(
+                        key, s.at, f"bay {bay.id}: sensor silent since {wire_ts(s.at)}",
+                        "the bay counts as occupied (never reserved)", bay_id=bay.id,
+                    )
+                elif s.at is not None:
+                    await store.clear_alarm(key, now)
+
+    async def _check_fixture(self, bay_id: str, now: datetime) -> None:
+        st = self.state
+        cmd = st.commands.get(bay_id)
+        sent_at = self.mqtt.published_at(bay_id)
+        if cmd is None or sent_at is None:
+            return
+        noack, wrong = f"fixture_silent:{bay_id}", f"fixture_wrong:{bay_id}"
+        ack = st.acks.get(bay_id)
+        if ack is not None and ack[0] == cmd["seq"]:
+            await st.store.clear_alarm(noack, now)
+            if ack[1] == cmd["color"]:
+                await st.store.clear_alarm(wrong, now)
+            else:
+                await st.store.raise_alarm(
+                    wrong, ack[2], f"bay {bay_id}: fixture shows {ack[1]}, commanded {cmd['color']} (seq {cmd['seq']})",
+                    "command stays retained on the broker; check the fixture", bay_id=bay_id,
+                )
+        elif self.mqtt.connected and now - sent_at > timedelta(seconds=st.cfg.signage.ack_timeout_s):
+            await st.store.raise_alarm(
+                noack, sent_at,
+                f"bay {bay_id}: fixture did not ack seq {cmd['seq']} ({cmd['color']}) within "
+                f"{st.cfg.signage.ack_timeout_s:g} s",
+                "command stays retained on the broker; check the fixture and its link", bay_id=bay_id,
+            )
+
+    async def _flush_log(self) -> None:
+        st = self.state
+        entries, st.pending_log = st.pending_log, []
+        for e in entries:
+            await st.store.add_event(e.kind, e.at, bay_id=e.bay_id, charger_id=e.charger_id, message=e.message, data=e.data)
+
+    # ---- views -----------------------------------------------------------------------------
+
+    def snapshot(self, now: datetime) -> dict:
+        """The state snapshot of interfaces.md §4 (MQTT `P/state` and `GET /api/status`)."""
+        st = self.state
+        cfg = st.cfg
+        grid = [0.0, 0.0, 0.0]
+        bays = []
+        for bay in cfg.bays:
+            conn = st.chargers[bay.charger].connectors[bay.connector]
+            fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
+            currents = conn.current_a if fresh else (None, None, None)
+            for i, a in enumerate(currents):
+                grid[i] += a or 0.0
+            present = [a for a in currents if a is not None]
+            light = st.lights.get(bay.id)
+            bays.append(
+                {
+                    "id": bay.id,
+                    "light": light.color if light else None,
+                    "reason": light.reason if light else None,
+                    "text": light.text if light else None,
+                    "occupied": st.sensor_reading(bay.id, now) if bay.sensor else None,
+                    "charger": bay.charger,
+                    "connector": bay.connector,
+                    "status": conn.status,
+                    "limit_a": None,
+                    "current_a": round(max(present), 1) if present else None,
+                }
+            )
+        phases = cfg.grid.phases
+        return {
+            "site": cfg.site.id,
+            "ts": wire_ts(now),
+            "timezone": cfg.site.timezone,
+            "grid": {"limit_a": cfg.grid.limit_a, "current_a": [round(a, 1) for a in grid[:phases]]},
+            "battery": None if cfg.battery is None else {"online": False, "soc_pct": None, "power_w": None},
+            "bays": bays,
+            "chargers": [
+                {"id": c.id, "online": st.chargers[c.id].online, "ocpp": st.chargers[c.id].ocpp_version}
+                for c in cfg.chargers
+            ],
+        }

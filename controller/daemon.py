@@ -1,0 +1,178 @@
+"""The daemon: opens storage, starts every driver and the cycle under one TaskGroup, stops cleanly.
+
+SIGTERM and SIGINT become cancellation; on the way out the gateway tells the broker it is
+offline and closes the database. A crash of any task ends the daemon (the service manager
+restarts it) rather than leaving a half-alive process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from config.schema import SquareConfig
+from controller.api import AdminApi
+from controller.clock import utc_now
+from controller.cycle import Cycle
+from controller.secrets import TagVault, load_or_create_secret
+from controller.state import SquareState
+from controller.store import Store
+from drivers.mqtt import MqttLink
+from drivers.ocpp_server import OcppServer
+
+log = logging.getLogger("laadplein.daemon")
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (storage, token file, ports); the message says what to fix."""
+
+
+class _SquareTimeFormatter(logging.Formatter):
+    """Log times in the square's own time zone, to the millisecond, as a technician reads them."""
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self.tz = tz
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's name)
+        dt = datetime.fromtimestamp(record.created, self.tz)
+        return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{int(record.msecs):03d}" + dt.strftime("%z")
+
+
+def setup_logging(tz_name: str, level: int = logging.INFO) -> None:
+    """Log to stderr with the square's local time; keep third-party chatter (and id tags) out."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SquareTimeFormatter(ZoneInfo(tz_name)))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The ocpp library logs every frame (id tags included) at INFO.
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    for noisy in ("websockets", "aiohttp.access", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def read_token(path: Path | None) -> str | None:
+    """The admin API token from its file, or None when no file is configured."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise DaemonError(f"api.token_file {path}: cannot read it ({exc.strerror})") from None
+    if not token:
+        raise DaemonError(f"api.token_file {path}: the file is empty")
+    return token
+
+
+async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Run the square until cancelled."""
+    token = read_token(cfg.api.token_file)
+    db_path = Path(cfg.storage.path)
+    try:
+        secret = load_or_create_secret(db_path.parent / "laadplein.secret")
+        store = await Store.open(db_path, TagVault(secret))
+    except (OSError, ValueError) as exc:
+        raise DaemonError(f"storage.path {db_path}: {exc}") from None
+    try:
+        state = SquareState(cfg, store, clock=utc_now)
+        await state.restore()
+        cutoff_purged = await store.purge_older_than(utc_now() - timedelta(days=cfg.storage.retention_days))
+        if cutoff_purged:
+            log.info("retention: deleted %d record(s) older than %d days", cutoff_purged, cfg.storage.retention_days)
+        mqtt = MqttLink(
+            cfg.mqtt.host,
+            cfg.mqtt.port,
+            cfg.topic_root,
+            [b.id for b in cfg.bays],
+            state.record,
+            username=cfg.mqtt.username,
+            password=cfg.mqtt.password,
+            keepalive_s=cfg.mqtt.keepalive_s,
+            client_id=f"laadplein-{cfg.site.id}",
+        )
+        ocpp = OcppServer(
+            cfg.ocpp.host,
+            cfg.ocpp.port,
+            cfg.ocpp.path,
+            state,
+            heartbeat_interval_s=cfg.ocpp.heartbeat_interval_s,
+            call_timeout_s=cfg.ocpp.call_timeout_s,
+        )
+        cycle = Cycle(state, mqtt)
+        api = AdminApi(state, cycle, ocpp, token=token)
+        ocpp_ready, api_ready = asyncio.Event(), asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(ocpp.run(ocpp_ready), name="ocpp-server")
+                tg.create_task(api.run(cfg.api.host, cfg.api.port, api_ready), name="admin-api")
+                tg.create_task(mqtt.run(), name="mqtt-link")
+                await asyncio.wait_for(asyncio.gather(ocpp_ready.wait(), api_ready.wait()), timeout=15)
+                tg.create_task(cycle.run(), name="cycle")
+                tg.create_task(_retention(store, cfg.storage.retention_days), name="retention")
+                log.info(
+                    "square %s up: OCPP on ws://%s:%d%s/<charger id>, %d charger(s), %d bay(s)",
+                    cfg.site.id, cfg.ocpp.host, ocpp.port, cfg.ocpp.path, len(cfg.chargers), len(cfg.bays),
+                )
+                if ready is not None:
+                    ready.set()
+        finally:
+            await _shutdown(mqtt)
+    finally:
+        await store.close()
+
+
+async def _retention(store: Store, days: int) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        await store.purge_older_than(utc_now() - timedelta(days=days))
+
+
+async def _shutdown(mqtt: MqttLink) -> None:
+    """Leave devices as they are: lights keep their retained commands; tell everyone we are gone."""
+    try:
+        await asyncio.wait_for(mqtt.close(), timeout=3)
+    except (TimeoutError, Exception) as exc:  # shutting down: report, do not mask the exit
+        log.warning("MQTT: could not publish offline on the way out (%s)", exc)
+
+
+def main_run(cfg: SquareConfig) -> int:
+    """`laadplein run`: the daemon in the foreground; exit 0 after a clean shutdown on SIGTERM/SIGINT."""
+    setup_logging(cfg.site.timezone)
+
+    async def _main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        stopping: dict = {"signal": None, "at": 0.0}
+
+        def _stop(signame: str) -> None:
+            if stopping["signal"] is None:
+                stopping["signal"], stopping["at"] = signame, time.monotonic()
+                log.info("%s received: shutting down", signame)
+                task.cancel()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop, sig.name)
+        try:
+            await run_daemon(cfg)
+        except asyncio.CancelledError:
+            if stopping["signal"] is None:
+                raise
+            log.info("stopped cleanly %.1f s after %s", time.monotonic() - stopping["at"], stopping["signal"])
+            return 0
+        return 0
+
+    try:
+        return asyncio.run(_main())
+    except DaemonError as exc:
+        log.error("%s", exc)
+        return 2
+    except ExceptionGroup as group:
+        for exc in group.exceptions:
+            log.critical("daemon stopped by an error in one of its tasks: %s", exc, exc_info=exc)
+        return 1

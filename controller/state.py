@@ -1,0 +1,380 @@
+"""The live state of the square: domain events in, persisted first where a charger relies on it.
+
+`SquareState` is the OCPP driver's backend and the MQTT driver's event sink. It applies
+events to plain records, keeps what a charger was told is true on disk before answering,
+and wakes the cycle. It makes no decisions: those are the pure deciders' job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from config.schema import SquareConfig
+from controller import events as ev
+from controller.clock import parse_ts, utc_now
+from controller.store import Store
+from drivers.ocpp_backend import TransactionAnswer
+from signage.rules import Light, Override, track_session_over
+
+log = logging.getLogger("laadplein.state")
+
+_STATUS_WORDS = frozenset(
+    {
+        "Available",
+        "Preparing",
+        "Charging",
+        "SuspendedEVSE",
+        "SuspendedEV",
+        "Finishing",
+        "Reserved",
+        "Unavailable",
+        "Faulted",
+    }
+)
+
+
+@dataclass
+class ConnectorLive:
+    """What the gateway knows of one connector now."""
+
+    status: str | None = None
+    status_at: datetime | None = None
+    error_code: str = "NoError"
+    session_over_at: datetime | None = None
+    transaction_id: int | None = None
+    current_a: tuple[float | None, float | None, float | None] = (None, None, None)
+    power_w: float | None = None
+    energy_wh: float | None = None
+    sample_at: datetime | None = None
+
+
+@dataclass
+class ChargerLive:
+    """What the gateway knows of one charger now."""
+
+    online: bool = False
+    ocpp_version: str | None = None
+    connected_at: datetime | None = None
+    disconnected_at: datetime | None = None
+    last_heard: datetime | None = None
+    remote: str = ""
+    vendor: str = ""
+    model: str = ""
+    firmware: str = ""
+    connectors: dict[int, ConnectorLive] = field(default_factory=dict)
+
+
+@dataclass
+class SensorLive:
+    """A bay sensor's last reading; occupied None means a fault or an unreadable message."""
+
+    occupied: bool | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """An event for the log, waiting to be written by the cycle."""
+
+    kind: str
+    at: datetime
+    message: str
+    bay_id: str | None = None
+    charger_id: str | None = None
+    data: dict | None = None
+
+
+class SquareState:
+    """The square's live state; implements `drivers.ocpp_backend.CentralSystemBackend`."""
+
+    def __init__(self, cfg: SquareConfig, store: Store, *, clock=utc_now) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.started_at = clock()
+        self.wake = asyncio.Event()
+        self.chargers: dict[str, ChargerLive] = {
+            c.id: ChargerLive(connectors={n: ConnectorLive() for n in range(1, c.connectors + 1)})
+            for c in cfg.chargers
+        }
+        self.sensors: dict[str, SensorLive] = {b.id: SensorLive() for b in cfg.bays}
+        self.overrides: dict[str, Override] = {}
+        self.lights: dict[str, Light] = {}
+        self.commands: dict[str, dict] = {}  # bay -> last command sent (with its seq)
+        self.acks: dict[str, tuple[int, str, datetime]] = {}  # bay -> what the fixture says it shows
+        self.broker_online = False
+        self.pending_log: list[LogEntry] = []
+        self._passwords: dict[str, str | None] = {c.id: c.password for c in cfg.chargers}
+
+    # ---- restore -------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load what must survive a restart: open sessions, last light commands, overrides."""
+        for s in await self.store.open_sessions():
+            conn = self._connector(s["charger"], s["connector"])
+            if conn is not None:
+                conn.transaction_id = s["id"]
+        self.commands = await self.store.light_commands()
+        self.lights = {bay: light_from_command(cmd) for bay, cmd in self.commands.items()}
+        for bay, o in (await self.store.overrides()).items():
+            self.overrides[bay] = Override(color=o["color"], until=o["until"], who=o["who"], why=o["why"])
+        log.info(
+            "restored %d open session(s), %d light command(s), %d override(s)",
+            sum(1 for c in self.chargers.values() for k in c.connectors.values() if k.transaction_id),
+            len(self.commands),
+            len(self.overrides),
+        )
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _connector(self, charger_id: str, connector_id: int) -> ConnectorLive | None:
+        charger = self.chargers.get(charger_id)
+        if charger is None:
+            return None
+        return charger.connectors.get(connector_id)
+
+    def _where(self, charger_id: str, connector_id: int) -> str:
+        bay = self.cfg.bay_for(charger_id, connector_id)
+        return f"{charger_id}/{connector_id}" + (f" (bay {bay.id})" if bay else "")
+
+    def note(self, kind: str, message: str, *, at: datetime | None = None, bay_id=None, charger_id=None, data=None):
+        """Queue an event for the log (written by the cycle) and wake the cycle."""
+        self.pending_log.append(LogEntry(kind, at or self.clock(), message, bay_id, charger_id, data))
+        self.wake.set()
+
+    def charger_online(self, charger_id: str, now: datetime) -> bool:
+        """Online: connected, or closed for less than `offline_after_s` (a quick reconnect changes no light)."""
+        c = self.chargers.get(charger_id)
+        if c is None:
+            return False
+        if c.online:
+            return True
+        if c.disconnected_at is None:
+            return False
+        return (now - c.disconnected_at).total_seconds() < self.cfg.signage.offline_after_s
+
+    # ---- CentralSystemBackend ------------------------------------------------------------
+
+    def charger_known(self, charger_id: str) -> bool:
+        return charger_id in self.chargers or self.cfg.ocpp.allow_unknown_chargers
+
+    def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
+        import hmac
+
+        expected = self._passwords.get(charger_id)
+        if expected is None:
+            return True
+        if password is None:
+            return False
+        return hmac.compare_digest(expected.encode(), password.encode())
+
+    def record(self, event: ev.Event) -> None:
+        try:
+            self._apply(event)
+        except Exception:  # a bad event must not take the driver down with it
+            log.exception("could not apply %s", type(event).__name__)
+        self.wake.set()
+
+    def _apply(self, event: ev.Event) -> None:
+        match event:
+            case ev.ChargerConnected(charger_id=cid, ocpp_version=ver, at=at, remote=remote):
+                c = self.chargers.setdefault(cid, ChargerLive())
+                c.online, c.ocpp_version, c.connected_at, c.last_heard, c.remote = True, ver, at, at, remote
+                self.note("charger_connected", f"charger {cid} connected from {remote} ({ver})", at=at, charger_id=cid)
+            case ev.ChargerDisconnected(charger_id=cid, at=at, reason=reason):
+                c = self.chargers.get(cid)
+                if c is not None:
+                    c.online, c.disconnected_at = False, at
+                self.note("charger_disconnected", f"charger {cid} disconnected: {reason or 'closed'}", at=at, charger_id=cid)
+            case ev.ChargerBooted(charger_id=cid, at=at, vendor=vendor, model=model, firmware=fw):
+                c = self.chargers.setdefault(cid, ChargerLive())
+                c.vendor, c.model, c.firmware = vendor, model, fw
+                self.note("charger_booted", f"charger {cid} booted: {vendor} {model} firmware {fw}".strip(), at=at, charger_id=cid)
+            case ev.ChargerHeard(charger_id=cid, at=at):
+                c = self.chargers.get(cid)
+                if c is not None:
+                    c.last_heard = at
+                return  # proof of life only: nothing for the cycle to decide
+            case ev.ConnectorStatusChanged(charger_id=cid, connector_id=n, status=status, at=at, error_code=code):
+                self._apply_status(cid, n, status, at, code)
+            case ev.MeterSample():
+                self._apply_sample(event)
+            case ev.OccupancyChanged(bay_id=bay, occupied=occupied, at=at):
+                s = self.sensors.get(bay)
+                if s is None:
+                    return
+                if s.occupied != occupied or s.at is None:
+                    word = {True: "occupied", False: "empty", None: "fault (unreadable message)"}[occupied]
+                    self.note("occupancy", f"bay {bay}: sensor says {word}", at=at, bay_id=bay, data={"occupied": occupied})
+                s.occupied, s.at = occupied, at
+            case ev.LightAcked(bay_id=bay, seq=seq, color=color, at=at):
+                self.acks[bay] = (seq, color, at)
+            case ev.BrokerConnected(at=at):
+                self.broker_online = True
+                self.note("broker_connected", "MQTT broker connected", at=at)
+            case ev.BrokerLost(at=at, reason=reason):
+                if self.broker_online:
+                    self.note("broker_lost", f"MQTT broker lost: {reason}", at=at)
+                self.broker_online = False
+            case _:
+                log.debug("ignored event %r", event)
+
+    def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str) -> None:
+        c = self.chargers.get(cid)
+        if c is None:
+            return
+        if n == 0:
+            # The charger as a whole: Unavailable/Faulted applies to every connector's bay.
+            for k, conn in c.connectors.items():
+                if status in ("Unavailable", "Faulted") or conn.status is None:
+                    self._apply_status(cid, k, status, at, code)
+            return
+        conn = c.connectors.get(n)
+        if conn is None:
+            log.warning("charger %s reports status for connector %d, which the config does not have", cid, n)
+            return
+        if status not in _STATUS_WORDS:
+            log.warning("charger %s/%d: unknown status %r treated as Faulted", cid, n, status)
+            status = "Faulted"
+        conn.session_over_at = track_session_over(conn.status, status, conn.session_over_at, at)
+        if status != conn.status:
+            bay = self.cfg.bay_for(cid, n)
+            detail = f"{conn.status or 'unknown'} -> {status}" + (f" ({code})" if code and code != "NoError" else "")
+            self.note(
+                "connector_status",
+                f"{self._where(cid, n)}: {detail}",
+                at=at,
+                charger_id=cid,
+                bay_id=bay.id if bay else None,
+                data={"connector": n, "status": status, "error_code": code},
+            )
+        conn.status, conn.status_at, conn.error_code = status, at, code
+
+    def _apply_sample(self, s: ev.MeterSample) -> None:
+        conn = self._connector(s.charger_id, s.connector_id)
+        if conn is None:
+            return
+        if any(v is not None for v in s.current_a):
+            conn.current_a = s.current_a
+        if s.power_w is not None:
+            conn.power_w = s.power_w
+        if s.energy_wh is not None:
+            conn.energy_wh = s.energy_wh
+        conn.sample_at = self.clock()
+
+    async def authorize(self, charger_id: str, id_tag: str) -> str:
+        status = await self._tag_status(id_tag)
+        log.info("charger %s: tag %s… authorized: %s", charger_id, self.store.hash_tag(id_tag)[:8], status)
+        return status
+
+    async def _tag_status(self, id_tag: str) -> str:
+        if self.cfg.ocpp.auth == "free":
+            return "Accepted"
+        return await self.store.token_status(id_tag, self.clock())
+
+    async def start_transaction(
+        self, charger_id: str, connector_id: int, id_tag: str, meter_start_wh: int, timestamp: datetime
+    ) -> TransactionAnswer:
+        status = await self._tag_status(id_tag)
+        bay = self.cfg.bay_for(charger_id, connector_id)
+        tag_hash = self.store.hash_tag(id_tag)
+        # The charger holds a transaction id whatever the status: record the session in every case
+        # so that its StopTransaction finds it (OCPP 1.6 §4.8: the charger may stop it itself).
+        tx_id = await self.store.start_transaction(
+            charger_id, connector_id, bay.id if bay else None, tag_hash, int(meter_start_wh), timestamp
+        )
+        conn = self._connector(charger_id, connector_id)
+        if conn is not None:
+            conn.transaction_id = tx_id
+        self.note(
+            "transaction_started",
+            f"{self._where(charger_id, connector_id)}: transaction {tx_id} started, tag {tag_hash[:8]}…, {status}",
+            at=self.clock(),
+            charger_id=charger_id,
+            bay_id=bay.id if bay else None,
+            data={"transaction_id": tx_id, "meter_start_wh": meter_start_wh, "auth": status},
+        )
+        return TransactionAnswer(transaction_id=tx_id, status=status)
+
+    async def stop_transaction(
+        self,
+        charger_id: str,
+        transaction_id: int,
+        meter_stop_wh: int,
+        timestamp: datetime,
+        reason: str | None,
+        id_tag: str | None,
+        samples: list[ev.MeterSample],
+    ) -> str | None:
+        if samples:
+            await self.store.add_meter_samples([_sample_row(s, transaction_id) for s in samples])
+        row = await self.store.stop_transaction(transaction_id, int(meter_stop_wh), timestamp, reason)
+        if row is None:
+            log.warning("charger %s stopped transaction %s, which the gateway does not know", charger_id, transaction_id)
+        else:
+            conn = self._connector(row["charger"], row["connector"])
+            if conn is not None and conn.transaction_id == transaction_id:
+                conn.transaction_id = None
+            energy = row.get("energy_wh")
+            self.note(
+                "transaction_stopped",
+                f"{self._where(row['charger'], row['connector'])}: transaction {transaction_id} stopped"
+                f" ({reason or 'Local'}), {energy if energy is not None else '?'} Wh",
+                at=self.clock(),
+                charger_id=charger_id,
+                bay_id=row.get("bay"),
+                data={"transaction_id": transaction_id, "energy_wh": energy, "reason": reason},
+            )
+        return await self._tag_status(id_tag) if id_tag else None
+
+    async def meter_values(self, charger_id: str, samples: list[ev.MeterSample]) -> None:
+        rows = []
+        for s in samples:
+            conn = self._connector(s.charger_id, s.connector_id)
+            tx = s.transaction_id if s.transaction_id is not None else (conn.transaction_id if conn else None)
+            rows.append(_sample_row(s, tx))
+        if rows:
+            await self.store.add_meter_samples(rows)
+        for s in samples:
+            self.record(s)
+
+    def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
+        log.info("charger %s: DataTransfer from vendor %r message %r rejected (unknown)", charger_id, vendor_id, message_id)
+        return "Rejected"
+
+    # ---- derived views -------------------------------------------------------------------
+
+    def bay_known(self, bay_id: str, now: datetime) -> bool:
+        """Known once a connector status arrived since start, or `startup_wait_s` passed."""
+        bay = self.cfg.bay(bay_id)
+        conn = self._connector(bay.charger, bay.connector)
+        if conn is not None and conn.status is not None:
+            return True
+        return (now - self.started_at).total_seconds() >= self.cfg.signage.startup_wait_s
+
+    def sensor_reading(self, bay_id: str, now: datetime) -> bool | None:
+        """The sensor's reading, or None (counts as occupied) with no reading, a fault, or silence too long."""
+        s = self.sensors[bay_id]
+        if s.at is None:
+            return None
+        if now - s.at > timedelta(seconds=self.cfg.signage.sensor_timeout_s):
+            return None
+        return s.occupied
+
+
+def light_from_command(cmd: dict) -> Light:
+    """The Light a stored command stands for (its time counts as the last colour change)."""
+    return Light(
+        color=cmd["color"],
+        reason=cmd["reason"],
+        text=cmd["text"],
+        pictogram=cmd["pictogram"],
+        changed_at=parse_ts(cmd["ts"]),
+    )
+
+
+def _sample_row(s: ev.MeterSample, tx_id: int | None) -> tuple:
+    return (s.charger_id, s.connector_id, tx_id, s.at, *s.current_a, s.power_w, s.energy_wh)
