@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from config.schema import CrossCheckError, SquareConfig
+from config.schema import CrossCheckError, SquareConfig, cross_issues
 
 __all__ = ["ConfigError", "ConfigIssue", "load_config", "load_config_text"]
 
@@ -70,8 +70,8 @@ def load_config_text(text: str, file_name: str = "<config>", base_dir: str | Pat
         square = SquareConfig.model_validate(raw)
     except ValidationError as exc:
         issues = [
-            ConfigIssue(file_name, locator.line_of(loc), _dotted(loc), message)
-            for loc, message in _explain(exc)
+            ConfigIssue(file_name, locator.line_of(loc), _dotted(loc), _naming_entry(raw, loc, message))
+            for loc, message in _merged(_explain(exc), cross_issues(raw))
         ]
         issues.sort(key=lambda issue: issue.line)
         raise ConfigError(issues) from None
@@ -114,6 +114,38 @@ def _explain(exc: ValidationError) -> list[tuple[Loc, str]]:
     return found
 
 
+def _merged(field_issues: list[tuple[Loc, str]], cross: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+    """The field issues plus the cross-check issues pydantic skipped, each once.
+
+    A cross-check on a key that has its own error (or sits in a table that has one) is left out: it
+    would only restate that error, e.g. "connector 9 above the maximum 8" and "charger has 2 connectors".
+    """
+    merged = list(field_issues)
+    failed = {loc for loc, _ in field_issues}
+    for loc, message in cross:
+        if not any(loc[:end] in failed for end in range(1, len(loc) + 1)):
+            merged.append((loc, message))
+    return merged
+
+
+_ENTRY_KINDS = {"chargers": "charger", "bays": "bay"}
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _naming_entry(raw: dict[str, Any], loc: Loc, message: str) -> str:
+    """The message led by the array entry's id ("bay B12: ..."): key paths count from 0, people know the id."""
+    if len(loc) < 3 or loc[0] not in _ENTRY_KINDS or not isinstance(loc[1], int) or loc[2] == "id":
+        return message
+    entries = raw.get(str(loc[0]))
+    if not isinstance(entries, list) or not 0 <= loc[1] < len(entries) or not isinstance(entries[loc[1]], dict):
+        return message
+    entry_id = entries[loc[1]].get("id")
+    if not isinstance(entry_id, str) or not entry_id:
+        return message
+    shown = entry_id if _PLAIN_ID.match(entry_id) else json.dumps(entry_id, ensure_ascii=False)
+    return f"{_ENTRY_KINDS[loc[0]]} {shown}: {message}"
+
+
 def _message(error: Any, loc: Loc) -> str:
     kind = error["type"]
     ctx = error.get("ctx", {})
@@ -130,31 +162,36 @@ def _message(error: Any, loc: Loc) -> str:
             return f"missing required section [{loc[0]}]"
         return f"missing required key {key!r}"
     if kind == "greater_than_equal":
-        return f"{key}: {shown} is below the minimum {_num(ctx['ge'])}"
+        return f"{shown} is below the minimum {_num(ctx['ge'])}"
     if kind == "less_than_equal":
-        return f"{key}: {shown} is above the maximum {_num(ctx['le'])}"
+        return f"{shown} is above the maximum {_num(ctx['le'])}"
     if kind == "greater_than":
-        return f"{key}: {shown} must be above {_num(ctx['gt'])}"
+        return f"{shown} must be above {_num(ctx['gt'])}"
     if kind == "less_than":
-        return f"{key}: {shown} must be below {_num(ctx['lt'])}"
+        return f"{shown} must be below {_num(ctx['lt'])}"
     if kind == "too_short":
-        return f"{key}: needs at least {ctx['min_length']} entries"
+        return f"{_entry_count(value)}, needs at least {ctx['min_length']}"
     if kind == "too_long":
-        return f"{key}: has more than {ctx['max_length']} entries"
+        return f"{_entry_count(value)}, allows at most {ctx['max_length']}"
     if kind == "string_too_short":
-        return f"{key}: {shown} is too short (at least {ctx['min_length']} characters)"
+        return f"{shown} is too short (at least {ctx['min_length']} characters)"
     if kind == "string_too_long":
-        return f"{key}: {shown} is too long (at most {ctx['max_length']} characters)"
+        return f"{shown} is too long (at most {ctx['max_length']} characters)"
     if kind == "string_pattern_mismatch":
-        return f"{key}: {shown} does not match the pattern {ctx['pattern']}"
+        return f"{shown} does not match the pattern {ctx['pattern']}"
     if kind == "literal_error":
-        return f"{key}: {shown} is not one of {ctx['expected']}"
+        return f"{shown} is not one of {ctx['expected']}"
     if kind == "value_error":
-        return f"{key}: {ctx.get('error', error['msg'])}"
+        return str(ctx.get("error", error["msg"]))
     expected = _EXPECTED.get(kind)
     if expected:
-        return f"{key}: {shown} is not {expected}"
-    return f"{key}: {shown}: {error['msg']}"
+        return f"{shown} is not {expected}"
+    return f"{shown}: {error['msg']}"
+
+
+def _entry_count(value: Any) -> str:
+    count = len(value) if isinstance(value, (list, dict, str)) else 0
+    return f"has {count} {'entry' if count == 1 else 'entries'}"
 
 
 _EXPECTED = {
@@ -219,8 +256,10 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (int, float)):
-        return _num(value)
+    if isinstance(value, float):
+        return repr(value)  # as written: "2.0 is not a whole number" must not read "2 is not a whole number"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):

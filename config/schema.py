@@ -6,11 +6,22 @@ Models are strict because TOML is typed: "80" where a number belongs is a mistak
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ApiConfig",
@@ -26,6 +37,7 @@ __all__ = [
     "SiteConfig",
     "SquareConfig",
     "StorageConfig",
+    "cross_issues",
 ]
 
 Loc = tuple[str | int, ...]
@@ -76,10 +88,9 @@ class GridConfig(BaseModel):
 
     @model_validator(mode="after")
     def _base_load_below_limit(self) -> GridConfig:
-        if self.base_load_a >= self.limit_a:
-            raise CrossCheckError(
-                [(("base_load_a",), f"{_num(self.base_load_a)} A must be below limit_a ({_num(self.limit_a)} A)")]
-            )
+        issues = _grid_issues(self.model_dump())
+        if issues:
+            raise CrossCheckError(issues)
         return self
 
 
@@ -170,10 +181,9 @@ class BatteryConfig(BaseModel):
 
     @model_validator(mode="after")
     def _soc_window(self) -> BatteryConfig:
-        if self.soc_min_pct >= self.soc_max_pct:
-            raise CrossCheckError(
-                [(("soc_min_pct",), f"{_num(self.soc_min_pct)} must be below soc_max_pct ({_num(self.soc_max_pct)})")]
-            )
+        issues = _battery_issues(self.model_dump())
+        if issues:
+            raise CrossCheckError(issues)
         return self
 
 
@@ -234,7 +244,7 @@ class SquareConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_check(self) -> SquareConfig:
-        issues = _cross_issues(self)
+        issues = _square_issues(self.model_dump())
         if issues:
             raise CrossCheckError(issues)
         return self
@@ -266,53 +276,123 @@ class SquareConfig(BaseModel):
         return f"{self.mqtt.topic_prefix}/{self.site.id}"
 
 
-def _cross_issues(square: SquareConfig) -> list[tuple[Loc, str]]:
+def cross_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """Every cross-field problem in raw config data (the parsed TOML), each with its key path from the top.
+
+    Pydantic skips a model's validators once one of its fields fails, so the loader runs these checks
+    on the raw data too. Missing or ill-typed values are skipped here: their own field errors report them.
+    """
     issues: list[tuple[Loc, str]] = []
-    chargers: dict[str, ChargerConfig] = {}
-    for index, charger in enumerate(square.chargers):
-        if charger.id in chargers:
-            first = next(i for i, c in enumerate(square.chargers) if c.id == charger.id)
-            issues.append((("chargers", index, "id"), f"duplicate charger id {charger.id!r} (also chargers.{first})"))
-        else:
-            chargers[charger.id] = charger
-    known = ", ".join(sorted(chargers))
-    bay_ids: dict[str, int] = {}
-    served: dict[tuple[str, int], str] = {}
-    for index, bay in enumerate(square.bays):
-        if bay.id in bay_ids:
-            issues.append((("bays", index, "id"), f"duplicate bay id {bay.id!r} (also bays.{bay_ids[bay.id]})"))
-        else:
-            bay_ids[bay.id] = index
-        charger = chargers.get(bay.charger)
-        if charger is None:
-            issues.append((("bays", index, "charger"), f"no charger {bay.charger!r} (known: {known})"))
-            continue
-        if bay.connector > charger.connectors:
-            issues.append(
-                (
-                    ("bays", index, "connector"),
-                    f"connector {bay.connector} but charger {charger.id!r} has {charger.connectors} connector(s)",
-                )
-            )
-            continue
-        key = (bay.charger, bay.connector)
-        if key in served:
-            issues.append(
-                (
-                    ("bays", index, "connector"),
-                    f"charger {bay.charger!r} connector {bay.connector} already serves bay {served[key]!r}",
-                )
-            )
-        else:
-            served[key] = bay.id
-    if square.signage.min_free_ev_bays > len(square.bays):
-        issues.append(
-            (
-                ("signage", "min_free_ev_bays"),
-                f"{square.signage.min_free_ev_bays} is more than the number of bays ({len(square.bays)})",
-            )
-        )
+    for section, check in (("grid", _grid_issues), ("battery", _battery_issues)):
+        table = data.get(section)
+        if isinstance(table, Mapping):
+            issues.extend(((section, *loc), message) for loc, message in check(table))
+    issues.extend(_square_issues(data))
     return issues
+
+
+def _grid_issues(grid: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    limit_a = _valid(GridConfig, "limit_a", grid)
+    base_load_a = _valid(GridConfig, "base_load_a", grid)
+    if limit_a is None or base_load_a is None or base_load_a < limit_a:
+        return []
+    return [(("base_load_a",), f"{_num(base_load_a)} A must be below limit_a ({_num(limit_a)} A)")]
+
+
+def _battery_issues(battery: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    soc_min_pct = _valid(BatteryConfig, "soc_min_pct", battery)
+    soc_max_pct = _valid(BatteryConfig, "soc_max_pct", battery)
+    if soc_min_pct is None or soc_max_pct is None or soc_min_pct < soc_max_pct:
+        return []
+    return [(("soc_min_pct",), f"{_num(soc_min_pct)} must be below soc_max_pct ({_num(soc_max_pct)})")]
+
+
+def _square_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    issues: list[tuple[Loc, str]] = []
+    charger_entries = _entries(data, "chargers")
+    connectors_of: dict[str, int | None] = {}  # charger id -> its connector count, None when invalid
+    first_charger: dict[str, int] = {}
+    for index, entry in charger_entries or []:
+        charger_id = entry.get("id")
+        if not isinstance(charger_id, str):
+            continue
+        if charger_id in first_charger:
+            first = first_charger[charger_id]
+            issues.append((("chargers", index, "id"), f"duplicate charger id {charger_id!r} (also chargers.{first})"))
+        else:
+            first_charger[charger_id] = index
+            connectors_of[charger_id] = _valid(ChargerConfig, "connectors", entry)
+    known = ", ".join(sorted(connectors_of))
+    first_bay: dict[str, int] = {}
+    served: dict[tuple[str, int], str] = {}
+    for index, entry in _entries(data, "bays") or []:
+        bay_id = entry.get("id")
+        if isinstance(bay_id, str):
+            if bay_id in first_bay:
+                issues.append((("bays", index, "id"), f"duplicate bay id {bay_id!r} (also bays.{first_bay[bay_id]})"))
+            else:
+                first_bay[bay_id] = index
+        charger_id = entry.get("charger")
+        if charger_entries is None or not isinstance(charger_id, str):
+            continue
+        if charger_id not in connectors_of:
+            issues.append((("bays", index, "charger"), f"no charger {charger_id!r} (known: {known})"))
+            continue
+        connector = _valid(BayConfig, "connector", entry)
+        if connector is None:
+            continue
+        connectors = connectors_of[charger_id]
+        if connectors is not None and connector > connectors:
+            issues.append(
+                (
+                    ("bays", index, "connector"),
+                    f"connector {connector} but charger {charger_id!r} has {connectors} connector(s)",
+                )
+            )
+            continue
+        if (charger_id, connector) in served:
+            issues.append(
+                (
+                    ("bays", index, "connector"),
+                    f"charger {charger_id!r} connector {connector} already serves {served[charger_id, connector]}",
+                )
+            )
+        else:
+            served[charger_id, connector] = f"bay {bay_id!r}" if isinstance(bay_id, str) else f"bays.{index}"
+    bays = data.get("bays")
+    signage = data.get("signage", {})
+    if isinstance(bays, list) and isinstance(signage, Mapping):
+        min_free_ev_bays = _valid(SignageConfig, "min_free_ev_bays", signage)
+        if min_free_ev_bays is not None and min_free_ev_bays > len(bays):
+            issues.append(
+                (("signage", "min_free_ev_bays"), f"{min_free_ev_bays} is more than the number of bays ({len(bays)})")
+            )
+    return issues
+
+
+def _entries(data: Mapping[str, Any], name: str) -> list[tuple[int, Mapping[str, Any]]] | None:
+    """The tables of array `name` with their indexes; None when the array itself is missing or not an array."""
+    value = data.get(name)
+    if not isinstance(value, list):
+        return None
+    return [(index, entry) for index, entry in enumerate(value) if isinstance(entry, Mapping)]
+
+
+def _valid(model: type[BaseModel], name: str, table: Mapping[str, Any]) -> Any:
+    """Field `name` of a raw table as the model would take it (its default when absent); None when invalid."""
+    field = model.model_fields[name]
+    if name not in table:
+        return None if field.is_required() else field.get_default()
+    try:
+        return _field_adapter(model, name).validate_python(table[name])
+    except ValidationError:
+        return None
+
+
+@functools.cache
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    field = model.model_fields[name]
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata, Strict())])  # type: ignore[misc]
 
 
 def _num(value: float) -> str:

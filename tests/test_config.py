@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from config.check import check_main
 from config.loader import ConfigError, ConfigIssue, load_config, load_config_text
-from config.schema import BatteryConfig, GridConfig, SquareConfig
+from config.schema import BatteryConfig, GridConfig, SquareConfig, cross_issues
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
 ISSUE_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+): (?P<key>[\w.]+): (?P<message>.+)$")
@@ -167,12 +167,31 @@ def test_bounds(section: str, key: str, low: Any, high: Any, below: Any, above: 
         prefix = "chargers.0" if section == "chargers" else section
         assert issue.key_path == f"{prefix}.{key}"
         assert issue.line == line_of(text, f"{key} =")
-        assert f"{key}: {value} is" in issue.message and word in issue.message
+        entry = "charger CP01: " if section == "chargers" else ""
+        assert issue.message.startswith(f"{entry}{value} is") and word in issue.message
 
 
-def test_limit_a_message_names_value_and_bound() -> None:
+def test_limit_a_message_names_value_and_bound_once() -> None:
     [issue] = issues_of(emit(doc_with(("grid", "limit_a", 5000))))
-    assert str(issue).endswith("grid.limit_a: limit_a: 5000 is above the maximum 4000")
+    assert str(issue) == "square.toml:5: grid.limit_a: 5000 is above the maximum 4000"
+    [issue] = issues_of(emit(doc_with(("grid", "limit_a", 5000.0))))
+    assert issue.message == "5000.0 is above the maximum 4000"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("grid", "phases", 2, "2 is not one of 1 or 3"),
+        ("control", "lease_s", 5, "5 is below the minimum 10"),
+        ("signage", "language", "de", "\"de\" is not one of 'nl' or 'en'"),
+        ("site", "id", "Hoofddorp", "\"Hoofddorp\" does not match the pattern ^[a-z0-9-]+$"),
+        ("mqtt", "topic_prefix", "/x", "'/x' must not start or end with '/'"),
+        ("grid", "voltage_v", "230", "\"230\" is not a number"),
+    ],
+)
+def test_message_does_not_repeat_the_key_of_its_path(section: str, key: str, value: Any, message: str) -> None:
+    [issue] = issues_of(emit(doc_with((section, key, value))))
+    assert (issue.key_path, issue.message) == (f"{section}.{key}", message)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +225,8 @@ def test_wrong_values_are_errors_not_coerced(section: str, key: str, value: Any)
     [issue] = issues_of(text)
     assert issue.key_path == path
     assert issue.line == line_of(text, f"{key} =")
-    assert key in issue.message
+    assert str(value) in issue.message
+    assert not issue.message.startswith(f"{key}:")
 
 
 def test_missing_sections_and_keys() -> None:
@@ -288,13 +308,105 @@ def test_cross_checks() -> None:
         "signage.min_free_ev_bays",
     }
     assert issues["chargers.2.id"].message == "duplicate charger id 'CP01' (also chargers.0)"
-    assert issues["bays.3.charger"].message == "no charger 'CP9' (known: CP01, CP02)"
+    assert issues["bays.3.charger"].message == "bay B04: no charger 'CP9' (known: CP01, CP02)"
     assert issues["bays.3.charger"].line == line_of(text, 'charger = "CP9"')
-    assert "'B01'" in issues["bays.4.id"].message
-    assert "has 1 connector" in issues["bays.4.connector"].message
+    assert issues["bays.4.id"].message == "duplicate bay id 'B01' (also bays.0)"
+    assert issues["bays.4.connector"].message.startswith("bay B01: connector 2 but charger 'CP02' has 1 connector")
     assert "already serves bay 'B01'" in issues["bays.5.connector"].message
+    assert issues["bays.5.connector"].message.startswith("bay B06: ")
     assert issues["bays.5.connector"].line == line_of(text, "connector =", 6)
     assert "7" in issues["signage.min_free_ev_bays"].message
+
+
+def test_field_errors_do_not_hide_cross_checks() -> None:
+    doc = copy.deepcopy(MINIMAL)
+    doc["grid"] = {"limit_a": 5000, "limt_a": 80}
+    doc["bays"][1]["charger"] = "CP09"
+    text = emit(doc)
+    issues = issues_of(text)
+    assert [(issue.line, issue.key_path, issue.message) for issue in issues] == [
+        (line_of(text, "limit_a"), "grid.limit_a", "5000 is above the maximum 4000"),
+        (line_of(text, "limt_a"), "grid.limt_a", "unknown key 'limt_a' (did you mean 'limit_a'?)"),
+        (line_of(text, 'charger = "CP09"'), "bays.1.charger", "bay B02: no charger 'CP09' (known: CP01, CP02)"),
+    ]
+
+
+def test_every_cross_check_runs_beside_field_errors() -> None:
+    doc = copy.deepcopy(MINIMAL)
+    doc["site"]["id"] = "Hoofddorp"
+    doc["grid"].update(voltage_v=20, base_load_a=80)
+    doc["battery"] = BATTERY | {"soc_min_pct": 90, "soc_max_pct": 80, "unit_id": 300}
+    doc["chargers"].append({"id": "CP01", "max_current_a": 1})
+    doc["bays"] += [{"id": "B01", "charger": "CP02", "connector": 2, "sensor": "yes"}]
+    doc["signage"] = {"min_free_ev_bays": 5, "language": "de"}
+    issues = {issue.key_path: issue.message for issue in issues_of(emit(doc))}
+    assert issues == {
+        "site.id": '"Hoofddorp" does not match the pattern ^[a-z0-9-]+$',
+        "grid.voltage_v": "20 is below the minimum 100",
+        "grid.base_load_a": "80 A must be below limit_a (80 A)",
+        "battery.unit_id": "300 is above the maximum 255",
+        "battery.soc_min_pct": "90 must be below soc_max_pct (80)",
+        "chargers.2.max_current_a": "charger CP01: 1 is below the minimum 6",
+        "chargers.2.id": "duplicate charger id 'CP01' (also chargers.0)",
+        "bays.3.sensor": 'bay B01: "yes" is not true or false',
+        "bays.3.id": "duplicate bay id 'B01' (also bays.0)",
+        "bays.3.connector": "bay B01: connector 2 but charger 'CP02' has 1 connector(s)",
+        "signage.language": "\"de\" is not one of 'nl' or 'en'",
+        "signage.min_free_ev_bays": "5 is more than the number of bays (4)",
+    }
+
+
+def test_cross_check_on_a_key_with_its_own_error_is_left_out() -> None:
+    doc = copy.deepcopy(MINIMAL)
+    doc["bays"][2]["connector"] = 9
+    doc["bays"][1]["charger"] = 17
+    doc["chargers"][0]["connectors"] = 0
+    doc["signage"] = {"min_free_ev_bays": -1}
+    issues = {issue.key_path: issue.message for issue in issues_of(emit(doc))}
+    assert issues == {
+        "chargers.0.connectors": "charger CP01: 0 is below the minimum 1",
+        "bays.1.charger": "bay B02: 17 is not a string",
+        "bays.2.connector": "bay B03: 9 is above the maximum 8",
+        "signage.min_free_ev_bays": "-1 is below the minimum 0",
+    }
+
+
+def test_messages_name_the_entry_id_and_keep_the_key_path() -> None:
+    text = (EXAMPLES / "hoofddorp-marktplein.toml").read_text()
+    head, tail = text.split('id = "B12"\ncharger = "CP06"')
+    text = head + 'id = "B12"\ncharger = "CP09"' + tail
+    [issue] = issues_of(text)
+    line = line_of(text, 'charger = "CP09"')
+    assert str(issue) == (
+        f"square.toml:{line}: bays.11.charger: "
+        "bay B12: no charger 'CP09' (known: CP01, CP02, CP03, CP04, CP05, CP06)"
+    )
+    doc = copy.deepcopy(MINIMAL)
+    doc["chargers"][1].update(id="CP 2", phases=2)
+    doc["bays"][0]["id"] = 12
+    issues = {issue.key_path: issue.message for issue in issues_of(emit(doc))}
+    assert issues["chargers.1.phases"] == 'charger "CP 2": 2 is not one of 1 or 3'
+    assert issues["chargers.1.id"].startswith('"CP 2" does not match')
+    assert issues["bays.0.id"] == "12 is not a string"
+    assert issues["bays.2.charger"] == "bay B03: no charger 'CP02' (known: CP 2, CP01)"
+
+
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["id", "charger", "connector", "connectors", "limit_a", "base_load_a", "soc_min_pct",
+                         "soc_max_pct", "min_free_ev_bays", "x"]),
+        inner, max_size=5,
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["grid", "battery", "signage", "chargers", "bays", "site"]), JUNK))
+def test_raw_cross_checks_take_any_data(data: dict[str, Any]) -> None:
+    for loc, message in cross_issues(data):
+        assert loc and message
 
 
 def test_min_free_ev_bays_up_to_number_of_bays() -> None:
@@ -366,6 +478,24 @@ def test_check_main_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert ISSUE_LINE.match(capsys.readouterr().out.strip())
 
 
+def test_check_main_reports_every_error_in_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = copy.deepcopy(MINIMAL)
+    doc["grid"] = {"limit_a": 5000}
+    doc["control"] = {"lease_s": 300, "perod_s": 1.0}
+    doc["bays"][2]["charger"] = "CP09"
+    config_file = tmp_path / "bad.toml"
+    config_file.write_text(emit(doc))
+    text = emit(doc)
+    lines = [line_of(text, needle) for needle in ("limit_a", 'charger = "CP09"', "perod_s")]
+    assert check_main(str(config_file)) == 2
+    assert capsys.readouterr().out.splitlines() == [
+        f"{config_file}:{lines[0]}: grid.limit_a: 5000 is above the maximum 4000",
+        f"{config_file}:{lines[1]}: bays.2.charger: "
+        "bay B03: no charger 'CP09' (known: CP01, CP02)",
+        f"{config_file}:{lines[2]}: control.perod_s: unknown key 'perod_s' (did you mean 'period_s'?)",
+    ]
+
+
 # -- round trip -------------------------------------------------------------------------------------
 
 NAMES = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
@@ -429,3 +559,17 @@ def test_any_valid_square_round_trips_through_toml(doc: dict[str, Any]) -> None:
     assert [bay.id for bay in square.bays] == [bay["id"] for bay in doc["bays"]]
     for bay in doc["bays"]:
         assert square.bay_for(bay["charger"], bay["connector"]).id == bay["id"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(squares(), st.data())
+def test_cross_checks_do_not_depend_on_field_errors(doc: dict[str, Any], data: st.DataObject) -> None:
+    bay = data.draw(st.sampled_from(doc["bays"]))
+    bay["charger"] = "no-such-charger"
+    broken = copy.deepcopy(doc)
+    broken["grid"]["limt_a"] = 1
+    broken["chargers"][0]["max_current_a"] = 0
+    before = {(issue.key_path, issue.message) for issue in issues_of(emit(doc))}
+    after = {(issue.key_path, issue.message) for issue in issues_of(emit(broken))}
+    assert any(path.endswith(".charger") for path, _ in before)
+    assert before < after and len(after - before) == 2
