@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller.clock import parse_ts, wire_ts
+from controller.clock import local_text, parse_ts, wire_ts
 from controller.cycle import Cycle
 from controller.state import SquareState
 from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
@@ -175,7 +175,7 @@ class AdminApi:
         self.state.overrides[bay_id] = Override(color=color, until=until, who=who, why=why)
         self.state.note(
             "override_set",
-            f"bay {bay_id}: override {color} until {wire_ts(until)} by {who or 'unknown'}: {why or 'no reason given'}",
+            f"bay {bay_id}: override {color} until {local_text(until, self.state.cfg.site.timezone)} by {who or 'unknown'}: {why or 'no reason given'}",
             at=now,
             bay_id=bay_id,
             data={"color": color, "until": wire_ts(until), "who": who, "why": why},

@@ -143,7 +143,11 @@ def cmd_override(args, client) -> int:
         body = {"color": args.color, "minutes": args.minutes, "who": args.who or os.environ.get("USER", ""), "why": args.why or ""}
         answer = client.request("PUT", f"/api/bays/{args.bay}/override", body)
         if not args.json:
-            print(f"bay {args.bay}: held {answer['color']} until {answer['until']} ({args.why or 'no reason given'})")
+            from controller.views import local_time
+
+            tz = client.timezone()
+            until = local_time(answer["until"], tz)
+            print(f"bay {args.bay}: held {answer['color']} until {until} ({tz}): {args.why or 'no reason given'}")
     if args.json:
         print(json.dumps(answer, indent=2))
     return EXIT_OK
@@ -201,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "run":
+        import signal
+
+        # `laadplein status --json | head` should end quietly, not with a traceback.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     return args.func(args)
 
 

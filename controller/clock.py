@@ -25,3 +25,10 @@ def parse_ts(text: str) -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
+
+
+def local_text(dt: datetime, tz_name: str) -> str:
+    """A time for people (log lines, alarm texts): the square's local time with its zone."""
+    from zoneinfo import ZoneInfo
+
+    return dt.astimezone(ZoneInfo(tz_name)).strftime("%Y-%m-%d %H:%M:%S %Z")

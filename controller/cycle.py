@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from controller.clock import wire_ts
+from controller.clock import local_text, wire_ts
 from controller.state import SquareState
 from signage.commands import light_command, same_command
 from signage.rules import BayInputs, SignageSettings, decide
@@ -50,6 +50,7 @@ class Cycle:
         self._last_snapshot: dict | None = None
         self.cycles = 0
         self.overruns = 0
+        self._alarms: set[str] | None = None  # keys of the active alarms, loaded at the first cycle
 
     async def run(self) -> None:
         """Forever: wait for the period or an event, then run one cycle."""
@@ -147,7 +148,8 @@ class Cycle:
     async def _check_alarms(self, now: datetime) -> None:
         st = self.state
         cfg = st.cfg
-        store = st.store
+        if self._alarms is None:
+            self._alarms = {a["key"] for a in await st.store.active_alarms()}
         for charger in cfg.chargers:
             key = f"charger_offline:{charger.id}"
             c = st.chargers[charger.id]
@@ -156,32 +158,32 @@ class Cycle:
             if never or gone:
                 since = c.disconnected_at or st.started_at
                 bays = ", ".join(b.id for b in cfg.bays if b.charger == charger.id)
-                await store.raise_alarm(
-                    key, since, f"charger {charger.id} offline since {wire_ts(since)}",
+                await self._raise(
+                    key, since, f"charger {charger.id} offline since {local_text(since, cfg.site.timezone)}",
                     f"its bays ({bays}) show green (fault)", charger_id=charger.id,
                 )
             elif c.online:
-                await store.clear_alarm(key, now)
+                await self._clear(key, now)
         key = "broker_offline"
         if not st.broker_online and (now - st.started_at).total_seconds() > 10:
-            await store.raise_alarm(
+            await self._raise(
                 key, now, f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} unreachable",
                 "control goes on; light commands are published again on reconnect",
             )
         elif st.broker_online:
-            await store.clear_alarm(key, now)
+            await self._clear(key, now)
         for bay in cfg.bays:
             await self._check_fixture(bay.id, now)
             if bay.sensor:
                 s = st.sensors[bay.id]
                 key = f"sensor_silent:{bay.id}"
                 if s.at is not None and (now - s.at).total_seconds() > cfg.signage.sensor_timeout_s:
-                    await store.raise_alarm(
-                        key, s.at, f"bay {bay.id}: sensor silent since {wire_ts(s.at)}",
+                    await self._raise(
+                        key, s.at, f"bay {bay.id}: sensor silent since {local_text(s.at, cfg.site.timezone)}",
                         "the bay counts as occupied (never reserved)", bay_id=bay.id,
                     )
                 elif s.at is not None:
-                    await store.clear_alarm(key, now)
+                    await self._clear(key, now)
 
     async def _check_fixture(self, bay_id: str, now: datetime) -> None:
         st = self.state
@@ -192,21 +194,34 @@ class Cycle:
         noack, wrong = f"fixture_silent:{bay_id}", f"fixture_wrong:{bay_id}"
         ack = st.acks.get(bay_id)
         if ack is not None and ack[0] == cmd["seq"]:
-            await st.store.clear_alarm(noack, now)
+            await self._clear(noack, now)
             if ack[1] == cmd["color"]:
-                await st.store.clear_alarm(wrong, now)
+                await self._clear(wrong, now)
             else:
-                await st.store.raise_alarm(
+                await self._raise(
                     wrong, ack[2], f"bay {bay_id}: fixture shows {ack[1]}, commanded {cmd['color']} (seq {cmd['seq']})",
                     "command stays retained on the broker; check the fixture", bay_id=bay_id,
                 )
         elif self.mqtt.connected and now - sent_at > timedelta(seconds=st.cfg.signage.ack_timeout_s):
-            await st.store.raise_alarm(
+            await self._raise(
                 noack, sent_at,
                 f"bay {bay_id}: fixture did not ack seq {cmd['seq']} ({cmd['color']}) within "
                 f"{st.cfg.signage.ack_timeout_s:g} s",
                 "command stays retained on the broker; check the fixture and its link", bay_id=bay_id,
             )
+
+    async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
+        """Raise an alarm unless it is already active (the store keeps one per key)."""
+        if key not in self._alarms:
+            self._alarms.add(key)
+            if await self.state.store.raise_alarm(key, since, message, action, **where):
+                log.warning("ALARM %s: %s; %s", key, message, action)
+
+    async def _clear(self, key: str, now: datetime) -> None:
+        if key in self._alarms:
+            self._alarms.discard(key)
+            if await self.state.store.clear_alarm(key, now):
+                log.info("alarm %s cleared", key)
 
     async def _flush_log(self) -> None:
         st = self.state

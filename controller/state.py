@@ -176,7 +176,9 @@ class SquareState:
             self._apply(event)
         except Exception:  # a bad event must not take the driver down with it
             log.exception("could not apply %s", type(event).__name__)
-        self.wake.set()
+        # Meter samples and proof of life change no light: the periodic cycle picks them up.
+        if not isinstance(event, (ev.MeterSample, ev.ChargerHeard)):
+            self.wake.set()
 
     def _apply(self, event: ev.Event) -> None:
         match event:
@@ -348,11 +350,14 @@ class SquareState:
     # ---- derived views -------------------------------------------------------------------
 
     def bay_known(self, bay_id: str, now: datetime) -> bool:
-        """Known once a connector status arrived since start, or `startup_wait_s` passed."""
+        """Known once a connector status arrived since start, an override holds it, or `startup_wait_s` passed."""
         bay = self.cfg.bay(bay_id)
         conn = self._connector(bay.charger, bay.connector)
         if conn is not None and conn.status is not None:
             return True
+        override = self.overrides.get(bay_id)
+        if override is not None and override.until > now:
+            return True  # a person said what the bay shows: no need to wait for the charger
         return (now - self.started_at).total_seconds() >= self.cfg.signage.startup_wait_s
 
     def sensor_reading(self, bay_id: str, now: datetime) -> bool | None:
