@@ -240,17 +240,15 @@ def _reserve(
         ("reserve_eligible", len(pool)),
         ("min_free_ev_bays", settings.min_free_ev_bays),
     )
+    held = f"{needed} of {len(pool)} empty bays are held"
     out: dict[str, _Wish] = {}
     for bay in known:
         if wishes[bay.bay_id] is not None:
             continue
         if bay.bay_id in chosen:
-            out[bay.bay_id] = _Wish("blue", "reserved",
-                                    f"Bay kept free for EVs: {needed} of {len(pool)} empty bays are held", facts=facts)
+            out[bay.bay_id] = _Wish("blue", "reserved", f"Bay kept free for EVs: {held}", facts=facts)
         elif bay.bay_id in pool_ids:
-            out[bay.bay_id] = _Wish("green", "open",
-                                    f"Bay empty but not needed: {needed} of {len(pool)} empty bays are held",
-                                    facts=facts)
+            out[bay.bay_id] = _Wish("green", "open", f"Bay empty but not needed: {held}", facts=facts)
         elif not bay.has_sensor:
             out[bay.bay_id] = _Wish("green", "open", "Connector free (Available); bay has no sensor, so never held")
         else:
@@ -277,7 +275,7 @@ def _no_trap(bay: BayInputs, wish: _Wish, prev: Light | None) -> _Wish:
         return wish
     reason = "finished" if bay.session_over_at is not None and bay.has_sensor else "open"
     return _Wish("green", reason,
-                 "Stays green: no EV plugged in and the bay not known to be empty "
+                 "Stays green: no EV is plugged in and the bay is not known to be empty "
                  f"(would be blue: {wish.why})",
                  facts=(*wish.facts, ("wanted", f"blue {wish.reason}")))
 
@@ -299,7 +297,7 @@ def _calm(bay: BayInputs, wish: _Wish, prev: Light | None, settings: SignageSett
 
 def _immediate(bay: BayInputs, wish: _Wish, prev: Light, settings: SignageSettings, now: datetime) -> bool:
     """The colour changes that do not wait for min_dwell_s."""
-    if False:
+    if wish.color == "blue" and wish.reason in ("plugged", "charging"):
         return True  # plug-in
     if wish.color == "green" and wish.reason == "fault":
         return True

@@ -359,6 +359,44 @@ def test_new_eligible_bay_does_not_take_the_reserve_over():
     )
 
 
+def test_end_of_grace_is_immediate_even_within_the_dwell():
+    run_cycles(
+        [bay("B01", connector_status="Preparing")],
+        [
+            (0, {}, {"B01": ("blue", "plugged")}),
+            (5, {"B01": {"connector_status": "SuspendedEV"}}, {"B01": ("blue", "finished")}),  # never drew
+            (20, {}, {"B01": ("green", "finished")}),  # 25 s after the colour changed, dwell is 60 s
+        ],
+        settings=replace(SETTINGS, grace_s=20, min_dwell_s=60),
+    )
+
+
+def test_a_bay_leaving_its_grace_does_not_take_over_the_reserve():
+    run_cycles(
+        [empty("B01", 11.0), bay("B02", spare_a=32.0, has_sensor=True, occupied=True, connector_status="Charging")],
+        [
+            (0, {}, {"B01": ("blue", "reserved"), "B02": ("blue", "charging")}),
+            (100, {"B02": {"connector_status": "Finishing"}},
+             {"B01": ("blue", "reserved"), "B02": ("blue", "finished")}),
+            (100, {"B02": {"connector_status": "Available", "occupied": False}},
+             {"B01": ("blue", "reserved"), "B02": ("blue", "finished")}),
+            (800, {}, {"B01": ("blue", "reserved"), "B02": ("green", "open")}),  # grace over: at once
+        ],
+    )
+
+
+def test_a_car_that_stops_briefly_on_a_reserve_bay_changes_nothing():
+    run_cycles(
+        [empty("B01", 32.0), empty("B02", 16.0)],
+        [
+            (0, {}, {"B01": ("blue", "reserved"), "B02": ("green", "open")}),
+            (10, {"B01": {"occupied": True}}, {"B01": ("blue", "reserved"), "B02": ("green", "open")}),  # dwell
+            (5, {"B01": {"occupied": False}}, {"B01": ("blue", "reserved"), "B02": ("green", "open")}),
+            (100, {}, {"B01": ("blue", "reserved"), "B02": ("green", "open")}),
+        ],
+    )
+
+
 # ---- explanations ---------------------------------------------------------------------------
 
 
