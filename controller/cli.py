@@ -153,6 +153,60 @@ def cmd_override(args, client) -> int:
     return EXIT_OK
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.console import run_console
+
+    if not 0.1 <= args.refresh_s <= 60:
+        print("laadplein console: --refresh-s must be 0.1-60 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    client = _client(args)
+    client.timeout_s = min(client.timeout_s, 3.0)  # a hung daemon must not freeze the screen for long
+    try:
+        return asyncio.run(run_console(client, refresh_s=args.refresh_s))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.demo import run_demo
+
+    if args.duration is not None and not 5 <= args.duration <= 86400:
+        print("laadplein demo: --duration must be 5-86400 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(
+            run_demo(headless=args.headless, duration_s=args.duration, seed=args.seed,
+                     config=Path(args.config) if args.config else None)
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from drivers.sim_square import serve
+
+    cfg = _load(_config_path(args))
+    if cfg is None:
+        return EXIT_USAGE
+    if not 0.1 <= args.speed <= 1000:
+        print("laadplein sim: --speed must be 0.1-1000", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(cfg, seed=args.seed, speed=args.speed, control_port=args.control_port))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
 def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the square's config file (reads [api] and its token file)")
     p.add_argument("--api", help="the admin API's URL, e.g. http://127.0.0.1:8080")
@@ -200,6 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--who", help="who sets it (default: $USER)")
     p.add_argument("--clear", action="store_true", help="end the override now")
     p.set_defaults(func=cmd_override)
+
+    p = sub.add_parser("console", help="live console of a running daemon (q quits, ? shows help)")
+    p.add_argument("--config", help="the square's config file (reads [api] and its token file)")
+    p.add_argument("--api", help="the admin API's URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--token-file", help="file holding the admin API token (with --api)")
+    p.add_argument("--refresh-s", type=float, default=1.0, help="seconds between polls of the daemon (default 1)")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("demo", help="a whole simulated square on this machine, with the live console")
+    p.add_argument("--headless", action="store_true", help="no console: run, then print a summary")
+    p.add_argument("--duration", type=float, help="seconds to run with --headless (default 60)")
+    p.add_argument("--seed", type=int, default=1, help="the afternoon's random seed (default 1)")
+    p.add_argument("--config", help="another square than the Hoofddorp example")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sim", help="only the simulated devices of a square, for a daemon or a test rig")
+    p.add_argument("--config", help=f"config file (default $LAADPLEIN_CONFIG, then {DEFAULT_CONFIG})")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the day's arrivals (default 1)")
+    p.add_argument("--speed", type=float, default=1.0, help="time compression: 60 plays an hour per minute")
+    p.add_argument("--control-port", type=int, default=8090, help="port of the fault-injection interface")
+    p.set_defaults(func=cmd_sim)
     return parser
 
 
