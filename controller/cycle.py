@@ -172,6 +172,8 @@ class Cycle:
             )
         elif st.broker_online:
             await self._clear(key, now)
+        if cfg.battery is not None:
+            await self._check_battery(now)
         for bay in cfg.bays:
             await self._check_fixture(bay.id, now)
             if bay.sensor:
@@ -184,6 +186,25 @@ class Cycle:
                     )
                 elif s.at is not None:
                     await self._clear(key, now)
+
+    async def _check_battery(self, now: datetime) -> None:
+        st = self.state
+        b, where = st.battery, f"{st.cfg.battery.host}:{st.cfg.battery.port}"
+        action = "power sharing plans as if the battery gives nothing; the link is retried every 2 s"
+        if b is None:
+            if (now - st.started_at).total_seconds() > 10:
+                await self._raise("battery_offline", st.started_at, f"no reading from the battery at {where} yet", action)
+            return
+        since = st.battery_changed_at or now
+        if not b.online:
+            await self._clear("battery_untrusted", now)
+            await self._raise("battery_offline", since, f"battery link lost: {b.reason}", action)
+            return
+        await self._clear("battery_offline", now)
+        if not b.trusted:
+            await self._raise("battery_untrusted", since, f"battery readings not trusted: {b.reason}", action)
+        else:
+            await self._clear("battery_untrusted", now)
 
     async def _check_fixture(self, bay_id: str, now: datetime) -> None:
         st = self.state
@@ -231,6 +252,19 @@ class Cycle:
 
     # ---- views -----------------------------------------------------------------------------
 
+    def _battery_view(self) -> dict:
+        b = self.state.battery
+        if b is None:
+            return {"online": False, "soc_pct": None, "power_w": None, "state": None, "reason": "no reading yet"}
+        usable = b.online and b.trusted
+        return {
+            "online": usable,
+            "soc_pct": round(b.soc_pct, 1) if usable and b.soc_pct is not None else None,
+            "power_w": round(b.power_w) if usable and b.power_w is not None else None,
+            "state": b.state,
+            "reason": None if usable else b.reason,
+        }
+
     def snapshot(self, now: datetime) -> dict:
         """The state snapshot of interfaces.md §4 (MQTT `P/state` and `GET /api/status`)."""
         st = self.state
@@ -265,7 +299,7 @@ class Cycle:
             "ts": wire_ts(now),
             "timezone": cfg.site.timezone,
             "grid": {"limit_a": cfg.grid.limit_a, "current_a": [round(a, 1) for a in grid[:phases]]},
-            "battery": None if cfg.battery is None else {"online": False, "soc_pct": None, "power_w": None},
+            "battery": None if cfg.battery is None else self._battery_view(),
             "bays": bays,
             "chargers": [
                 {"id": c.id, "online": st.chargers[c.id].online, "ocpp": st.chargers[c.id].ocpp_version}

@@ -112,6 +112,9 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
                 tg.create_task(ocpp.run(ocpp_ready), name="ocpp-server")
                 tg.create_task(api.run(cfg.api.host, cfg.api.port, api_ready), name="admin-api")
                 tg.create_task(mqtt.run(), name="mqtt-link")
+                battery = _battery_driver(cfg, state)
+                if battery is not None:
+                    tg.create_task(battery.run(), name="battery")
                 await asyncio.wait_for(asyncio.gather(ocpp_ready.wait(), api_ready.wait()), timeout=15)
                 tg.create_task(cycle.run(), name="cycle")
                 tg.create_task(_retention(store, cfg.storage.retention_days), name="retention")
@@ -125,6 +128,22 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
             await _shutdown(mqtt)
     finally:
         await store.close()
+
+
+def _battery_driver(cfg: SquareConfig, state: SquareState):
+    """The battery's driver, or None (no battery, or a preset not built yet: said in the log)."""
+    if cfg.battery is None:
+        return None
+    if cfg.battery.driver != "sunspec":
+        log.warning("battery driver %r is not available yet: the battery is not read", cfg.battery.driver)
+        return None
+    from battery.trust import BatteryRatings
+    from drivers.battery_sunspec import SunSpecBattery
+
+    b = cfg.battery
+    return SunSpecBattery(
+        b.host, b.port, b.unit_id, BatteryRatings(b.max_charge_w, b.max_discharge_w), on_reading=state.record_battery
+    )
 
 
 async def _retention(store: Store, days: int) -> None:

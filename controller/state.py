@@ -106,6 +106,8 @@ class SquareState:
         self.commands: dict[str, dict] = {}  # bay -> last command sent (with its seq)
         self.acks: dict[str, tuple[int, str, datetime]] = {}  # bay -> what the fixture says it shows
         self.broker_online = False
+        self.battery = None  # drivers.battery_sunspec.BatteryStatus, once read
+        self.battery_changed_at: datetime | None = None  # when it last went online/offline/(un)trusted
         self.pending_log: list[LogEntry] = []
         self._passwords: dict[str, str | None] = {c.id: c.password for c in cfg.chargers}
 
@@ -155,6 +157,20 @@ class SquareState:
         if c.disconnected_at is None:
             return False
         return (now - c.disconnected_at).total_seconds() < self.cfg.signage.offline_after_s
+
+    def record_battery(self, status) -> None:
+        """A battery poll's outcome (online, trusted, SoC, power); wakes the cycle when trust changes."""
+        prev = self.battery
+        self.battery = status
+        if prev is None or (prev.online, prev.trusted) != (status.online, status.trusted):
+            self.battery_changed_at = self.clock()
+            if status.online and status.trusted:
+                word = f"online and trusted: SoC {status.soc_pct:.0f} %, {status.power_w:.0f} W"
+            elif status.online:
+                word = f"answering but not trusted: {status.reason}"
+            else:
+                word = f"link lost: {status.reason}"
+            self.note("battery", f"battery {word}")
 
     # ---- CentralSystemBackend ------------------------------------------------------------
 
