@@ -57,7 +57,10 @@ class Cycle:
         period_s = self.state.cfg.control.period_s
         while True:
             try:
-                await asyncio.wait_for(self.state.wake.wait(), timeout=period_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set, and the daemon would not stop.
+                async with asyncio.timeout(period_s):
+                    await self.state.wake.wait()
             except TimeoutError:
                 pass
             self.state.wake.clear()

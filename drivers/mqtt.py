@@ -332,7 +332,8 @@ class MqttLink:
                 except _BrokerGone as gone:
                     self._report_down(gone)
                     try:
-                        await asyncio.wait_for(self._stopping.wait(), self._retry_s)
+                        async with asyncio.timeout(self._retry_s):  # wait_for may lose a cancel on 3.11
+                            await self._stopping.wait()
                     except TimeoutError:
                         pass
         finally:
