@@ -1,8 +1,10 @@
-"""A simulated OCPP 1.6J charger with cars that draw what they are offered, for the demo and the tests.
+"""A simulated OCPP 1.6J charger that obeys charging profiles and charges cars, for the demo and the tests.
 
 It connects to the gateway like a real charger (Basic Auth, reconnects with back-off), boots,
 reports its connectors, heartbeats, sends meter values while charging and answers the
 gateway's requests; follow-up messages go out from its own task, never from inside a handler.
+Like a real charger it applies a new limit only after its reaction time, and goes on applying
+its profiles (which run out by time as usual) and charging while the gateway is gone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from ocpp.routing import on
@@ -26,6 +28,8 @@ from websockets.headers import build_authorization_basic
 from websockets.typing import Subprotocol
 
 from drivers.ocpp_frames import format_time
+from drivers.sim_profiles import MIN_CURRENT_A, Follow, ProfileStore, charging_status, composite_schedule, follow_limit
+from drivers.sim_profiles import parse_profile, plain_draw, sampled_values
 
 logging.getLogger("ocpp").setLevel(logging.WARNING)  # the library logs every frame, id tags included
 logger = logging.getLogger(__name__)
@@ -33,8 +37,8 @@ logger = logging.getLogger(__name__)
 _library_logger = logging.getLogger(__name__ + ".library")
 _library_logger.setLevel(logging.CRITICAL)
 
-VOLTAGE_V = 230.0
-MIN_CURRENT_A = 6.0  # IEC 61851: below this a car does not charge
+LIMIT_TICK_S = 0.05  # how often the charger re-evaluates its profiles
+CHARGING_STATES = ("Charging", "SuspendedEV", "SuspendedEVSE")
 MAX_BACKOFF_S = 2.0
 CALL_TIMEOUT_S = 10.0
 _UNIQUE_ID = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]*)"')
@@ -46,8 +50,20 @@ class SimChargerError(Exception):
     """The simulated charger cannot do what it was asked (not connected, tag refused, no transaction)."""
 
 
+class Car(Protocol):
+    """A car model: `step` charges for `dt_s` at `offered_a` (A) and gives (power W, A on L1, L2, L3)."""
+
+    full: bool
+
+    def step(self, dt_s: float, offered_a: float) -> tuple[float, tuple[float, float, float]]: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _now() -> str:
-    return format_time(datetime.now(timezone.utc))
+    return format_time(_utcnow())
 
 
 class SimCharger(ChargePoint):
@@ -73,11 +89,13 @@ class SimCharger(ChargePoint):
         self.meter_interval_s = meter_interval_s
         self.reaction_s = reaction_s
         self._headers = {"Authorization": build_authorization_basic(charger_id, password)} if password else {}
-        self.connected = False
+        self.connected = False  # the gateway accepted the boot: the charger may send
         self.transactions: dict[int, int] = {}  # connector -> transaction id
         self.received: list[tuple[str, dict[str, Any]]] = []  # requests from the gateway, as sent
         self.statuses: dict[int, str] = {c: "Available" for c in range(1, connectors + 1)}
-        self.limits_a: dict[int, float] = {}  # limit in force per connector (A), from charging profiles
+        self.profiles = ProfileStore(connectors=connectors)
+        self.limits_a: dict[int, float] = {c: max_current_a for c in range(1, connectors + 1)}  # applied (A)
+        self.applied_history: list[tuple[datetime, int, float]] = []  # every change of an applied limit
         self.energy_wh: dict[int, float] = {c: 0.0 for c in range(1, connectors + 1)}
         self.heartbeat_interval_s = 300.0
         self.configuration: dict[str, str] = {
@@ -88,10 +106,14 @@ class SimCharger(ChargePoint):
         }
         self._tags: dict[int, str] = {}
         self._cars: dict[int, tuple[float, int]] = {}  # connector -> (car max A, car phases)
-        self._pending_limits: dict[int, tuple[float, float]] = {}  # connector -> (A, monotonic due time)
+        self._car_models: dict[int, Car] = {}
+        self._readings: dict[int, tuple[float, tuple[float, ...]]] = {}  # connector -> (W, A per phase)
+        self._tx_start: dict[int, datetime] = {}
+        self._follow: dict[int, Follow] = {c: Follow(max_current_a) for c in range(1, connectors + 1)}
         self._raw_waiters: dict[str, asyncio.Future[str]] = {}
         self._work: asyncio.Queue[Work] | None = None
         self._deferred: list[Work] = []
+        self._rebooting = False
 
     @property
     def charger_id(self) -> str:
@@ -101,7 +123,13 @@ class SimCharger(ChargePoint):
     # --- connection -------------------------------------------------------------------------
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Stay connected to the gateway until cancelled; `ready` is set after the first boot."""
+        """Charge and stay connected to the gateway until cancelled; `ready` is set after the first boot."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._limit_loop(), name=f"sim-{self.id}-limits")
+            tasks.create_task(self._meter_loop(), name=f"sim-{self.id}-meter")
+            await self._stay_connected(ready)
+
+    async def _stay_connected(self, ready: asyncio.Event | None) -> None:
         backoff_s = 0.1
         while True:
             try:
@@ -118,6 +146,10 @@ class SimCharger(ChargePoint):
                 logger.info("sim %s: connection ended (%s); retrying in %.1f s", self.id, _why(exc), backoff_s)
             finally:
                 self.connected = False
+                self._work = None
+            if self._rebooting:  # a reset charger comes back at once, then backs off as usual
+                self._rebooting = False
+                continue
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
 
@@ -135,7 +167,6 @@ class SimCharger(ChargePoint):
             if ready is not None:
                 ready.set()
             tasks.create_task(self._heartbeats(), name=f"sim-{self.id}-heartbeat")
-            tasks.create_task(self._meter_loop(), name=f"sim-{self.id}-meter")
 
     async def _read(self, connection: ClientConnection) -> None:
         while True:
@@ -158,8 +189,11 @@ class SimCharger(ChargePoint):
         await super().route_message(raw_msg)
         deferred, self._deferred = self._deferred, []
         for work in deferred:
-            if self._work is not None:
-                self._work.put_nowait(work)
+            self._queue(work)
+
+    def _queue(self, work: Work) -> None:
+        if self._work is not None:
+            self._work.put_nowait(work)
 
     async def _worker(self) -> None:
         assert self._work is not None
@@ -208,18 +242,21 @@ class SimCharger(ChargePoint):
         )
 
     async def plug_in(
-        self, connector: int, id_tag: str = "SIM-TAG-0001", *, car_max_a: float = 32.0, car_phases: int | None = None
+        self, connector: int, id_tag: str = "SIM-TAG-0001", *, car_max_a: float = 32.0, car_phases: int | None = None, car: Car | None = None
     ) -> int:
-        """A car plugs in and its driver taps a card: Preparing, Authorize, StartTransaction, Charging; the transaction id."""
+        """A car plugs in and its driver taps a card: Preparing, Authorize, StartTransaction, Charging; the transaction id.
+
+        Without a `car` model the car draws the applied limit, at most `car_max_a`, on `car_phases`.
+        """
         self._require_connection()
         await self.set_status(connector, "Preparing")
         result = await self.call(call.Authorize(id_tag=id_tag), suppress=False)
         status = result.id_tag_info["status"]
         if status != "Accepted":
             raise SimChargerError(f"sim {self.id}: tag refused ({status})")
-        return await self._start(connector, id_tag, car_max_a, car_phases or self.phases)
+        return await self._start(connector, id_tag, car_max_a, car_phases or self.phases, car)
 
-    async def _start(self, connector: int, id_tag: str, car_max_a: float, car_phases: int) -> int:
+    async def _start(self, connector: int, id_tag: str, car_max_a: float, car_phases: int, car: Car | None = None) -> int:
         result = await self.call(
             call.StartTransaction(
                 connector_id=connector, id_tag=id_tag, meter_start=int(self.energy_wh[connector]), timestamp=_now()
@@ -227,9 +264,13 @@ class SimCharger(ChargePoint):
             suppress=False,
         )
         self.transactions[connector] = result.transaction_id
+        self._tx_start[connector] = _utcnow()
         self._tags[connector] = id_tag
         self._cars[connector] = (car_max_a, min(car_phases, self.phases))
-        await self.set_status(connector, "Charging")
+        if car is not None:
+            self._car_models[connector] = car
+        self._update_limits()
+        await self.set_status(connector, charging_status(self.applied_a(connector), getattr(car, "full", False)))
         return result.transaction_id
 
     async def stop(self, connector: int, reason: str = "Local") -> None:
@@ -238,7 +279,10 @@ class SimCharger(ChargePoint):
         transaction_id = self.transactions.pop(connector, None)
         if transaction_id is None:
             raise SimChargerError(f"sim {self.id}: no transaction on connector {connector}")
-        self._cars.pop(connector, None)
+        for per_connector in (self._cars, self._car_models, self._readings, self._tx_start):
+            per_connector.pop(connector, None)  # type: ignore[attr-defined]
+        self.profiles.end_transaction(connector)
+        self._update_limits()
         energy = int(self.energy_wh[connector])
         final = {
             "timestamp": _now(),
@@ -282,46 +326,66 @@ class SimCharger(ChargePoint):
             if match:
                 self._raw_waiters.pop(match.group(1), None)
 
-    # --- the car and the meter ---------------------------------------------------------------
+    # --- limits, the car and the meter -------------------------------------------------------
+
+    def applied_a(self, connector: int) -> float:
+        """The limit the charger applies to the car on a connector (A per phase)."""
+        return self.limits_a.get(connector, self.max_current_a)
 
     def offered_a(self, connector: int) -> float:
-        """The current the charger offers on a connector (A): the profile limit in force, at most its maximum."""
-        due = self._pending_limits.get(connector)
-        if due is not None and time.monotonic() >= due[1]:
-            self.limits_a[connector] = due[0]
-            del self._pending_limits[connector]
-        return min(self.limits_a.get(connector, self.max_current_a), self.max_current_a)
+        """The current the charger offers on a connector (A): the applied limit."""
+        return self.applied_a(connector)
 
     def current_a(self, connector: int) -> float:
-        """What the car on a connector draws per phase (A): the offer, at most the car's maximum, 0 below 6 A."""
-        if connector not in self.transactions or connector not in self._cars:
-            return 0.0
-        current = min(self.offered_a(connector), self._cars[connector][0])
-        return current if current >= MIN_CURRENT_A else 0.0
+        """What the car on a connector draws per phase (A): the highest phase current the meter shows."""
+        return max(self._reading(connector)[1], default=0.0) if connector in self.transactions else 0.0
+
+    def _update_limits(self) -> None:
+        """Apply each connector's limit in force `reaction_s` after it changed, as a charger's control loop does."""
+        now, now_s = _utcnow(), time.monotonic()
+        for c in range(1, self.connectors + 1):
+            target = self.profiles.limit_a(c, now, self.transactions.get(c), self._tx_start.get(c), self.max_current_a, self.phases)
+            self._follow[c] = follow_limit(self._follow[c], target, now_s, self.reaction_s)
+            if self._follow[c].applied_a != self.limits_a[c]:
+                self.limits_a[c] = self._follow[c].applied_a
+                self.applied_history.append((now, c, self.limits_a[c]))
+
+    async def _limit_loop(self) -> None:
+        while True:
+            self._update_limits()
+            await asyncio.sleep(LIMIT_TICK_S)
+
+    def _reading(self, connector: int) -> tuple[float, tuple[float, ...]]:
+        """What the meter measures on a connector: (power W, current A per phase of the charger)."""
+        if connector in self._car_models:
+            power_w, currents = self._readings.get(connector, (0.0, ()))
+            return power_w, tuple((list(currents) + [0.0] * 3)[: self.phases])
+        car_max_a, car_phases = self._cars.get(connector, (0.0, self.phases))
+        return plain_draw(self.applied_a(connector), car_max_a, car_phases, self.phases)
 
     async def _meter_loop(self) -> None:
+        """Charge the cars every `meter_interval_s`, connected or not; report when connected."""
         last = time.monotonic()
         while True:
             await asyncio.sleep(self.meter_interval_s)
             now = time.monotonic()
+            dt_s, last = now - last, now
             for connector in sorted(self.transactions):
-                phases = self._cars.get(connector, (0.0, self.phases))[1]
-                self.energy_wh[connector] += self.current_a(connector) * VOLTAGE_V * phases * (now - last) / 3600
-                await self._send_meter_values(connector)
-            last = now
+                applied, car = self.applied_a(connector), self._car_models.get(connector)
+                if car is not None:
+                    self._readings[connector] = car.step(dt_s, applied if applied >= MIN_CURRENT_A else 0.0)
+                self.energy_wh[connector] += self._reading(connector)[0] * dt_s / 3600
+                status = charging_status(applied, getattr(car, "full", False))
+                if self.statuses.get(connector) in CHARGING_STATES and status != self.statuses[connector]:
+                    self.statuses[connector] = status
+                    if self.connected:
+                        self._queue(lambda c=connector, s=status: self._status(c, s))
+                if self.connected:
+                    self._queue(lambda c=connector: self._send_meter_values(c))
 
     async def _send_meter_values(self, connector: int) -> None:
-        current = self.current_a(connector)
-        phases = self._cars.get(connector, (0.0, self.phases))[1]
-        values = [
-            {"value": f"{current if phase <= phases else 0.0:.1f}", "measurand": "Current.Import", "phase": f"L{phase}", "unit": "A"}
-            for phase in range(1, self.phases + 1)
-        ]
-        values += [
-            {"value": f"{current * VOLTAGE_V * phases:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
-            {"value": f"{self.energy_wh[connector]:.0f}", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-            {"value": f"{self.offered_a(connector):.1f}", "measurand": "Current.Offered", "unit": "A"},
-        ]
+        power_w, currents = self._reading(connector)
+        values = sampled_values(power_w, currents, self.energy_wh[connector], self.offered_a(connector))
         await self.call(
             call.MeterValues(
                 connector_id=connector,
@@ -358,22 +422,32 @@ class SimCharger(ChargePoint):
 
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
-        schedule = cs_charging_profiles.get("charging_schedule", {})
-        periods = schedule.get("charging_schedule_period") or [{}]
-        limit = float(periods[0].get("limit", self.max_current_a))
-        if schedule.get("charging_rate_unit") == "W":
-            limit = limit / (VOLTAGE_V * self.phases)
-        due = time.monotonic() + self.reaction_s
-        for connector in [connector_id] if connector_id else sorted(self.statuses):
-            self._pending_limits[connector] = (limit, due)
-        return call_result.SetChargingProfile(status="Accepted")
+        try:
+            profile = parse_profile(cs_charging_profiles)
+        except ValueError as exc:
+            logger.info("sim %s: charging profile rejected: %s", self.id, exc)
+            return call_result.SetChargingProfile(status="Rejected")
+        status = self.profiles.install(connector_id, profile, self.transactions.get(connector_id))
+        self._update_limits()
+        return call_result.SetChargingProfile(status=status)
 
     @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(self, connector_id: int | None = None, **_: Any) -> Any:
-        for connector in [connector_id] if connector_id else sorted(self.statuses):
-            self.limits_a.pop(connector, None)
-            self._pending_limits.pop(connector, None)
-        return call_result.ClearChargingProfile(status="Accepted")
+    def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None, **kw: Any) -> Any:  # noqa: A002
+        removed = self.profiles.clear(id, connector_id, kw.get("charging_profile_purpose"), kw.get("stack_level"))
+        self._update_limits()
+        return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+
+    @on(Action.get_composite_schedule)
+    def on_get_composite_schedule(self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any) -> Any:
+        if not 0 <= connector_id <= self.connectors:
+            return call_result.GetCompositeSchedule(status="Rejected")
+        now = _utcnow()
+        tx_id, tx_start = self.transactions.get(connector_id), self._tx_start.get(connector_id)
+        periods = self.profiles.composite(connector_id, now, duration, tx_id, tx_start, self.max_current_a, self.phases)
+        schedule = composite_schedule(periods, duration, format_time(now), charging_rate_unit or "A", self.phases)
+        return call_result.GetCompositeSchedule(
+            status="Accepted", connector_id=connector_id, schedule_start=format_time(now), charging_schedule=schedule
+        )
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str, **_: Any) -> Any:
@@ -403,6 +477,7 @@ class SimCharger(ChargePoint):
     async def _reset(self, reason: str) -> None:
         for connector in sorted(self.transactions):
             await self.stop(connector, reason=reason)
+        self._rebooting = True
         await self._connection.close(1000, "reset")
 
     @on(Action.unlock_connector)
