@@ -204,8 +204,11 @@ class Cycle:
             await self._raise("battery_offline", since, f"battery link lost: {b.reason}", action)
             return
         await self._clear("battery_offline", now)
-        if not b.trusted:
+        if not b.trusted and (now - since).total_seconds() >= 10:
+            # Trust takes 3 plausible readings after every (re)connect: only a lasting distrust is an alarm.
             await self._raise("battery_untrusted", since, f"battery readings not trusted: {b.reason}", action)
+        elif not b.trusted:
+            pass
         else:
             await self._clear("battery_untrusted", now)
 

@@ -6,6 +6,7 @@ and `car_power_w` / `CarState` model how much a parked car draws from what it is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ TARGET_SOC_SPREAD_PCT = 20.0  # drivers charge to somewhere between 80 % and 100
 _STEP_S = 10.0  # integration step of CarState.step; the taper changes slowly at this scale
 
 BUSY_COMPRESSION = 60.0  # busy_afternoon: an hour of the data becomes a minute of the demo
-BUSY_FIRST_ARRIVAL_S = (10.0, 20.0)
-BUSY_GAP_S = (30.0, 90.0)
-BUSY_STAY_S = (60.0, 330.0)  # with gaps of at least 30 s, at most 11 cars are parked at once
-BUSY_NON_EVS = 2
+BUSY_FIRST_ARRIVAL_S = (3.0, 8.0)
+BUSY_GAP_S = (15.0, 35.0)
+BUSY_STAY_S = (60.0, 180.0)  # with gaps of at least 15 s, at most 12 cars are parked at once
+BUSY_NON_EV_SHARE = 0.15  # and never fewer than two non-EVs
+BUSY_FIRST_STAY_S = 30.0  # the first car is a quick one, so its bay turns back within the first minute
 
 Kind = Literal["ev", "non_ev"]
 
@@ -204,13 +206,13 @@ def arrivals(
 
 
 def busy_afternoon(seed: int, *, duration_s: float = 900.0) -> list[Arrival]:
-    """A demo scenario for a 12-bay square (s, Wh, %): something happens within 20 s.
+    """A demo scenario for a 12-bay square (s, Wh, %): something happens within 10 s.
 
-    The first car arrives 10-20 s after the start, then one every 30-90 s until `duration_s`;
-    the first is an EV and two of the others park without charging. Stays and energies are
-    drawn as in `arrivals` and compressed 60 times (an hour of the data is a minute of the
-    demo), with stays kept between 1 and 5.5 minutes so sessions end and bays free up within
-    a few minutes; at most 11 cars are parked at once.
+    The first car arrives 3-8 s after the start and stays 30 s; then one every 15-35 s until `duration_s`;
+    the first is an EV and about 15 % of the others (at least two) park without charging.
+    Stays and energies are drawn as in `arrivals` and compressed 60 times (an hour of the
+    data is a minute of the demo), with stays kept between 1 and 3 minutes so sessions end
+    and bays free up within a few minutes; at most 12 cars are parked at once.
     """
     if not (math.isfinite(duration_s) and duration_s >= 0):
         raise ValueError(f"duration_s must be finite and >= 0, not {duration_s}")
@@ -220,11 +222,17 @@ def busy_afternoon(seed: int, *, duration_s: float = 900.0) -> list[Arrival]:
     while t_s < duration_s:
         times_s.append(t_s)
         t_s += rng.uniform(*BUSY_GAP_S)
-    non_evs = set(rng.sample(range(1, len(times_s)), k=min(BUSY_NON_EVS, max(0, len(times_s) - 1))))
-    return [
+    wanted = max(2, round(BUSY_NON_EV_SHARE * len(times_s)))
+    non_evs = set(rng.sample(range(1, len(times_s)), k=min(wanted, max(0, len(times_s) - 1))))
+    visits = [
         _visit(rng, arrive_s, "non_ev" if index in non_evs else "ev", BUSY_COMPRESSION, BUSY_STAY_S)
         for index, arrive_s in enumerate(times_s)
     ]
+    if visits:
+        first = visits[0]
+        energy_wh = min(first.energy_wanted_wh, first.car.max_ac_w * BUSY_FIRST_STAY_S / 3600.0)
+        visits[0] = dataclasses.replace(first, stay_s=BUSY_FIRST_STAY_S, energy_wanted_wh=energy_wh)
+    return visits
 
 
 def _taper(soc_pct: float) -> float:

@@ -1,0 +1,300 @@
+"""The rig a scenario runs on: the real daemon, a broker, and the square's devices.
+
+`SimRig` plays every device with the simulators (the default, and what CI runs).
+`HardwareRig` drives real equipment described in a TOML file: it does what the hardware
+allows (a sensor is only MQTT, so the rig can always play it) and raises `Unsupported`
+for the rest, which the scenario turns into a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import subprocess
+import time
+import tomllib
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.loader import load_config_text
+from drivers.sim_square import SimSquare
+from tests.integration.harness import Daemon, MqttWatcher, free_port, wait_until
+from tests.integration.mosquitto import Mosquitto
+
+ROOT = "lp/hilplein"
+
+
+class Unsupported(Exception):
+    """The rig cannot do this on its hardware (no EV emulator, no way to cut the battery...)."""
+
+
+@dataclass
+class Observation:
+    """One line of a scenario's report: what it looked for and what it saw."""
+
+    t_s: float
+    what: str
+    expected: str
+    seen: str
+    ok: bool
+
+
+@dataclass
+class Report:
+    """What a scenario saw, as a table."""
+
+    name: str
+    rig: str
+    started: float = field(default_factory=time.monotonic)
+    rows: list[Observation] = field(default_factory=list)
+
+    def saw(self, what: str, expected: str, seen: str, ok: bool = True) -> None:
+        self.rows.append(Observation(time.monotonic() - self.started, what, expected, seen, ok))
+
+    def table(self) -> str:
+        head = ("t (s)", "what", "expected", "seen", "ok")
+        body = [(f"{r.t_s:6.1f}", r.what, r.expected, r.seen, "yes" if r.ok else "NO") for r in self.rows]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+        return "\n".join([f"scenario {self.name} on {self.rig}", line(head), line(["-" * w for w in widths])]
+                         + [line(b) for b in body])
+
+
+def rig_square_toml(*, ocpp_port: int, api_port: int, mqtt_host: str, mqtt_port: int, battery: tuple[str, int] | None,
+                    chargers: list[dict], signage: dict) -> str:
+    """The daemon's config for the rig's square: every bay with a sensor."""
+    parts = [
+        '[site]\nid = "hilplein"\nname = "HIL rig"\ntimezone = "Europe/Amsterdam"\n',
+        "[grid]\nphases = 3\nlimit_a = 80\n",
+        f'[ocpp]\nhost = "0.0.0.0"\nport = {ocpp_port}\npath = "/ocpp"\nheartbeat_interval_s = 60\ncall_timeout_s = 5\n',
+        f'[mqtt]\nhost = "{mqtt_host}"\nport = {mqtt_port}\ntopic_prefix = "lp"\n',
+        f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n',
+        '[storage]\npath = "state/laadplein.db"\n',
+        "[control]\nperiod_s = 0.5\n",
+        "[signage]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in signage.items()),
+    ]
+    if battery is not None:
+        parts.append(
+            f'[battery]\ndriver = "sunspec"\nhost = "{battery[0]}"\nport = {battery[1]}\nunit_id = 1\n'
+            "capacity_kwh = 20\nmax_charge_w = 10000\nmax_discharge_w = 10000\n"
+        )
+    n = 0
+    for c in chargers:
+        pw = f'password = "{c["password"]}"\n' if c.get("password") else ""
+        parts.append(f'[[chargers]]\nid = "{c["id"]}"\nmax_current_a = {c.get("max_current_a", 32)}\n'
+                     f'connectors = {c.get("connectors", 2)}\n{pw}')
+    for c in chargers:
+        for k in range(1, c.get("connectors", 2) + 1):
+            n += 1
+            parts.append(f'[[bays]]\nid = "B{n:02d}"\ncharger = "{c["id"]}"\nconnector = {k}\nsensor = true\n')
+    return "\n".join(parts)
+
+
+SIGNAGE = {"min_free_ev_bays": 1, "grace_s": 3, "min_dwell_s": 0, "startup_wait_s": 5, "offline_after_s": 2}
+SIM_CHARGERS = [{"id": "CP01", "connectors": 2}, {"id": "CP02", "connectors": 2}]
+
+
+class Rig:
+    """What every rig offers a scenario."""
+
+    name = "rig"
+    daemon: Daemon
+    watcher: MqttWatcher
+
+    def bays(self) -> list[str]:
+        return [b.id for b in self.cfg.bays]
+
+    def bay_of(self, bay_id: str) -> tuple[str, int]:
+        bay = self.cfg.bay(bay_id)
+        return bay.charger, bay.connector
+
+    async def api(self, method: str, path: str, body: object = None):
+        return await self.daemon.aapi(method, path, body)
+
+    async def park(self, bay_id: str) -> None:
+        """A car (of any kind) stands on the bay: its sensor says so."""
+        await self.watcher.publish(f"bays/{bay_id}/occupancy", json.dumps({"occupied": True}), retain=True)
+
+    async def leave(self, bay_id: str) -> None:
+        await self.watcher.publish(f"bays/{bay_id}/occupancy", json.dumps({"occupied": False}), retain=True)
+
+    async def kill_daemon(self) -> None:
+        self.daemon.kill()
+
+    async def start_daemon(self) -> None:
+        await asyncio.to_thread(self.daemon.start)
+
+    async def plug_in(self, bay_id: str) -> int:
+        raise Unsupported("no way to plug a car in on this rig")
+
+    async def stop_and_unplug(self, bay_id: str) -> None:
+        raise Unsupported("no way to unplug a car on this rig")
+
+    async def cut_battery(self) -> None:
+        raise Unsupported("no way to cut the battery link on this rig")
+
+    async def restore_battery(self) -> None:
+        raise Unsupported("no way to restore the battery link on this rig")
+
+    async def disconnect_charger(self, charger_id: str) -> None:
+        raise Unsupported("no way to cut a charger's connection on this rig")
+
+    async def reconnect_charger(self, charger_id: str) -> None:
+        raise Unsupported("no way to restore a charger's connection on this rig")
+
+    async def restart_broker(self, down_s: float) -> None:
+        raise Unsupported("no way to restart the broker on this rig")
+
+
+class SimRig(Rig):
+    """The daemon against mosquitto and the simulated devices, all on this machine."""
+
+    name = "simulator"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "mosquitto").mkdir(parents=True, exist_ok=True)
+        self.broker = Mosquitto(workdir=folder / "mosquitto")
+        self.ocpp_port, self.api_port = free_port(), free_port()
+        self.battery_port = free_port()
+
+    async def __aenter__(self) -> SimRig:
+        self.broker.start()
+        text = rig_square_toml(
+            ocpp_port=self.ocpp_port, api_port=self.api_port, mqtt_host="127.0.0.1", mqtt_port=self.broker.port,
+            battery=("127.0.0.1", self.battery_port), chargers=SIM_CHARGERS, signage=SIGNAGE,
+        )
+        self.cfg = load_config_text(text, "rig.toml", base_dir=self.folder)
+        self.daemon = Daemon(self.folder / "daemon", text, api_port=self.api_port, ocpp_port=self.ocpp_port)
+        await asyncio.to_thread(self.daemon.start)
+        self.sim = SimSquare(self.cfg, [], ocpp_url=self.daemon.ocpp_url, battery_port=self.battery_port,
+                             control_port=None, reaction_s=0.5)
+        self._sim_task = asyncio.create_task(self._run_sim(), name="hil-sim")
+        ready = asyncio.Event()
+        self._sim_ready = ready
+        await asyncio.wait_for(ready.wait(), timeout=20)
+        self.watcher = MqttWatcher(self.broker.port, ROOT)
+        await self.watcher.__aenter__()
+        await wait_until(lambda: all(c.connected for c in self.sim.chargers.values()), 15, "every charger connected")
+        return self
+
+    async def _run_sim(self) -> None:
+        await self.sim.run(self._sim_ready)
+
+    async def __aexit__(self, *exc) -> None:
+        await self.watcher.__aexit__(*exc)
+        self._sim_task.cancel()
+        try:
+            await self._sim_task
+        except (asyncio.CancelledError, Exception):
+            pass
+        if self.daemon.proc is not None and self.daemon.proc.poll() is None:
+            self.daemon.stop()
+        self.broker.close()
+
+    async def plug_in(self, bay_id: str) -> int:
+        cid, n = self.bay_of(bay_id)
+        return await self.sim.chargers[cid].plug_in(n)
+
+    async def stop_and_unplug(self, bay_id: str) -> None:
+        cid, n = self.bay_of(bay_id)
+        charger = self.sim.chargers[cid]
+        await charger.stop(n)
+        await charger.unplug(n)
+
+    async def cut_battery(self) -> None:
+        self.sim.inject("battery", "silent")
+
+    async def restore_battery(self) -> None:
+        self.sim.inject("battery", "none")
+
+    async def disconnect_charger(self, charger_id: str) -> None:
+        self.sim.inject("charger", "offline", charger_id)
+
+    async def reconnect_charger(self, charger_id: str) -> None:
+        self.sim.inject("charger", "none", charger_id)
+        await wait_until(lambda: self.sim.chargers[charger_id].connected, 15, f"{charger_id} reconnected")
+
+    async def restart_broker(self, down_s: float) -> None:
+        await asyncio.to_thread(self.broker.stop)
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(self.broker.start)
+
+
+class HardwareRig(Rig):
+    """Real chargers, battery and broker, described in a TOML file (see hil_tests/hardware.example.toml)."""
+
+    name = "hardware"
+
+    def __init__(self, folder: Path, description: Path) -> None:
+        self.folder = folder
+        self.hw = tomllib.loads(description.read_text())
+        self.ocpp_port = int(self.hw.get("daemon", {}).get("ocpp_port", 9000))
+        self.api_port = free_port()
+
+    async def __aenter__(self) -> HardwareRig:
+        broker = self.hw["broker"]
+        battery = self.hw.get("battery")
+        text = rig_square_toml(
+            ocpp_port=self.ocpp_port, api_port=self.api_port, mqtt_host=broker["host"], mqtt_port=int(broker["port"]),
+            battery=(battery["host"], int(battery["port"])) if battery else None,
+            chargers=self.hw["chargers"], signage={**SIGNAGE, **self.hw.get("signage", {})},
+        )
+        self.cfg = load_config_text(text, "rig.toml", base_dir=self.folder)
+        self.daemon = Daemon(self.folder / "daemon", text, api_port=self.api_port, ocpp_port=self.ocpp_port)
+        await asyncio.to_thread(self.daemon.start)
+        self.watcher = MqttWatcher(int(broker["port"]), ROOT)
+        await self.watcher.__aenter__()
+        wait_s = float(self.hw.get("daemon", {}).get("connect_wait_s", 120))
+        await wait_until(self._all_online, wait_s, "every charger connected to the daemon")
+        return self
+
+    async def _all_online(self) -> bool:
+        status, chargers = await self.api("GET", "/api/chargers")
+        return status == 200 and all(c["online"] for c in chargers)
+
+    async def __aexit__(self, *exc) -> None:
+        await self.watcher.__aexit__(*exc)
+        if self.daemon.proc is not None and self.daemon.proc.poll() is None:
+            self.daemon.stop()
+
+    def _command(self, section: str, key: str, **fmt) -> None:
+        cmd = self.hw.get(section, {}).get(key)
+        if not cmd:
+            raise Unsupported(f"the hardware file has no {section}.{key}")
+        subprocess.run(shlex.split(cmd.format(**fmt)), check=True, timeout=60)
+
+    def _ev(self, action: str, bay_id: str) -> None:
+        url = self.hw.get("ev_emulator", {}).get("url")
+        if not url:
+            raise Unsupported("the hardware file has no ev_emulator.url")
+        cid, n = self.bay_of(bay_id)
+        body = json.dumps({"charger": cid, "connector": n}).encode()
+        req = urllib.request.Request(f"{url.rstrip('/')}/{action}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
+    async def plug_in(self, bay_id: str) -> int:
+        await asyncio.to_thread(self._ev, "plug", bay_id)
+        return 0
+
+    async def stop_and_unplug(self, bay_id: str) -> None:
+        await asyncio.to_thread(self._ev, "unplug", bay_id)
+
+    async def cut_battery(self) -> None:
+        await asyncio.to_thread(self._command, "battery", "cut_command")
+
+    async def restore_battery(self) -> None:
+        await asyncio.to_thread(self._command, "battery", "restore_command")
+
+    async def disconnect_charger(self, charger_id: str) -> None:
+        await asyncio.to_thread(self._command, "chargers_control", "disconnect_command", charger=charger_id)
+
+    async def reconnect_charger(self, charger_id: str) -> None:
+        await asyncio.to_thread(self._command, "chargers_control", "reconnect_command", charger=charger_id)
+
+    async def restart_broker(self, down_s: float) -> None:
+        await asyncio.to_thread(self._command, "broker", "restart_command")
