@@ -86,15 +86,17 @@ async def test_non_ev_in_a_green_bay_never_turns_blue(rig, report):
 async def test_reserve_kept_while_bays_are_free(rig, report):
     await settle(rig, report)
     bays = rig.bays()
-    t0 = time.monotonic()
     for b in bays:
         await rig.leave(b)
-    first = await rig.watcher.wait_for(
-        lambda s: s.at >= t0 and s.topic.endswith("/light") and s.json()["reason"] == "reserved", 10, "a reserved bay")
-    held = first.topic.split("/")[-2]
+
+    def reserved() -> list[str]:
+        return [b for b in bays if (light_of(rig, b) or {}).get("reason") == "reserved"]
+
+    await wait_until(lambda: len(reserved()) == 1, 10, "one bay held for EVs")
+    held = reserved()[0]
     report.saw("all bays empty", "1 bay held blue (min_free_ev_bays = 1)", f"{held} blue (reserved)")
     await asyncio.sleep(1.0)
-    blue = [b for b in bays if (light_of(rig, b) or {}).get("reason") == "reserved"]
+    blue = reserved()
     report.saw("bays held", "exactly 1", ", ".join(blue))
     assert blue == [held]
     t1 = time.monotonic()
