@@ -101,30 +101,25 @@ def cmd_bays(args, client) -> int:
     return EXIT_OK
 
 
-@_with_client
-def cmd_events(args, client) -> int:
-    from controller.views import print_events
+def _listing(path: str, printer_name: str):
+    """An operator command that lists from the API (events, sessions), optionally since a time."""
 
-    path = "/api/events" + (f"?since={args.since}" if args.since else "")
-    events = client.get(path)
-    if args.json:
-        print(json.dumps(events, indent=2))
-    else:
-        print_events(events, client.timezone())
-    return EXIT_OK
+    @_with_client
+    def command(args, client) -> int:
+        from controller import views
+
+        rows = client.get(path + (f"?since={args.since}" if args.since else ""))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            getattr(views, printer_name)(rows, client.timezone())
+        return EXIT_OK
+
+    return command
 
 
-@_with_client
-def cmd_sessions(args, client) -> int:
-    from controller.views import print_sessions
-
-    path = "/api/sessions" + (f"?since={args.since}" if args.since else "")
-    sessions = client.get(path)
-    if args.json:
-        print(json.dumps(sessions, indent=2))
-    else:
-        print_sessions(sessions, client.timezone())
-    return EXIT_OK
+cmd_events = _listing("/api/events", "print_events")
+cmd_sessions = _listing("/api/sessions", "print_sessions")
 
 
 @_with_client

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.sim_modbus import every, modbus_server
 
 from battery.model import BatteryModel
 from battery.sunspec_map import (
@@ -142,24 +143,17 @@ class SimBattery:
             simdata=[SimData(self.layout.base, count=self.layout.size, values=0, datatype=DataType.REGISTERS)],
             action=self._on_request,
         )
-        server = ModbusTcpServer(device, address=(self._host, self._requested_port), trace_pdu=self._trace_pdu)
-        await server.serve_forever(background=True)
-        try:
-            self._port = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self._last_step_at = asyncio.get_running_loop().time()
-            log.info("simulated battery listening on %s:%s unit %s", self._host, self._port, self.unit_id)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._step_loop(), name="sim-battery-step")
-                if ready is not None:
-                    ready.set()
-        finally:
-            await server.shutdown()
-            self._port = None
-
-    async def _step_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.step_s)
-            self._advance()
+        async with modbus_server(device, self._host, self._requested_port, trace_pdu=self._trace_pdu) as port:
+            self._port = port
+            try:
+                self._last_step_at = asyncio.get_running_loop().time()
+                log.info("simulated battery listening on %s:%s unit %s", self._host, self._port, self.unit_id)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(every(self.step_s, self._advance), name="sim-battery-step")
+                    if ready is not None:
+                        ready.set()
+            finally:
+                self._port = None
 
     def _advance(self) -> None:
         """Step the model to the loop's current time and refresh the registers."""

@@ -13,8 +13,9 @@ import struct
 from collections.abc import Callable, Mapping
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.sim_modbus import every, modbus_server
 
 log = logging.getLogger(__name__)
 
@@ -157,24 +158,17 @@ class SimGridMeter:
             simdata=[SimData(0, count=len(self._image), values=0, datatype=DataType.REGISTERS)],
             action=self._on_request,
         )
-        server = ModbusTcpServer(device, address=(self._host, self._requested_port))
-        await server.serve_forever(background=True)
-        try:
-            self._port = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self._refresh()
-            log.info("simulated grid meter listening on %s:%s unit %s", self._host, self._port, self.unit_id)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._refresh_loop(), name="sim-meter-refresh")
-                if ready is not None:
-                    ready.set()
-        finally:
-            await server.shutdown()
-            self._port = None
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            self._refresh()
+        async with modbus_server(device, self._host, self._requested_port) as port:
+            self._port = port
+            try:
+                self._refresh()
+                log.info("simulated grid meter listening on %s:%s unit %s", self._host, self._port, self.unit_id)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(every(self.refresh_s, self._refresh), name="sim-meter-refresh")
+                    if ready is not None:
+                        ready.set()
+            finally:
+                self._port = None
 
     def _refresh(self) -> None:
         """Integrate energy since the last refresh, then read `draw_a` and rewrite the registers."""

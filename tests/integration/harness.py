@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -256,3 +257,22 @@ async def wait_until(condition, timeout_s: float = 10.0, what: str = "the condit
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s} s")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def chargers(daemon: Daemon, *ids: str, connectors: int = 2, **kw):
+    """Simulated chargers connected to the daemon, each run by a task of one TaskGroup."""
+    from drivers.sim_charger import SimCharger
+
+    sims = {cid: SimCharger(daemon.ocpp_url, cid, connectors=connectors, meter_interval_s=1.0, **kw) for cid in ids}
+    async with asyncio.TaskGroup() as tg:
+        tasks = []
+        for sim in sims.values():
+            ready = asyncio.Event()
+            tasks.append(tg.create_task(sim.run(ready), name=f"sim-{sim.charger_id}"))
+            await asyncio.wait_for(ready.wait(), timeout=10)
+        try:
+            yield sims
+        finally:
+            for t in tasks:
+                t.cancel()

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from drivers.sim_charger import SimCharger
-from tests.integration.harness import REPO, Daemon, free_port, square_toml
+from tests.integration.harness import REPO, Daemon, chargers, free_port, square_toml
 
 pytestmark = [
     pytest.mark.integration,
@@ -60,23 +59,6 @@ class Tmux:
     def kill(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.run("kill-server")
-
-
-@contextlib.asynccontextmanager
-async def chargers(daemon: Daemon, *ids: str):
-    """Simulated chargers connected to the daemon, run by one TaskGroup."""
-    sims = {cid: SimCharger(daemon.ocpp_url, cid, connectors=2, meter_interval_s=1.0) for cid in ids}
-    async with asyncio.TaskGroup() as tg:
-        tasks = []
-        for sim in sims.values():
-            ready = asyncio.Event()
-            tasks.append(tg.create_task(sim.run(ready), name=f"sim-{sim.charger_id}"))
-            await asyncio.wait_for(ready.wait(), timeout=10)
-        try:
-            yield sims
-        finally:
-            for t in tasks:
-                t.cancel()
 
 
 def b01_charging_current(text: str) -> float | None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 
 import pytest
 import websockets
 
-from drivers.sim_charger import SimCharger
-from tests.integration.harness import Daemon, MqttWatcher, free_port, square_toml, wait_until
+from tests.integration.harness import Daemon, MqttWatcher, chargers, free_port, square_toml, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +35,6 @@ def make_daemon(tmp_path, mosquitto):
     for d in made:
         if d.proc is not None and d.proc.poll() is None:
             d.stop()
-
-
-@contextlib.asynccontextmanager
-async def chargers(daemon: Daemon, *ids: str, connectors: int = 2, **kw):
-    """Simulated chargers connected to the daemon, each run by a task of one TaskGroup."""
-    sims = {cid: SimCharger(daemon.ocpp_url, cid, connectors=connectors, meter_interval_s=1.0, **kw) for cid in ids}
-    async with asyncio.TaskGroup() as tg:
-        tasks = []
-        for sim in sims.values():
-            ready = asyncio.Event()
-            tasks.append(tg.create_task(sim.run(ready), name=f"sim-{sim.charger_id}"))
-            await asyncio.wait_for(ready.wait(), timeout=10)
-        try:
-            yield sims
-        finally:
-            for t in tasks:
-                t.cancel()
 
 
 async def test_bay_blue_while_charging_and_green_grace_after(make_daemon, mosquitto):

@@ -19,7 +19,7 @@ import pytest
 from controller.events import BrokerConnected, BrokerLost, Event, LightAcked, OccupancyChanged
 from drivers.mqtt import MqttLink, ack_topic, light_topic, occupancy_topic, site_root, state_topic, status_topic
 from drivers.sim_lights import SimFixtures
-from tests.integration.mosquitto import Mosquitto, mosquitto  # noqa: F401  (the fixture)
+from tests.integration.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 
