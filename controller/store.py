@@ -1,10 +1,8 @@
 """The gateway's SQLite database: sessions, meter values, events, light commands, overrides,
 alarms and the local authorization list (spec §7, §8).
 
-Times are stored as UTC text `2026-11-28T13:05:09.123Z`, which sorts as it reads. Methods take
-aware datetimes. Rows meant to be served (sessions, meter samples, events, alarms, tokens) come
-back JSON-ready, with times as such strings; overrides come back with datetimes, because the
-controller compares them with its clock.
+Methods take aware datetimes; rows meant to be served come back JSON-ready with times as `to_z`
+text, overrides with datetimes, because the controller compares them with its clock.
 """
 
 from __future__ import annotations
@@ -15,106 +13,24 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
 
 from controller.secrets import TagVault
+from controller.store_schema import (
+    MIGRATIONS, SCHEMA_VERSION, StoreError, from_z, migrate, pragma, read_schema_version, to_z,
+)
+from controller.store_tokens import TOKEN_STATUSES, TokensMixin
 
-TOKEN_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid"})
+__all__ = [
+    "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "TOKEN_STATUSES", "Store", "StoreError", "from_z", "to_z",
+]
+
 BUSY_TIMEOUT_MS = 5000
 _TAG_HASH = re.compile(r"[0-9a-f]{64}")
-
-# Migration i takes the schema from version i to i + 1; a list only ever grows at its end.
-MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        """CREATE TABLE sessions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            charger_id TEXT NOT NULL,
-            connector_id INTEGER NOT NULL,
-            bay_id TEXT,
-            tag_hash TEXT NOT NULL,
-            meter_start_wh INTEGER NOT NULL,
-            started_at TEXT NOT NULL,
-            meter_stop_wh INTEGER,
-            stopped_at TEXT,
-            stop_reason TEXT)""",
-        "CREATE INDEX sessions_started ON sessions(started_at)",
-        "CREATE INDEX sessions_open ON sessions(id) WHERE stopped_at IS NULL",
-        # tx_id is what the charger reported: no foreign key, so a sample naming a transaction
-        # this database does not know is still kept instead of failing its whole group.
-        """CREATE TABLE meter_samples (
-            id INTEGER PRIMARY KEY,
-            charger_id TEXT NOT NULL,
-            connector_id INTEGER NOT NULL,
-            tx_id INTEGER,
-            at TEXT NOT NULL,
-            l1_a REAL, l2_a REAL, l3_a REAL, power_w REAL, energy_wh REAL)""",
-        "CREATE INDEX meter_samples_tx ON meter_samples(tx_id, at)",
-        "CREATE INDEX meter_samples_at ON meter_samples(at)",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            ts TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            bay_id TEXT,
-            charger_id TEXT,
-            message TEXT NOT NULL DEFAULT '',
-            data TEXT)""",
-        "CREATE INDEX events_ts ON events(ts, id)",
-        """CREATE TABLE light_commands (
-            bay_id TEXT PRIMARY KEY,
-            seq INTEGER NOT NULL,
-            command TEXT NOT NULL)""",
-        """CREATE TABLE overrides (
-            bay_id TEXT PRIMARY KEY,
-            color TEXT NOT NULL,
-            until TEXT NOT NULL,
-            who TEXT NOT NULL,
-            why TEXT NOT NULL,
-            set_at TEXT NOT NULL)""",
-        """CREATE TABLE alarms (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            key TEXT NOT NULL,
-            raised_at TEXT NOT NULL,
-            cleared_at TEXT,
-            message TEXT NOT NULL,
-            action TEXT NOT NULL,
-            bay_id TEXT,
-            charger_id TEXT)""",
-        "CREATE UNIQUE INDEX alarms_active ON alarms(key) WHERE cleared_at IS NULL",
-        """CREATE TABLE tokens (
-            tag_hash TEXT PRIMARY KEY,
-            tag_enc BLOB NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('Accepted', 'Blocked', 'Expired', 'Invalid')),
-            expiry TEXT,
-            grp TEXT,
-            updated_at TEXT NOT NULL)""",
-    ),
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreError(Exception):
-    """The database cannot be used as it is (wrong journal mode, newer schema, ...)."""
-
-
-def to_z(at: datetime) -> str:
-    """An aware datetime as UTC text with milliseconds: `2026-11-28T13:05:09.123Z`."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError("a naive datetime has no defined UTC instant; pass an aware one")
-    at = at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-def from_z(text: str) -> datetime:
-    """The aware UTC datetime of a time written by `to_z`."""
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _z_or_none(at: datetime | None) -> str | None:
-    return None if at is None else to_z(at)
 
 
 def _json_default(value: Any) -> Any:
@@ -165,7 +81,7 @@ def _event(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-class Store:
+class Store(TokensMixin):
     """One SQLite connection; every statement runs under one lock, so no coroutine reads
     another's uncommitted writes. Open with `await Store.open(path, vault)`."""
 
@@ -184,12 +100,12 @@ class Store:
         try:
             db.row_factory = sqlite3.Row
             await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            mode = await _pragma(db, "journal_mode=WAL")
+            mode = await pragma(db, "journal_mode=WAL")
             if str(mode).lower() != "wal":
                 raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA foreign_keys=ON")
-            await _migrate(db, path)
+            await migrate(db, path)
         except BaseException:
             await db.close()
             raise
@@ -243,9 +159,9 @@ class Store:
     async def info(self) -> dict[str, Any]:
         """For health checks: `{"schema_version", "journal_mode", "synchronous"}`."""
         async with self._lock:
-            version = await _schema_version(self._db)
-            mode = await _pragma(self._db, "journal_mode")
-            sync = await _pragma(self._db, "synchronous")
+            version = await read_schema_version(self._db)
+            mode = await pragma(self._db, "journal_mode")
+            sync = await pragma(self._db, "synchronous")
         names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
         return {"schema_version": version, "journal_mode": mode, "synchronous": names.get(sync, sync)}
 
@@ -465,77 +381,6 @@ class Store:
             for r in rows
         ]
 
-    # tokens: the local authorization list, the one place tags are kept (encrypted)
-
-    async def put_token(
-        self, tag: str, status: str, expiry: datetime | None, group: str | None,
-        *, at: datetime | None = None,
-    ) -> None:
-        """Add or change a tag of the local list; `at` (default: now) is kept as its update time."""
-        if status not in TOKEN_STATUSES:
-            raise ValueError(f"token status must be one of {sorted(TOKEN_STATUSES)}, got {status!r}")
-        if not tag.strip():
-            raise ValueError("an empty tag cannot be put on the local list")
-        updated = to_z(at if at is not None else datetime.now(UTC))
-        async with self._write() as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO tokens (tag_hash, tag_enc, status, expiry, grp, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (self._vault.hash_tag(tag), self._vault.encrypt(tag), status, _z_or_none(expiry), group, updated),
-            )
-
-    async def delete_token(self, tag: str) -> bool:
-        """Remove a tag from the local list; False if it was not on it."""
-        async with self._write() as db:
-            cur = await db.execute("DELETE FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
-            return cur.rowcount > 0
-
-    async def token_status(self, tag: str, now: datetime) -> str:
-        """Accepted, Blocked, Expired or Invalid; an Accepted tag past its expiry is Expired,
-        a tag not on the list Invalid."""
-        rows = await self._fetch("SELECT status, expiry FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
-        if not rows:
-            return "Invalid"
-        status, expiry = rows[0]["status"], rows[0]["expiry"]
-        if status == "Accepted" and expiry is not None and from_z(expiry) <= now:
-            return "Expired"
-        return status
-
-    async def tokens(self) -> list[dict[str, Any]]:
-        """The local list without the tags: `{"tag_hash", "status", "expiry", "group"}`."""
-        rows = await self._fetch("SELECT tag_hash, status, expiry, grp FROM tokens ORDER BY tag_hash")
-        return [{"tag_hash": r["tag_hash"], "status": r["status"], "expiry": r["expiry"], "group": r["grp"]}
-                for r in rows]
-
-    async def token_tags(self) -> list[dict[str, Any]]:
-        """The local list with the tags decrypted, only for pushing it to chargers:
-        `{"tag", "status", "expiry", "group"}`."""
-        rows = await self._fetch("SELECT tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
-        return [{"tag": self._vault.decrypt(r["tag_enc"]), "status": r["status"], "expiry": r["expiry"],
-                 "group": r["grp"]} for r in rows]
-
-    # retention
-
-    async def purge_older_than(self, cutoff: datetime) -> int:
-        """Delete sessions stopped before `cutoff` with their meter samples, loose samples,
-        events and cleared alarms from before it; returns the number of rows deleted.
-        Open sessions and their samples are kept whatever their age."""
-        z = to_z(cutoff)
-        statements = (
-            "DELETE FROM meter_samples WHERE tx_id IN"
-            " (SELECT id FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?)",
-            "DELETE FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?",
-            "DELETE FROM meter_samples WHERE at < ? AND (tx_id IS NULL OR tx_id NOT IN (SELECT id FROM sessions))",
-            "DELETE FROM events WHERE ts < ?",
-            "DELETE FROM alarms WHERE cleared_at IS NOT NULL AND cleared_at < ?",
-        )
-        deleted = 0
-        async with self._write() as db:
-            for sql in statements:
-                cur = await db.execute(sql, (z,))
-                deleted += cur.rowcount
-        return deleted
-
 
 async def _insert_event(
     db: aiosqlite.Connection, kind: str, at: datetime, bay_id: str | None, charger_id: str | None,
@@ -548,37 +393,3 @@ async def _insert_event(
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
-
-
-async def _pragma(db: aiosqlite.Connection, pragma: str) -> Any:
-    async with db.execute(f"PRAGMA {pragma}") as cur:
-        row = await cur.fetchone()
-    return None if row is None else row[0]
-
-
-async def _schema_version(db: aiosqlite.Connection) -> int:
-    async with db.execute("SELECT schema_version FROM meta") as cur:
-        row = await cur.fetchone()
-    return 0 if row is None else int(row[0])
-
-
-async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        await db.execute("CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)")
-        version = await _schema_version(db)
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path}: schema version {version} is newer than this software knows ({SCHEMA_VERSION})"
-            )
-        if version == 0:
-            await db.execute("INSERT INTO meta (schema_version) VALUES (0)")
-        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-            for sql in statements:
-                await db.execute(sql)
-            await db.execute("UPDATE meta SET schema_version = ?", (target,))
-        await db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            await db.execute("ROLLBACK")
-        raise

@@ -1,13 +1,12 @@
 """The gateway's MQTT link (interfaces.md §4): light commands and the state out, sensor readings and fixture acks in.
 
-The payload parsers and topic functions at the top are pure; `MqttLink` is the connection that
-keeps coming back, republishing what the fixtures must see after every reconnect.
+`MqttLink` is the connection that keeps coming back, republishing what the fixtures must see after
+every reconnect; the wire format it speaks lives in `drivers.mqtt_wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import secrets
@@ -19,15 +18,23 @@ from typing import Any
 import aiomqtt
 
 from controller.events import BrokerConnected, BrokerLost, Event, LightAcked, OccupancyChanged
+from drivers.mqtt_wire import (
+    LIGHT_COLORS, MAX_PAYLOAD_BYTES, SEQ_MAX, MqttLinkError, MqttPayloadError, ack_topic, bay_from_topic,
+    check_seq_color, check_topic_level, encode_json, light_topic, occupancy_topic, parse_ack,
+    parse_light_command, parse_occupancy, site_root, state_topic, status_topic,
+)
+
+__all__ = [
+    "JUNK_LOG_EVERY_S", "LIGHT_COLORS", "MAX_PAYLOAD_BYTES", "OP_TIMEOUT_S", "PAHO_LOG", "SEQ_MAX",
+    "MqttLink", "MqttLinkError", "MqttPayloadError", "ack_topic", "bay_from_topic", "check_topic_level",
+    "describe_mqtt_error", "encode_json", "light_topic", "occupancy_topic", "parse_ack",
+    "parse_light_command", "parse_occupancy", "site_root", "state_topic", "status_topic", "utc_now",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 4096
-LIGHT_COLORS = frozenset({"blue", "green", "off"})
-SEQ_MAX = 2**63 - 1
 OP_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK: a healthy broker answers in milliseconds
 JUNK_LOG_EVERY_S = 60.0
-_FORBIDDEN_IN_LEVEL = frozenset("/+#\0")
 
 
 class _Demote(logging.Filter):
@@ -45,148 +52,6 @@ PAHO_LOG.addFilter(_Demote())
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-class MqttLinkError(Exception):
-    """Base of the MQTT driver's errors."""
-
-
-class MqttPayloadError(MqttLinkError, ValueError):
-    """A payload that does not follow interfaces.md §4."""
-
-
-# ---------------------------------------------------------------- topics
-
-
-def site_root(topic_prefix: str, site_id: str) -> str:
-    """`P` of interfaces.md §4: `<topic_prefix>/<site id>`."""
-    return f"{topic_prefix}/{site_id}"
-
-
-def status_topic(root: str) -> str:
-    return f"{root}/gateway/status"
-
-
-def light_topic(root: str, bay_id: str) -> str:
-    return f"{root}/bays/{bay_id}/light"
-
-
-def ack_topic(root: str, bay_id: str) -> str:
-    return f"{root}/bays/{bay_id}/light/ack"
-
-
-def occupancy_topic(root: str, bay_id: str) -> str:
-    return f"{root}/bays/{bay_id}/occupancy"
-
-
-def state_topic(root: str) -> str:
-    return f"{root}/state"
-
-
-def bay_from_topic(root: str, topic: str) -> tuple[str, str] | None:
-    """`(bay id, kind)` for a bay topic under `root`, kind one of `light`, `ack`, `occupancy`; else None."""
-    head = f"{root}/bays/"
-    if not topic.startswith(head):
-        return None
-    parts = topic[len(head) :].split("/")
-    kinds = {("light",): "light", ("light", "ack"): "ack", ("occupancy",): "occupancy"}
-    kind = kinds.get(tuple(parts[1:]))
-    if kind is None or not parts[0]:
-        return None
-    return parts[0], kind
-
-
-def check_topic_level(value: str, what: str) -> str:
-    """Raise ValueError unless `value` can be one level of a topic (no `/`, `+`, `#`, NUL; not empty)."""
-    if not value or _FORBIDDEN_IN_LEVEL & set(value):
-        raise ValueError(f"{what} {value!r} cannot be used in an MQTT topic (empty, or has / + # or NUL)")
-    return value
-
-
-# ---------------------------------------------------------------- payloads
-
-
-def encode_json(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, as every payload of §4."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def _short(value: object) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError):
-        text = type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise MqttPayloadError("a key appears twice")
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise MqttPayloadError(f"{name} is not a JSON value")
-
-
-def _load_object(payload: bytes, what: str) -> dict[str, Any]:
-    if not isinstance(payload, bytes | bytearray):
-        raise MqttPayloadError(f"{what}: payload is {type(payload).__name__}, not bytes")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise MqttPayloadError(f"{what}: {len(payload)} bytes, more than the {MAX_PAYLOAD_BYTES} allowed")
-    if not payload:
-        raise MqttPayloadError(f"{what}: empty payload")
-    try:
-        text = bytes(payload).decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except MqttPayloadError as exc:
-        raise MqttPayloadError(f"{what}: {exc}") from None
-    except UnicodeDecodeError:
-        raise MqttPayloadError(f"{what}: not UTF-8") from None
-    except (ValueError, RecursionError) as exc:
-        raise MqttPayloadError(f"{what}: not JSON ({str(exc)[:60]})") from None
-    if not isinstance(obj, dict):
-        raise MqttPayloadError(f"{what}: expected a JSON object, got {_short(obj)}")
-    return obj
-
-
-def parse_occupancy(payload: bytes) -> bool | None:
-    """A sensor's `{"occupied": true|false}`; `{"occupied": null}` is the sensor saying it cannot tell (None).
-
-    Other keys are ignored; anything else raises MqttPayloadError.
-    """
-    obj = _load_object(payload, "occupancy")
-    if "occupied" not in obj:
-        raise MqttPayloadError('occupancy: no "occupied" key')
-    occupied = obj["occupied"]
-    if occupied is None or isinstance(occupied, bool):
-        return occupied
-    raise MqttPayloadError(f'occupancy: "occupied" must be true or false, got {_short(occupied)}')
-
-
-def _check_seq_color(obj: dict[str, Any], what: str) -> tuple[int, str]:
-    seq, color = obj.get("seq"), obj.get("color")
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
-        raise MqttPayloadError(f'{what}: "seq" must be an integer 0..2^63-1, got {_short(seq)}')
-    if not isinstance(color, str) or color not in LIGHT_COLORS:
-        raise MqttPayloadError(f'{what}: "color" must be blue, green or off, got {_short(color)}')
-    return seq, color
-
-
-def parse_ack(payload: bytes) -> tuple[int, str]:
-    """A fixture's `{"seq": 17, "color": "blue"}` as `(seq, color)`; anything else raises MqttPayloadError."""
-    return _check_seq_color(_load_object(payload, "ack"), "ack")
-
-
-def parse_light_command(payload: bytes) -> dict[str, Any]:
-    """A light command as a fixture reads it: an object with at least a valid `seq` and `color`."""
-    obj = _load_object(payload, "light command")
-    _check_seq_color(obj, "light command")
-    return obj
-
-
-# ---------------------------------------------------------------- the link
 
 
 class _BrokerGone(Exception):
@@ -288,7 +153,7 @@ class MqttLink:
             raise MqttLinkError(f"bay {bay_id!r} is not one of this link's bays")
         if not isinstance(command, dict):
             raise MqttPayloadError(f"light command for {bay_id}: expected a dict, got {type(command).__name__}")
-        _check_seq_color(command, f"light command for {bay_id}")
+        check_seq_color(command, f"light command for {bay_id}")
         try:
             payload = encode_json(command)
         except (TypeError, ValueError) as exc:

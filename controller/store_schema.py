@@ -1,0 +1,140 @@
+"""The gateway database's schema, the migrations that bring a file up to it, and the UTC text
+form in which the database keeps times."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+# Migration i takes the schema from version i to i + 1; a list only ever grows at its end.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            charger_id TEXT NOT NULL,
+            connector_id INTEGER NOT NULL,
+            bay_id TEXT,
+            tag_hash TEXT NOT NULL,
+            meter_start_wh INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            meter_stop_wh INTEGER,
+            stopped_at TEXT,
+            stop_reason TEXT)""",
+        "CREATE INDEX sessions_started ON sessions(started_at)",
+        "CREATE INDEX sessions_open ON sessions(id) WHERE stopped_at IS NULL",
+        # tx_id is what the charger reported: no foreign key, so a sample naming a transaction
+        # this database does not know is still kept instead of failing its whole group.
+        """CREATE TABLE meter_samples (
+            id INTEGER PRIMARY KEY,
+            charger_id TEXT NOT NULL,
+            connector_id INTEGER NOT NULL,
+            tx_id INTEGER,
+            at TEXT NOT NULL,
+            l1_a REAL, l2_a REAL, l3_a REAL, power_w REAL, energy_wh REAL)""",
+        "CREATE INDEX meter_samples_tx ON meter_samples(tx_id, at)",
+        "CREATE INDEX meter_samples_at ON meter_samples(at)",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            bay_id TEXT,
+            charger_id TEXT,
+            message TEXT NOT NULL DEFAULT '',
+            data TEXT)""",
+        "CREATE INDEX events_ts ON events(ts, id)",
+        """CREATE TABLE light_commands (
+            bay_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            command TEXT NOT NULL)""",
+        """CREATE TABLE overrides (
+            bay_id TEXT PRIMARY KEY,
+            color TEXT NOT NULL,
+            until TEXT NOT NULL,
+            who TEXT NOT NULL,
+            why TEXT NOT NULL,
+            set_at TEXT NOT NULL)""",
+        """CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL,
+            raised_at TEXT NOT NULL,
+            cleared_at TEXT,
+            message TEXT NOT NULL,
+            action TEXT NOT NULL,
+            bay_id TEXT,
+            charger_id TEXT)""",
+        "CREATE UNIQUE INDEX alarms_active ON alarms(key) WHERE cleared_at IS NULL",
+        """CREATE TABLE tokens (
+            tag_hash TEXT PRIMARY KEY,
+            tag_enc BLOB NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('Accepted', 'Blocked', 'Expired', 'Invalid')),
+            expiry TEXT,
+            grp TEXT,
+            updated_at TEXT NOT NULL)""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used as it is (wrong journal mode, newer schema, ...)."""
+
+
+# Times are kept as this text because it sorts as it reads.
+def to_z(at: datetime) -> str:
+    """An aware datetime as UTC text with milliseconds: `2026-11-28T13:05:09.123Z`."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("a naive datetime has no defined UTC instant; pass an aware one")
+    at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def from_z(text: str) -> datetime:
+    """The aware UTC datetime of a time written by `to_z`."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def z_or_none(at: datetime | None) -> str | None:
+    """`to_z(at)`, or None for None."""
+    return None if at is None else to_z(at)
+
+
+async def pragma(db: aiosqlite.Connection, statement: str) -> Any:
+    """The first value `PRAGMA <statement>` returns; None if it returns no row."""
+    async with db.execute(f"PRAGMA {statement}") as cur:
+        row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def read_schema_version(db: aiosqlite.Connection) -> int:
+    """The version recorded in `meta`; 0 for a database not yet migrated."""
+    async with db.execute("SELECT schema_version FROM meta") as cur:
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Bring the database at `path` forward to `SCHEMA_VERSION` in one transaction; StoreError if it is newer."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)")
+        version = await read_schema_version(db)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: schema version {version} is newer than this software knows ({SCHEMA_VERSION})"
+            )
+        if version == 0:
+            await db.execute("INSERT INTO meta (schema_version) VALUES (0)")
+        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for sql in statements:
+                await db.execute(sql)
+            await db.execute("UPDATE meta SET schema_version = ?", (target,))
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
