@@ -1,0 +1,281 @@
+"""One charger's OCPP 1.6J connection: reads its frames, answers its requests through the backend
+and carries the gateway's requests to it. Handlers only record and answer, because a request awaited
+inside a handler would deadlock that charger's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, validate_payload
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.datatypes import IdTagInfo
+from ocpp.v16.enums import Action, RegistrationStatus
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from controller.events import ChargerBooted, ChargerHeard, ConnectorStatusChanged
+from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
+from drivers.ocpp_frames import (
+    CALL,
+    CALLERROR,
+    call_error_frame,
+    check_frame,
+    format_time,
+    parse_meter_values,
+    parse_time,
+    schema_error_code,
+)
+
+if TYPE_CHECKING:
+    from drivers.ocpp_server import OcppServer
+
+# The central system's log lines keep one logger name, whichever module writes them.
+logger = logging.getLogger("drivers.ocpp_server")
+
+__all__ = ["ChargerLink", "peer_address", "utc_now"]
+
+
+def utc_now() -> datetime:
+    """The time now, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def peer_address(connection: ServerConnection) -> str:
+    """The far end of a connection as host:port, for log lines and events."""
+    address = connection.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address or "?")
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    """A few words on why a connection ended, for the log and ChargerDisconnected."""
+    rcvd, sent = exc.rcvd, exc.sent
+    if rcvd is None and sent is None:
+        return "connection lost (no close frame)"
+    by_charger = rcvd is not None and (sent is None or bool(exc.rcvd_then_sent))
+    frame = rcvd if by_charger else sent
+    assert frame is not None
+    if frame.code == 1009:
+        return f"frame too big ({frame.code})"
+    reason = f": {frame.reason}" if frame.reason else ""
+    return f"closed by the {'charger' if by_charger else 'gateway'} ({frame.code}{reason})"
+
+
+class ChargerLink(ChargePoint):
+    """One charger's open connection: reads its frames, answers its requests, carries ours."""
+
+    def __init__(self, charger_id: str, connection: ServerConnection, server: OcppServer) -> None:
+        super().__init__(charger_id, connection, response_timeout=server.call_timeout_s)
+        self._server = server
+        self._backend = server._backend
+        self.subprotocol = str(connection.subprotocol or "")
+        self.peer = peer_address(connection)
+        self.closed = False
+        self._pending: dict[str, asyncio.Future[list[Any]]] = {}
+
+    async def serve(self) -> str:
+        """Handle frames until the connection ends; return why it ended."""
+        connection: ServerConnection = self._connection
+        try:
+            while True:
+                raw = await connection.recv()
+                self._backend.record(ChargerHeard(self.id, utc_now()))
+                try:
+                    await self._handle_frame(raw)
+                except ConnectionClosed:
+                    raise
+                except Exception:
+                    logger.exception("charger %s: failed to handle a frame; the connection stays up", self.id)
+        except ConnectionClosed as exc:
+            return _describe_close(exc)
+
+    async def close(self, reason: str) -> None:
+        """Close this connection (code 1000) and fail the requests waiting on it."""
+        self.closed = True
+        self.fail_pending()
+        try:
+            await self._connection.close(1000, reason)
+        except Exception:  # a dead link is as good as a closed one
+            logger.warning("charger %s: closing the connection from %s failed", self.id, self.peer, exc_info=True)
+
+    def fail_pending(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ChargerNotConnected(f"connection of charger {self.id} closed"))
+
+    async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a CALL and wait for its answer (see OcppServer.call)."""
+        unique_id = str(uuid.uuid4())
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self._server.call_timeout_s):
+                async with self._call_lock:  # OCPP-J: one request in flight per direction
+                    if self.closed:
+                        raise ChargerNotConnected(f"charger {self.id} is not connected")
+                    self._pending[unique_id] = future
+                    await self._send(Call(unique_id, action, payload).to_json())
+                    answer = await future
+        except TimeoutError:
+            raise CallTimedOut(f"charger {self.id} did not answer {action} within {self._server.call_timeout_s} s") from None
+        except ConnectionClosed:
+            raise ChargerNotConnected(f"connection of charger {self.id} closed") from None
+        finally:
+            self._pending.pop(unique_id, None)
+        if answer[0] == CALLERROR:
+            raise CallErrorReceived(answer[2], answer[3], answer[4])
+        return answer[2]
+
+    async def _send(self, message: str) -> None:
+        await self._connection.send(message)
+
+    async def _handle_frame(self, raw: str | bytes) -> None:
+        verdict = check_frame(raw, self._ocpp_version)
+        if verdict.kind == "drop":
+            self._server.note_malformed(self.id, "dropped", verdict.reason)
+            return
+        if verdict.kind == "answer":
+            self._server.note_malformed(self.id, "answered", verdict.reason)
+            await self._send(verdict.reply or "")
+            return
+        message = verdict.message or []
+        if message[0] != CALL:
+            future = self._pending.get(message[1])
+            if future is None or future.done():
+                logger.warning("charger %s: answer to an unknown or expired message id, ignored", self.id)
+            else:
+                future.set_result(message)
+            return
+        try:
+            await self._answer_call(Call(message[1], message[2], message[3]))
+        except ConnectionClosed:
+            raise
+        except Exception:
+            logger.exception("charger %s: %s failed; answered InternalError", self.id, message[2])
+            await self._send(call_error_frame(message[1], "InternalError", "the gateway could not handle this request"))
+
+    async def _answer_call(self, msg: Call) -> None:
+        """Validate, dispatch to the @on handler, validate the answer and send it."""
+        handlers = self.route_map.get(msg.action, {})
+        handler = handlers.get("_on_action")
+        if handler is None:
+            await self._send(call_error_frame(msg.unique_id, "NotImplemented", f"{msg.action} is not supported here"))
+            return
+        validate = not handlers.get("_skip_schema_validation", False)
+        if validate:
+            try:
+                await validate_payload(msg, self._ocpp_version)
+            except OCPPError as error:
+                code = schema_error_code(error.code, self._ocpp_version)
+                logger.info("charger %s: %s breaks the schema (%s)", self.id, msg.action, code)
+                await self._send(call_error_frame(msg.unique_id, code, f"payload of {msg.action} does not fit the OCPP schema"))
+                return
+        result = handler(**camel_to_snake_case(msg.payload))
+        if inspect.isawaitable(result):
+            result = await result
+        response = msg.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(result))))
+        if validate:
+            await validate_payload(response, self._ocpp_version)
+        await self._send(response.to_json())
+
+    # --- handlers: record, ask the backend, answer --------------------------------------------
+
+    def _time(self, text: str | None, received_at: datetime, action: str) -> datetime:
+        at = parse_time(text)
+        if at is None:
+            logger.warning("charger %s: unreadable timestamp in %s, using the time of receipt", self.id, action)
+            return received_at
+        return at
+
+    def _report(self, problems: list[str], action: str) -> None:
+        if problems:
+            logger.warning("charger %s: %s: %s", self.id, action, "; ".join(sorted(set(problems))))
+
+    @on(Action.boot_notification)
+    def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, firmware_version: str = "", **_: Any) -> Any:
+        now = utc_now()
+        self._backend.record(ChargerBooted(self.id, now, charge_point_vendor, charge_point_model, firmware_version))
+        logger.info("charger %s booted: %s %s, firmware %s", self.id, charge_point_vendor, charge_point_model, firmware_version or "?")
+        return call_result.BootNotification(
+            current_time=format_time(now), interval=self._server.heartbeat_interval_s, status=RegistrationStatus.accepted
+        )
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self, **_: Any) -> Any:
+        return call_result.Heartbeat(current_time=format_time(utc_now()))
+
+    @on(Action.status_notification)
+    def on_status_notification(self, connector_id: int, error_code: str, status: str, info: str = "", **_: Any) -> Any:
+        self._backend.record(ConnectorStatusChanged(self.id, connector_id, status, utc_now(), error_code, info))
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_tag: str, **_: Any) -> Any:
+        status = await self._backend.authorize(self.id, id_tag)
+        return call_result.Authorize(id_tag_info=IdTagInfo(status=status))
+
+    @on(Action.start_transaction)
+    async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any) -> Any:
+        at = self._time(timestamp, utc_now(), "StartTransaction")
+        answer = await self._backend.start_transaction(self.id, connector_id, id_tag, meter_start, at)
+        self._server.tx_connectors[(self.id, answer.transaction_id)] = connector_id
+        logger.info("charger %s: transaction %s started on connector %s (%s)", self.id, answer.transaction_id, connector_id, answer.status)
+        return call_result.StartTransaction(transaction_id=answer.transaction_id, id_tag_info=IdTagInfo(status=answer.status))
+
+    @on(Action.stop_transaction)
+    async def on_stop_transaction(
+        self,
+        meter_stop: int,
+        timestamp: str,
+        transaction_id: int,
+        reason: str | None = None,
+        id_tag: str | None = None,
+        transaction_data: list[Any] | None = None,
+        **_: Any,
+    ) -> Any:
+        now = utc_now()
+        connector_id = self._server.tx_connectors.pop((self.id, transaction_id), 0)
+        samples, problems = parse_meter_values(
+            self.id, connector_id, transaction_id, snake_to_camel_case(transaction_data or []), now
+        )
+        self._report(problems, "StopTransaction")
+        at = self._time(timestamp, now, "StopTransaction")
+        status = await self._backend.stop_transaction(self.id, transaction_id, meter_stop, at, reason, id_tag, samples)
+        logger.info("charger %s: transaction %s stopped (%s)", self.id, transaction_id, reason or "Local")
+        if id_tag is None or status is None:
+            return call_result.StopTransaction()
+        return call_result.StopTransaction(id_tag_info=IdTagInfo(status=status))
+
+    @on(Action.meter_values)
+    async def on_meter_values(self, connector_id: int, meter_value: list[Any], transaction_id: int | None = None, **_: Any) -> Any:
+        if transaction_id is not None:
+            self._server.tx_connectors.setdefault((self.id, transaction_id), connector_id)
+        samples, problems = parse_meter_values(
+            self.id, connector_id, transaction_id, snake_to_camel_case(meter_value), utc_now()
+        )
+        self._report(problems, "MeterValues")
+        await self._backend.meter_values(self.id, samples)
+        return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None, **_: Any) -> Any:
+        return call_result.DataTransfer(status=self._backend.data_transfer(self.id, vendor_id, message_id, data))
+
+    @on(Action.diagnostics_status_notification)
+    def on_diagnostics_status_notification(self, status: str, **_: Any) -> Any:
+        logger.info("charger %s: diagnostics upload %s", self.id, status)
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    def on_firmware_status_notification(self, status: str, **_: Any) -> Any:
+        logger.info("charger %s: firmware update %s", self.id, status)
+        return call_result.FirmwareStatusNotification()
