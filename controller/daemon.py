@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ from drivers.mqtt import MqttLink
 from drivers.ocpp_server import OcppServer
 
 log = logging.getLogger("laadplein.daemon")
+
+SHUTDOWN_DEADLINE_S = 4.5  # SIGTERM to exit, at the most (the service manager waits 5 s)
 
 
 class DaemonError(Exception):
@@ -174,6 +177,19 @@ def main_run(cfg: SquareConfig) -> int:
                 stopping["signal"], stopping["at"] = signame, time.monotonic()
                 log.info("%s received: shutting down", signame)
                 task.cancel()
+                loop.call_later(SHUTDOWN_DEADLINE_S, _overdue)
+
+        def _overdue() -> None:
+            # A clean stop must not take longer than this: say what is stuck, then go. Everything a
+            # charger was told is already committed, and the lights keep their retained commands.
+            stuck = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not task]
+            for t in stuck:
+                frame = t.get_stack(limit=1)
+                where = f"{frame[-1].f_code.co_filename}:{frame[-1].f_lineno}" if frame else "?"
+                log.error("shutdown overdue: task %s still running at %s", t.get_name(), where)
+            log.error("stopping anyway %.1f s after %s", time.monotonic() - stopping["at"], stopping["signal"])
+            logging.shutdown()
+            os._exit(0)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop, sig.name)

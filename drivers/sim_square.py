@@ -338,9 +338,29 @@ class SimSquare:
                 return web.json_response({"error": str(exc)}, status=400)
             return web.json_response({"done": done})
 
+        async def post_car(request: web.Request) -> web.Response:
+            """An EV emulator's interface: {"charger": "CP01", "connector": 1} to /sim/plug or /sim/unplug."""
+            try:
+                body = await request.json()
+                charger = self.chargers[str(body.get("charger"))]
+                connector = int(body.get("connector"))
+                if request.path.endswith("/plug"):
+                    tx = await charger.plug_in(connector)
+                    return web.json_response({"transaction_id": tx})
+                if connector in charger.transactions:
+                    await charger.stop(connector)
+                await charger.unplug(connector)
+                return web.json_response({"unplugged": connector})
+            except (KeyError, TypeError, ValueError) as exc:
+                return web.json_response({"error": f"bad request: {exc}"}, status=400)
+            except Exception as exc:  # the charger refused or is not connected
+                return web.json_response({"error": str(exc)}, status=409)
+
         app = web.Application()
         app.router.add_get("/sim/status", get_status)
         app.router.add_post("/sim/faults", post_fault)
+        app.router.add_post("/sim/plug", post_car)
+        app.router.add_post("/sim/unplug", post_car)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -348,7 +368,7 @@ class SimSquare:
             await site.start()
             port = runner.addresses[0][1]
             self.control_port = port
-            self.endpoints["control"] = f"http://{self.control_host}:{port}/sim/status, POST /sim/faults"
+            self.endpoints["control"] = f"http://{self.control_host}:{port}/sim/status, POST /sim/faults, /sim/plug, /sim/unplug"
             up.set()
             await asyncio.Event().wait()
         finally:

@@ -184,15 +184,17 @@ class SimRig(Rig):
         await self.sim.run(self._sim_ready)
 
     async def __aexit__(self, *exc) -> None:
-        await self.watcher.__aexit__(*exc)
-        self._sim_task.cancel()
         try:
-            await self._sim_task
-        except (asyncio.CancelledError, Exception):
-            pass
-        if self.daemon.proc is not None and self.daemon.proc.poll() is None:
-            self.daemon.stop()
-        self.broker.close()
+            await self.watcher.__aexit__(*exc)
+            self._sim_task.cancel()
+            try:
+                await self._sim_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            if self.daemon.proc is not None and self.daemon.proc.poll() is None:
+                self.daemon.stop()
+        finally:
+            self.broker.close()  # never leave a broker behind, whatever failed above
 
     async def plug_in(self, bay_id: str) -> int:
         cid, n = self.bay_of(bay_id)
@@ -231,6 +233,7 @@ class HardwareRig(Rig):
     def __init__(self, folder: Path, description: Path) -> None:
         self.folder = folder
         self.hw = tomllib.loads(description.read_text())
+        self.state_folder = description.resolve().parent / f"{description.stem}-gateway"
         self.ocpp_port = int(self.hw.get("daemon", {}).get("ocpp_port", 9000))
         self.api_port = free_port()
 
@@ -243,7 +246,9 @@ class HardwareRig(Rig):
             chargers=self.hw["chargers"], signage={**SIGNAGE, **self.hw.get("signage", {})},
         )
         self.cfg = load_config_text(text, "rig.toml", base_dir=self.folder)
-        self.daemon = Daemon(self.folder / "daemon", text, api_port=self.api_port, ocpp_port=self.ocpp_port)
+        # One gateway for the whole run, as on a real rig: its database (light seq, sessions) lives
+        # beside the hardware file, so retained commands on the rig's broker stay consistent with it.
+        self.daemon = Daemon(self.state_folder, text, api_port=self.api_port, ocpp_port=self.ocpp_port)
         await asyncio.to_thread(self.daemon.start)
         self.watcher = MqttWatcher(int(broker["port"]), ROOT)
         await self.watcher.__aenter__()
@@ -260,41 +265,53 @@ class HardwareRig(Rig):
         if self.daemon.proc is not None and self.daemon.proc.poll() is None:
             self.daemon.stop()
 
-    def _command(self, section: str, key: str, **fmt) -> None:
-        cmd = self.hw.get(section, {}).get(key)
+    def _action(self, section: str, key: str, fault: dict, **fmt) -> None:
+        """Do a rig action: POST `fault` to the section's `fault_url`, or run its shell command."""
+        part = self.hw.get(section, {})
+        if part.get("fault_url"):
+            _post(part["fault_url"], fault)
+            return
+        cmd = part.get(key)
         if not cmd:
-            raise Unsupported(f"the hardware file has no {section}.{key}")
+            raise Unsupported(f"the hardware file has no {section}.fault_url or {section}.{key}")
         subprocess.run(shlex.split(cmd.format(**fmt)), check=True, timeout=60)
 
-    def _ev(self, action: str, bay_id: str) -> None:
+    def _ev(self, action: str, bay_id: str) -> object:
         url = self.hw.get("ev_emulator", {}).get("url")
         if not url:
             raise Unsupported("the hardware file has no ev_emulator.url")
         cid, n = self.bay_of(bay_id)
-        body = json.dumps({"charger": cid, "connector": n}).encode()
-        req = urllib.request.Request(f"{url.rstrip('/')}/{action}", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30):
-            pass
+        return _post(f"{url.rstrip('/')}/{action}", {"charger": cid, "connector": n})
 
     async def plug_in(self, bay_id: str) -> int:
-        await asyncio.to_thread(self._ev, "plug", bay_id)
-        return 0
+        answer = await asyncio.to_thread(self._ev, "plug", bay_id)
+        return int(answer.get("transaction_id") or 0) if isinstance(answer, dict) else 0
 
     async def stop_and_unplug(self, bay_id: str) -> None:
         await asyncio.to_thread(self._ev, "unplug", bay_id)
 
     async def cut_battery(self) -> None:
-        await asyncio.to_thread(self._command, "battery", "cut_command")
+        await asyncio.to_thread(self._action, "battery", "cut_command", {"device": "battery", "mode": "silent"})
 
     async def restore_battery(self) -> None:
-        await asyncio.to_thread(self._command, "battery", "restore_command")
+        await asyncio.to_thread(self._action, "battery", "restore_command", {"device": "battery", "mode": "none"})
 
     async def disconnect_charger(self, charger_id: str) -> None:
-        await asyncio.to_thread(self._command, "chargers_control", "disconnect_command", charger=charger_id)
+        await asyncio.to_thread(self._action, "chargers_control", "disconnect_command",
+                                {"device": "charger", "id": charger_id, "mode": "offline"}, charger=charger_id)
 
     async def reconnect_charger(self, charger_id: str) -> None:
-        await asyncio.to_thread(self._command, "chargers_control", "reconnect_command", charger=charger_id)
+        await asyncio.to_thread(self._action, "chargers_control", "reconnect_command",
+                                {"device": "charger", "id": charger_id, "mode": "none"}, charger=charger_id)
 
     async def restart_broker(self, down_s: float) -> None:
-        await asyncio.to_thread(self._command, "broker", "restart_command")
+        await asyncio.to_thread(self._action, "broker", "restart_command", {"device": "broker", "mode": "restart"})
+
+
+def _post(url: str, body: dict) -> object:
+    """POST JSON to a rig endpoint; its JSON answer (None when it sent none)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
