@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=f"config file (default $LAADPLEIN_CONFIG, then {DEFAULT_CONFIG})")
     p.add_argument("--seed", type=int, default=1, help="random seed of the day's arrivals (default 1)")
     p.add_argument("--speed", type=float, default=1.0, help="time compression: 60 plays an hour per minute")
-    p.add_argument("--control-port", type=int, default=8090, help="port of the fault-injection interface")
+    p.add_argument("--control-port", type=int, default=8090, help="port of the fault-injection interface (default 8090)")
     p.set_defaults(func=cmd_sim)
     return parser
 

@@ -137,16 +137,43 @@ def _battery_driver(cfg: SquareConfig, state: SquareState):
     """The battery's driver, or None (no battery, or a preset not built yet: said in the log)."""
     if cfg.battery is None:
         return None
-    if cfg.battery.driver != "sunspec":
+    if cfg.battery.driver not in ("sunspec", "simulated"):
         log.warning("battery driver %r is not available yet: the battery is not read", cfg.battery.driver)
         return None
     from battery.trust import BatteryRatings
     from drivers.battery_sunspec import SunSpecBattery
 
     b = cfg.battery
-    return SunSpecBattery(
-        b.host, b.port, b.unit_id, BatteryRatings(b.max_charge_w, b.max_discharge_w), on_reading=state.record_battery
-    )
+    ratings = BatteryRatings(b.max_charge_w, b.max_discharge_w)
+    if b.driver == "simulated":
+        return _InProcessBattery(cfg, ratings, state)
+    return SunSpecBattery(b.host, b.port, b.unit_id, ratings, on_reading=state.record_battery)
+
+
+class _InProcessBattery:
+    """The `simulated` preset: a simulated SunSpec battery on a loopback port, read like a real one."""
+
+    def __init__(self, cfg: SquareConfig, ratings, state: SquareState) -> None:
+        self.cfg, self.ratings, self.state = cfg, ratings, state
+
+    async def run(self) -> None:
+        from battery.model import BatteryModel
+        from drivers.battery_sunspec import SunSpecBattery
+        from drivers.sim_battery import SimBattery
+
+        b = self.cfg.battery
+        model = BatteryModel(
+            capacity_wh=b.capacity_kwh * 1000, max_charge_w=b.max_charge_w, max_discharge_w=b.max_discharge_w,
+            soc_pct=60.0, soc_min_pct=b.soc_min_pct, soc_max_pct=b.soc_max_pct,
+        )
+        sim = SimBattery(host="127.0.0.1", port=0, unit_id=b.unit_id, model=model)
+        async with asyncio.TaskGroup() as tg:
+            up = asyncio.Event()
+            tg.create_task(sim.run(up), name="battery-simulated")
+            await asyncio.wait_for(up.wait(), timeout=10)
+            log.info("battery: simulated in process (driver \"simulated\"), SunSpec on 127.0.0.1:%d", sim.port)
+            reader = SunSpecBattery("127.0.0.1", sim.port, b.unit_id, self.ratings, on_reading=self.state.record_battery)
+            tg.create_task(reader.run(), name="battery")
 
 
 async def _retention(store: Store, days: int) -> None:

@@ -121,7 +121,8 @@ class SimSquare:
             language=cfg.signage.language,
         )
         self.battery: SimBattery | None = None
-        if cfg.battery is not None:
+        # The "simulated" preset lives inside the daemon; any other preset is a device to play here.
+        if cfg.battery is not None and cfg.battery.driver != "simulated":
             b = cfg.battery
             model = BatteryModel(
                 capacity_wh=b.capacity_kwh * 1000,
@@ -153,10 +154,13 @@ class SimSquare:
             self._tg = tg
             up = asyncio.Event()
             tg.create_task(self.fixtures.run(up), name="sim-fixtures")
-            await asyncio.wait_for(up.wait(), timeout=15)
-            for bay in self.cfg.bays:  # sensors report the empty square when they start
-                if bay.sensor:
-                    await self.fixtures.set_occupancy(bay.id, False)
+            try:
+                async with asyncio.timeout(5):
+                    await up.wait()
+            except TimeoutError:
+                log.warning("MQTT broker %s:%s not reachable yet: lights and sensors join when it is",
+                            self.fixtures._host, self.fixtures._port)
+            tg.create_task(self._sensors_start(), name="sim-sensors-start")
             if self.battery is not None:
                 up = asyncio.Event()
                 tg.create_task(self.battery.run(up), name="sim-battery")
@@ -180,6 +184,14 @@ class SimSquare:
             tg.create_task(self._traffic(), name="sim-traffic")
             if ready is not None:
                 ready.set()
+
+    async def _sensors_start(self) -> None:
+        """Sensors report the empty square once they reach the broker."""
+        while not self.fixtures.connected:
+            await asyncio.sleep(0.5)
+        for bay in self.cfg.bays:
+            if bay.sensor and bay.id not in self.visits:
+                await self.fixtures.set_occupancy(bay.id, False)
 
     def _start_charger(self, cid: str) -> None:
         assert self._tg is not None
