@@ -209,3 +209,28 @@ async def test_junk_on_mqtt_is_survived(make_daemon, mosquitto):
         await mq.publish("bays/B01/occupancy", json.dumps({"occupied": False}), retain=True)
         await mq.wait_light("B01", "blue", reason="reserved")
         assert (await d.aapi("GET", "/api/health"))[0] == 200
+
+
+async def test_local_list_accepts_only_listed_tags_and_keeps_them_hashed(make_daemon):
+    from drivers.sim_charger import SimChargerError
+
+    d = make_daemon(auth="local_list")
+    d.start()
+    status, body = await d.aapi("PUT", "/api/tokens", {"tag": "04A1B2C3D4", "status": "Accepted"})
+    assert status == 200 and "04A1B2C3D4" not in json.dumps(body)
+    assert (await d.aapi("PUT", "/api/tokens", {"tag": "BLOCKED01", "status": "Blocked"}))[0] == 200
+    assert (await d.aapi("PUT", "/api/tokens", {"tag": "X", "status": "Maybe"}))[0] == 400
+    async with chargers(d, "CP01") as sims:
+        tx = await sims["CP01"].plug_in(1, id_tag="04A1B2C3D4")
+        assert tx > 0
+        for tag, word in (("BLOCKED01", "Blocked"), ("UNKNOWN99", "Invalid")):
+            with pytest.raises(SimChargerError, match=word):
+                await sims["CP01"].plug_in(2, id_tag=tag)
+            await sims["CP01"].unplug(2)
+    listed = (await d.aapi("GET", "/api/tokens"))[1]
+    assert len(listed) == 2 and all(set(t) >= {"tag_hash", "status"} for t in listed)
+    everything = json.dumps(listed) + d.log() + json.dumps((await d.aapi("GET", "/api/events?limit=10000"))[1])
+    for tag in ("04A1B2C3D4", "BLOCKED01", "UNKNOWN99"):
+        assert tag not in everything, f"{tag} leaked into the API or the log"
+    raw = b"".join(p.read_bytes() for p in (d.folder / "state").glob("laadplein.db*"))
+    assert b"04A1B2C3D4" not in raw and b"UNKNOWN99" not in raw
