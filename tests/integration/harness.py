@@ -109,6 +109,8 @@ class Daemon:
             except OSError:
                 pass
             time.sleep(0.1)
+        self.proc.kill()  # never leave a half-started daemon behind
+        self.proc.wait(timeout=5)
         raise RuntimeError(f"daemon not healthy within {timeout_s} s:\n{self.log()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
