@@ -207,9 +207,7 @@ class Cycle:
         if not b.trusted and (now - since).total_seconds() >= 10:
             # Trust takes 3 plausible readings after every (re)connect: only a lasting distrust is an alarm.
             await self._raise("battery_untrusted", since, f"battery readings not trusted: {b.reason}", action)
-        elif not b.trusted:
-            pass
-        else:
+        elif b.trusted:
             await self._clear("battery_untrusted", now)
 
     async def _check_fixture(self, bay_id: str, now: datetime) -> None:

@@ -157,16 +157,11 @@ class _InProcessBattery:
         self.cfg, self.ratings, self.state = cfg, ratings, state
 
     async def run(self) -> None:
-        from battery.model import BatteryModel
         from drivers.battery_sunspec import SunSpecBattery
         from drivers.sim_battery import SimBattery
 
         b = self.cfg.battery
-        model = BatteryModel(
-            capacity_wh=b.capacity_kwh * 1000, max_charge_w=b.max_charge_w, max_discharge_w=b.max_discharge_w,
-            soc_pct=60.0, soc_min_pct=b.soc_min_pct, soc_max_pct=b.soc_max_pct,
-        )
-        sim = SimBattery(host="127.0.0.1", port=0, unit_id=b.unit_id, model=model)
+        sim = SimBattery.for_config(b, host="127.0.0.1", port=0)
         async with asyncio.TaskGroup() as tg:
             up = asyncio.Event()
             tg.create_task(sim.run(up), name="battery-simulated")

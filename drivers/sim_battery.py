@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
-from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.sim_modbus import every, modbus_server
+from drivers.sim_modbus import serve_registers
 
 from battery.model import BatteryModel
 from battery.sunspec_map import (
@@ -138,22 +137,27 @@ class SimBattery:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve the battery until cancelled; the model steps every `step_s` seconds."""
-        device = SimDevice(
-            id=self.unit_id,
-            simdata=[SimData(self.layout.base, count=self.layout.size, values=0, datatype=DataType.REGISTERS)],
-            action=self._on_request,
+        await serve_registers(
+            unit_id=self.unit_id, start=self.layout.base, count=self.layout.size, action=self._on_request,
+            host=self._host, port=self._requested_port, period_s=self.step_s, step=self._advance,
+            listening=self._listening, ready=ready, name="sim-battery-step", trace_pdu=self._trace_pdu,
         )
-        async with modbus_server(device, self._host, self._requested_port, trace_pdu=self._trace_pdu) as port:
-            self._port = port
-            try:
-                self._last_step_at = asyncio.get_running_loop().time()
-                log.info("simulated battery listening on %s:%s unit %s", self._host, self._port, self.unit_id)
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(every(self.step_s, self._advance), name="sim-battery-step")
-                    if ready is not None:
-                        ready.set()
-            finally:
-                self._port = None
+
+    @classmethod
+    def for_config(cls, battery, *, host: str, port: int) -> "SimBattery":
+        """The battery a square's `[battery]` section describes, at 60 % SoC, listening on host:port."""
+        model = BatteryModel(
+            capacity_wh=battery.capacity_kwh * 1000, max_charge_w=battery.max_charge_w,
+            max_discharge_w=battery.max_discharge_w, soc_pct=60.0,
+            soc_min_pct=battery.soc_min_pct, soc_max_pct=battery.soc_max_pct,
+        )
+        return cls(host=host, port=port, unit_id=battery.unit_id, model=model)
+
+    def _listening(self, port: int | None) -> None:
+        self._port = port
+        if port is not None:
+            self._last_step_at = asyncio.get_running_loop().time()
+            log.info("simulated battery listening on %s:%s unit %s", self._host, port, self.unit_id)
 
     def _advance(self) -> None:
         """Step the model to the loop's current time and refresh the registers."""

@@ -13,9 +13,8 @@ import struct
 from collections.abc import Callable, Mapping
 
 from pymodbus.constants import ExcCodes
-from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.sim_modbus import every, modbus_server
+from drivers.sim_modbus import serve_registers
 
 log = logging.getLogger(__name__)
 
@@ -153,22 +152,17 @@ class SimGridMeter:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve the meter until cancelled; the registers follow `draw_a` every `refresh_s` seconds."""
-        device = SimDevice(
-            id=self.unit_id,
-            simdata=[SimData(0, count=len(self._image), values=0, datatype=DataType.REGISTERS)],
-            action=self._on_request,
+        await serve_registers(
+            unit_id=self.unit_id, start=0, count=len(self._image), action=self._on_request,
+            host=self._host, port=self._requested_port, period_s=self.refresh_s, step=self._refresh,
+            listening=self._listening, ready=ready, name="sim-meter-refresh",
         )
-        async with modbus_server(device, self._host, self._requested_port) as port:
-            self._port = port
-            try:
-                self._refresh()
-                log.info("simulated grid meter listening on %s:%s unit %s", self._host, self._port, self.unit_id)
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(every(self.refresh_s, self._refresh), name="sim-meter-refresh")
-                    if ready is not None:
-                        ready.set()
-            finally:
-                self._port = None
+
+    def _listening(self, port: int | None) -> None:
+        self._port = port
+        if port is not None:
+            self._refresh()
+            log.info("simulated grid meter listening on %s:%s unit %s", self._host, port, self.unit_id)
 
     def _refresh(self) -> None:
         """Integrate energy since the last refresh, then read `draw_a` and rewrite the registers."""

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import SimDevice
+from pymodbus.simulator import DataType, SimData, SimDevice
 
 
 @contextlib.asynccontextmanager
@@ -26,3 +26,36 @@ async def every(period_s: float, step: Callable[[], None]) -> None:
     while True:
         await asyncio.sleep(period_s)
         step()
+
+
+async def serve_registers(
+    *,
+    unit_id: int,
+    start: int,
+    count: int,
+    action,
+    host: str,
+    port: int,
+    period_s: float,
+    step: Callable[[], None],
+    listening: Callable[[int | None], None],
+    ready: asyncio.Event | None,
+    name: str,
+    **options,
+) -> None:
+    """Serve a block of holding/input registers until cancelled, calling `step` every `period_s`.
+
+    `listening(port)` is told the port once the server is up, and `listening(None)` when it stops.
+    """
+    device = SimDevice(
+        id=unit_id, simdata=[SimData(start, count=count, values=0, datatype=DataType.REGISTERS)], action=action
+    )
+    async with modbus_server(device, host, port, **options) as actual:
+        listening(actual)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(every(period_s, step), name=name)
+                if ready is not None:
+                    ready.set()
+        finally:
+            listening(None)

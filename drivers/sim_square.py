@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from battery.model import BatteryModel
 from config.schema import SquareConfig
 from drivers.sim_battery import SimBattery
 from drivers.sim_cars import Arrival, CarState
@@ -123,21 +122,8 @@ class SimSquare:
         self.battery: SimBattery | None = None
         # The "simulated" preset lives inside the daemon; any other preset is a device to play here.
         if cfg.battery is not None and cfg.battery.driver != "simulated":
-            b = cfg.battery
-            model = BatteryModel(
-                capacity_wh=b.capacity_kwh * 1000,
-                max_charge_w=b.max_charge_w,
-                max_discharge_w=b.max_discharge_w,
-                soc_pct=60.0,
-                soc_min_pct=b.soc_min_pct,
-                soc_max_pct=b.soc_max_pct,
-            )
-            self.battery = SimBattery(
-                host=b.host,
-                port=battery_port if battery_port is not None else b.port,
-                unit_id=b.unit_id,
-                model=model,
-            )
+            port = battery_port if battery_port is not None else cfg.battery.port
+            self.battery = SimBattery.for_config(cfg.battery, host=cfg.battery.host, port=port)
         self.base_load_a = base_load_a
         self.meter = SimGridMeter(self.grid_draw_a, port=meter_port)
         self.control_host, self.control_port = control_host, control_port
