@@ -23,10 +23,13 @@ from pydantic import (
     model_validator,
 )
 
+from config.schema_devices import BatteryConfig, GridMeterConfig, battery_issues
+
 __all__ = [
     "ApiConfig",
     "BatteryConfig",
     "BayConfig",
+    "GridMeterConfig",
     "ChargerConfig",
     "ControlConfig",
     "CrossCheckError",
@@ -164,29 +167,6 @@ class ControlConfig(BaseModel):
     meter_interval_s: int = Field(5, ge=1, le=3600)
 
 
-class BatteryConfig(BaseModel):
-    """The buffer battery: Modbus endpoint, capacity in kWh, power ratings in W, state-of-charge window in %."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    driver: Literal["sunspec", "victron", "registers", "simulated"]
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(502, ge=1, le=65535)
-    unit_id: int = Field(1, ge=0, le=255)
-    capacity_kwh: float = Field(gt=0, le=100_000)
-    max_charge_w: float = Field(ge=0, le=10_000_000)
-    max_discharge_w: float = Field(ge=0, le=10_000_000)
-    soc_min_pct: float = Field(10, ge=0, le=100)
-    soc_max_pct: float = Field(95, ge=0, le=100)
-
-    @model_validator(mode="after")
-    def _soc_window(self) -> BatteryConfig:
-        issues = _battery_issues(self.model_dump())
-        if issues:
-            raise CrossCheckError(issues)
-        return self
-
-
 class SignageConfig(BaseModel):
     """The bay-light rules of signage.md; times in s."""
 
@@ -212,6 +192,9 @@ class ChargerConfig(BaseModel):
     phases: Literal[1, 3] = 3
     connectors: int = Field(1, ge=1, le=8)
     password: str | None = Field(None, min_length=1, max_length=64)
+    # How the charger's L1, L2, L3 are wired to the grid's (OCPP ConnectorPhaseRotation): "STR" puts
+    # a one-phase car on the grid's L2. Unset: read from the charger, else taken as RST.
+    phase_rotation: Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"] | None = None
 
 
 class BayConfig(BaseModel):
@@ -238,6 +221,7 @@ class SquareConfig(BaseModel):
     storage: StorageConfig = StorageConfig()
     control: ControlConfig = ControlConfig()
     battery: BatteryConfig | None = None
+    grid_meter: GridMeterConfig | None = None
     signage: SignageConfig = SignageConfig()
     chargers: list[ChargerConfig] = Field(min_length=1, max_length=1000)
     bays: list[BayConfig] = Field(min_length=1, max_length=1000)
@@ -283,7 +267,7 @@ def cross_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     on the raw data too. Missing or ill-typed values are skipped here: their own field errors report them.
     """
     issues: list[tuple[Loc, str]] = []
-    for section, check in (("grid", _grid_issues), ("battery", _battery_issues)):
+    for section, check in (("grid", _grid_issues), ("battery", battery_issues)):
         table = data.get(section)
         if isinstance(table, Mapping):
             issues.extend(((section, *loc), message) for loc, message in check(table))
@@ -297,14 +281,6 @@ def _grid_issues(grid: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     if limit_a is None or base_load_a is None or base_load_a < limit_a:
         return []
     return [(("base_load_a",), f"{_num(base_load_a)} A must be below limit_a ({_num(limit_a)} A)")]
-
-
-def _battery_issues(battery: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    soc_min_pct = _valid(BatteryConfig, "soc_min_pct", battery)
-    soc_max_pct = _valid(BatteryConfig, "soc_max_pct", battery)
-    if soc_min_pct is None or soc_max_pct is None or soc_min_pct < soc_max_pct:
-        return []
-    return [(("soc_min_pct",), f"{_num(soc_min_pct)} must be below soc_max_pct ({_num(soc_max_pct)})")]
 
 
 def _square_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
