@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from controller.clock import local_text, wire_ts
@@ -33,12 +33,60 @@ class LightPublisher(Protocol):
     def published_at(self, bay_id: str) -> datetime | None: ...
 
 
+RELEASE_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
+"""A gateway clock before this is wrong: the software did not exist yet."""
+CLOCK_JUMP_S = 60.0
+CLOCK_SETTLE_S = 300.0
+
+
+class ClockCheck:
+    """Is the gateway's clock sane? Not before the release date, no jump of more than a minute.
+
+    After a jump the clock counts as sane again once it has run steadily for CLOCK_SETTLE_S.
+    """
+
+    def __init__(self) -> None:
+        self.sane = True
+        self.why = ""
+        self.since: datetime | None = None
+        self._last: tuple[datetime, float] | None = None
+        self._jump_at_s: float | None = None
+
+    def observe(self, now: datetime, mono_s: float) -> bool:
+        """Take the wall clock `now` and the monotonic clock; True when leases may rely on the wall clock."""
+        jumped = False
+        if self._last is not None:
+            wall_s = (now - self._last[0]).total_seconds()
+            drift_s = wall_s - (mono_s - self._last[1])
+            if abs(drift_s) > CLOCK_JUMP_S:
+                jumped = True
+                self._jump_at_s = mono_s
+                self.why = f"it jumped by {drift_s:+.0f} s"
+        self._last = (now, mono_s)
+        before = self.sane
+        if now < RELEASE_DATE:
+            self.sane, self.why = False, f"{wire_ts(now)} is before this software's release"
+        elif jumped or (self._jump_at_s is not None and mono_s - self._jump_at_s < CLOCK_SETTLE_S):
+            self.sane = False
+        else:
+            self.sane, self._jump_at_s = True, None
+        if before != self.sane:
+            self.since = now
+            if self.sane:
+                log.info("gateway clock sane again")
+            else:
+                log.error("gateway clock not sane: %s; only safe defaults until it is", self.why)
+        return self.sane
+
+
 class Cycle:
     """Owns the loop from state to decisions to commands."""
 
-    def __init__(self, state: SquareState, mqtt: LightPublisher) -> None:
+    def __init__(self, state: SquareState, mqtt: LightPublisher, power=None) -> None:
         self.state = state
         self.mqtt = mqtt
+        self.power = power  # controller.power.PowerControl, or None (lights only)
+        self.clock_check = ClockCheck()
         cfg = state.cfg
         self.settings = SignageSettings(
             min_free_ev_bays=cfg.signage.min_free_ev_bays,
@@ -86,7 +134,12 @@ class Cycle:
                 # Known again after a restart with an unchanged command: publish it with the same seq.
                 self.mqtt.publish_light(bay_id, self.state.commands[bay_id])
                 self._announced.add(bay_id)
+        if self.power is not None:
+            sane = self.clock_check.observe(now, time.monotonic())
+            self.power.step(now, leases_allowed=sane)
         await self._check_alarms(now)
+        if self.power is not None:
+            await self._check_power_alarms(now)
         await self._flush_log()
         snapshot = self.snapshot(now)
         comparable = {k: v for k, v in snapshot.items() if k != "ts"}
@@ -235,6 +288,50 @@ class Cycle:
                 "command stays retained on the broker; check the fixture and its link", bay_id=bay_id,
             )
 
+    async def _check_power_alarms(self, now: datetime) -> None:
+        from controller.charging import MAX_MODE, NONE_MODE
+
+        st, ch = self.state, self.power.charging
+        for charger in st.cfg.chargers:
+            setup = ch.setups.get(charger.id)
+            key = f"profiles_refused:{charger.id}"
+            if setup is not None and setup.mode in (MAX_MODE, NONE_MODE):
+                await self._raise(key, now, f"charger {charger.id} refuses charging profiles", setup.problem, charger_id=charger.id)
+            elif setup is not None and setup.done:
+                await self._clear(key, now)
+        view = self.power.view
+        if view is not None:
+            for d in view.sharing.connectors:
+                key = f"not_resuming:{d.key}"
+                if d.not_resuming:
+                    await self._raise(
+                        key, now, f"{d.key}: the car does not resume charging after a pause",
+                        "it is offered the minimum only and not retried every cycle",
+                    )
+                else:
+                    await self._clear(key, now)
+        key = "clock"
+        if not self.clock_check.sane:
+            await self._raise(key, self.clock_check.since or now, f"gateway clock not sane: {self.clock_check.why}",
+                              "only the safe default is used until the clock is sane")
+        else:
+            await self._clear(key, now)
+
+    def _power_view(self) -> dict | None:
+        if self.power is None or self.power.view is None:
+            return None
+        v = self.power.view
+        return {
+            "grid_a": [round(a, 1) for a in v.budget.grid_a[: self.state.cfg.grid.phases]],
+            "battery_a": [round(a, 1) for a in v.budget.battery_a[: self.state.cfg.grid.phases]],
+            "load_a": [round(a, 1) for a in v.sharing.load_a[: self.state.cfg.grid.phases]],
+            "short": v.sharing.short,
+            "grid_source": v.grid_source,
+            "battery_setpoint_w": None if v.dispatch is None else round(v.dispatch.setpoint_w),
+            "battery_reason": None if v.dispatch is None else v.dispatch.reason,
+            "reasons": {d.key: d.reason for d in v.sharing.connectors if d.reason},
+        }
+
     async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
         """Raise an alarm unless it is already active (the store keeps one per key)."""
         if key not in self._alarms:
@@ -269,6 +366,31 @@ class Cycle:
             "reason": None if usable else b.reason,
         }
 
+    def _grid_phase(self, charger_id: str, connector: int, charger_phase: int) -> int:
+        if self.state.cfg.grid.phases == 1:
+            return 0
+        from drivers.ocpp16_profiles import grid_phase
+
+        rotation = None
+        if self.power is not None:
+            rotation = self.power.charging.rotations.get(f"{charger_id}/{connector}")
+        return grid_phase(rotation or self.state.cfg.charger(charger_id).phase_rotation, charger_phase)
+
+    def _grid_estimate(self, cars_a: list[float], now: datetime) -> list[float]:
+        """Grid current per phase (A): the meter's when it reads, else cars + base load - battery."""
+        st, cfg = self.state, self.state.cfg
+        r = st.grid_reading
+        if (
+            cfg.grid_meter is not None and r is not None and r.online and r.current_a is not None
+            and st.grid_reading_at is not None and (now - st.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
+        ):
+            return list(r.current_a)
+        b = st.battery
+        battery_a = 0.0
+        if b is not None and b.online and b.trusted and b.power_w is not None:
+            battery_a = b.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
+        return [abs(a + cfg.grid.base_load_a - battery_a) if p < cfg.grid.phases else 0.0 for p, a in enumerate(cars_a)]
+
     def snapshot(self, now: datetime) -> dict:
         """The state snapshot of interfaces.md §4 (MQTT `P/state` and `GET /api/status`)."""
         st = self.state
@@ -280,7 +402,7 @@ class Cycle:
             fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
             currents = conn.current_a if fresh else (None, None, None)
             for i, a in enumerate(currents):
-                grid[i] += a or 0.0
+                grid[self._grid_phase(bay.charger, bay.connector, i)] += a or 0.0
             present = [a for a in currents if a is not None]
             light = st.lights.get(bay.id)
             bays.append(
@@ -293,17 +415,19 @@ class Cycle:
                     "charger": bay.charger,
                     "connector": bay.connector,
                     "status": conn.status,
-                    "limit_a": None,
+                    "limit_a": self.power.limit_a(bay.charger, bay.connector) if self.power is not None else None,
                     "current_a": round(max(present), 1) if present else None,
                 }
             )
         phases = cfg.grid.phases
+        grid = self._grid_estimate(grid, now)
         return {
             "site": cfg.site.id,
             "ts": wire_ts(now),
             "timezone": cfg.site.timezone,
             "grid": {"limit_a": cfg.grid.limit_a, "current_a": [round(a, 1) for a in grid[:phases]]},
             "battery": None if cfg.battery is None else self._battery_view(),
+            "power": self._power_view(),
             "bays": bays,
             "chargers": [
                 {"id": c.id, "online": st.chargers[c.id].online, "ocpp": st.chargers[c.id].ocpp_version}

@@ -19,10 +19,14 @@ from zoneinfo import ZoneInfo
 from config.schema import SquareConfig
 from controller.api import AdminApi
 from controller.clock import utc_now
+from controller.charging import SmartCharging
 from controller.cycle import Cycle
+from controller.power import PowerControl
 from controller.secrets import TagVault, load_or_create_secret
 from controller.state import SquareState
 from controller.store import Store
+from drivers.battery_factory import make_battery
+from drivers.grid_meter import make_grid_meter
 from drivers.mqtt import MqttLink
 from drivers.ocpp_server import OcppServer
 
@@ -107,7 +111,11 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
             heartbeat_interval_s=cfg.ocpp.heartbeat_interval_s,
             call_timeout_s=cfg.ocpp.call_timeout_s,
         )
-        cycle = Cycle(state, mqtt)
+        charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
+        battery = make_battery(cfg.battery, state.record_battery) if cfg.battery is not None else None
+        meter = make_grid_meter(cfg.grid_meter, state.record_grid) if cfg.grid_meter is not None else None
+        power = PowerControl(state, charging, battery)
+        cycle = Cycle(state, mqtt, power)
         api = AdminApi(state, cycle, ocpp, token=token)
         ocpp_ready, api_ready = asyncio.Event(), asyncio.Event()
         try:
@@ -115,9 +123,13 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
                 tg.create_task(ocpp.run(ocpp_ready), name="ocpp-server")
                 tg.create_task(api.run(cfg.api.host, cfg.api.port, api_ready), name="admin-api")
                 tg.create_task(mqtt.run(), name="mqtt-link")
-                battery = _battery_driver(cfg, state)
+                tg.create_task(charging.run(), name="smart-charging")
                 if battery is not None:
                     tg.create_task(battery.run(), name="battery")
+                    log.info("battery: %s driver at %s", cfg.battery.driver, battery.where)
+                if meter is not None:
+                    tg.create_task(meter.run(), name="grid-meter")
+                    log.info("grid meter: %s at %s", cfg.grid_meter.driver, meter.where)
                 await asyncio.wait_for(asyncio.gather(ocpp_ready.wait(), api_ready.wait()), timeout=15)
                 tg.create_task(cycle.run(), name="cycle")
                 tg.create_task(_retention(store, cfg.storage.retention_days), name="retention")
@@ -131,44 +143,6 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
             await _shutdown(mqtt)
     finally:
         await store.close()
-
-
-def _battery_driver(cfg: SquareConfig, state: SquareState):
-    """The battery's driver, or None (no battery, or a preset not built yet: said in the log)."""
-    if cfg.battery is None:
-        return None
-    if cfg.battery.driver not in ("sunspec", "simulated"):
-        log.warning("battery driver %r is not available yet: the battery is not read", cfg.battery.driver)
-        return None
-    from battery.trust import BatteryRatings
-    from drivers.battery_sunspec import SunSpecBattery
-
-    b = cfg.battery
-    ratings = BatteryRatings(b.max_charge_w, b.max_discharge_w)
-    if b.driver == "simulated":
-        return _InProcessBattery(cfg, ratings, state)
-    return SunSpecBattery(b.host, b.port, b.unit_id, ratings, on_reading=state.record_battery)
-
-
-class _InProcessBattery:
-    """The `simulated` preset: a simulated SunSpec battery on a loopback port, read like a real one."""
-
-    def __init__(self, cfg: SquareConfig, ratings, state: SquareState) -> None:
-        self.cfg, self.ratings, self.state = cfg, ratings, state
-
-    async def run(self) -> None:
-        from drivers.battery_sunspec import SunSpecBattery
-        from drivers.sim_battery import SimBattery
-
-        b = self.cfg.battery
-        sim = SimBattery.for_config(b, host="127.0.0.1", port=0)
-        async with asyncio.TaskGroup() as tg:
-            up = asyncio.Event()
-            tg.create_task(sim.run(up), name="battery-simulated")
-            await asyncio.wait_for(up.wait(), timeout=10)
-            log.info("battery: simulated in process (driver \"simulated\"), SunSpec on 127.0.0.1:%d", sim.port)
-            reader = SunSpecBattery("127.0.0.1", sim.port, b.unit_id, self.ratings, on_reading=self.state.record_battery)
-            tg.create_task(reader.run(), name="battery")
 
 
 async def _retention(store: Store, days: int) -> None:

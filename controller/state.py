@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from config.schema import SquareConfig
 from controller import events as ev
@@ -108,6 +109,9 @@ class SquareState:
         self.broker_online = False
         self.battery = None  # drivers.battery_sunspec.BatteryStatus, once read
         self.battery_changed_at: datetime | None = None  # when it last went online/offline/(un)trusted
+        self.grid_reading = None  # drivers.devices.GridReading, once read
+        self.grid_reading_at: datetime | None = None
+        self.tz = ZoneInfo(cfg.site.timezone)
         self.pending_log: list[LogEntry] = []
         self._passwords: dict[str, str | None] = {c.id: c.password for c in cfg.chargers}
 
@@ -171,6 +175,17 @@ class SquareState:
             else:
                 word = f"link lost: {status.reason}"
             self.note("battery", f"battery {word}")
+
+    def record_grid(self, reading) -> None:
+        """A grid meter reading (or its failure); wakes the cycle when the meter comes or goes."""
+        prev = self.grid_reading
+        self.grid_reading = reading
+        self.grid_reading_at = self.clock()
+        if prev is None or prev.online != reading.online:
+            if reading.online:
+                self.note("grid_meter", "grid meter reads: " + ", ".join(f"L{p + 1} {a:.1f} A" for p, a in enumerate(reading.current_a or ())))
+            else:
+                self.note("grid_meter", f"grid meter lost: {reading.reason}")
 
     # ---- CentralSystemBackend ------------------------------------------------------------
 
@@ -276,6 +291,10 @@ class SquareState:
         if conn is None:
             return
         if any(v is not None for v in s.current_a):
+            before = max((a for a in conn.current_a if a is not None), default=None)
+            now_a = max(a for a in s.current_a if a is not None)
+            if before is not None and now_a <= before - 1.0:
+                self.wake.set()  # a lower limit shows in the meter values: rises elsewhere may follow
             conn.current_a = s.current_a
         if s.power_w is not None:
             conn.power_w = s.power_w
