@@ -53,8 +53,19 @@ def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
             f"{battery.driver} at {battery.host}:{battery.port} unit {battery.unit_id}, "
             f"{_num(battery.capacity_kwh)} kWh, charge {_num(battery.max_charge_w / 1000)} kW, "
             f"discharge {_num(battery.max_discharge_w / 1000)} kW, "
-            f"SoC {_num(battery.soc_min_pct)}-{_num(battery.soc_max_pct)} %"
+            f"SoC {_num(battery.soc_min_pct)}-{_num(battery.soc_max_pct)} %, reverts after {battery.revert_timeout_s} s"
         )
+        if battery.driver == "simulated":
+            battery_text = battery_text.replace(f"at {battery.host}:{battery.port} unit {battery.unit_id}", "in process")
+        for w in battery.reserve:
+            battery_text += f"; keeps {_num(w.soc_pct)} % {w.start}-{w.end}"
+    meter = square.grid_meter
+    if meter is None:
+        meter_text = "none (load estimated from the chargers and the battery)"
+    elif meter.serial_port is not None:
+        meter_text = f"{meter.driver} on {meter.serial_port} (DSMR {meter.dsmr_version})"
+    else:
+        meter_text = f"{meter.driver} at {meter.host}:{meter.tcp_port}" + (f" unit {meter.unit_id}" if meter.driver == "sdm630" else "")
     ocpp = square.ocpp
     with_password = sum(1 for charger in square.chargers if charger.password)
     mqtt = square.mqtt
@@ -68,12 +79,14 @@ def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
         ("chargers", f"{len(square.chargers)} with {connectors} connectors"),
         ("bays", f"{len(square.bays)}, {sensors} with a sensor"),
         ("battery", battery_text),
+        ("grid meter", meter_text),
         ("ocpp", f"ws://{ocpp.host}:{ocpp.port}{ocpp.path}/<charger id>"),
         ("ocpp auth", f"{ocpp.auth}, {with_password} charger(s) with a password"),
         ("mqtt", f"{mqtt.host}:{mqtt.port}, topics under {square.topic_root}/"),
         ("api", f"http://{api.host}:{api.port}" + (f", token from {api.token_file}" if api.token_file else ", no token")),
         ("storage", f"{square.storage.path} (sessions kept {square.storage.retention_days} days)"),
-        ("control", f"every {_num(control.period_s)} s, min {_num(control.min_current_a)} A, lease {control.lease_s} s"),
+        ("control", f"every {_num(control.period_s)} s, min {_num(control.min_current_a)} A, lease {control.lease_s} s, "
+                    f"turns of {control.turn_s} s, chargers react in {_num(control.reaction_s)} s"),
         (
             "signage",
             f"{signage.min_free_ev_bays} free EV bay(s), grace {signage.grace_s} s, "

@@ -130,7 +130,8 @@ class GridMeterConfig(BaseModel):
     unit_id: int = Field(1, ge=0, le=255)
     serial_port: str | None = Field(None, min_length=1)
     baudrate: int = Field(115200, ge=300, le=921600)
-    dsmr_version: Literal["2.2", "4", "5", "5B", "5L", "5S", "Q3D"] = "5"
+    # 2.2 and Q3D telegrams carry no current per phase, which the fuse needs
+    dsmr_version: Literal["4", "5", "5B", "5L", "5S"] = "5"
     poll_s: float = Field(1.0, ge=0.2, le=60)
     timeout_s: float = Field(1.0, ge=0.1, le=10)
     margin_a: float = Field(2, ge=0, le=1000)
