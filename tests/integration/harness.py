@@ -40,17 +40,19 @@ def square_toml(
     extra: str = "",
     token_file: str | None = None,
     auth: str = "free",
+    grid_limit_a: float = 80,
+    control: str = "period_s = 0.2\n",
 ) -> str:
     sig = {"min_free_ev_bays": 0, "grace_s": 3, "min_dwell_s": 0, "startup_wait_s": 5, "offline_after_s": 2}
     sig.update(signage or {})
     lines = [
         '[site]\nid = "testplein"\nname = "Test square"\ntimezone = "Europe/Amsterdam"\n',
-        "[grid]\nphases = 3\nlimit_a = 80\n",
+        f"[grid]\nphases = 3\nlimit_a = {grid_limit_a:g}\n",
         f'[ocpp]\nhost = "127.0.0.1"\nport = {ocpp_port}\npath = "/ocpp"\nauth = "{auth}"\nheartbeat_interval_s = 60\ncall_timeout_s = 5\n',
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "lp"\n',
         f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n' + (f'token_file = "{token_file}"\n' if token_file else ""),
         '[storage]\npath = "state/laadplein.db"\n',
-        "[control]\nperiod_s = 0.2\n",
+        "[control]\n" + control,
         "[signage]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sig.items()),
     ]
     bay = 0
