@@ -15,8 +15,13 @@ from controller.sharing_types import Phases3
 
 MINUTES_PER_DAY = 24 * 60
 # A setpoint must be one the battery can hold until the next refresh and well beyond, so power near
-# the reserve (or near full) is capped at the energy left divided by this horizon.
+# full is capped at the energy left divided by this horizon (1/h: a minute).
 HOLD_MIN = 60.0
+# What the battery offers the cars must change slowly: every fall of the offer is a decrease that
+# chargers take `reaction_s` to follow. Near the reserve the offer is the energy left spread over a
+# quarter of an hour (it falls by about a tenth of a percent a second), in whole amperes per phase.
+OFFER_HOLD_H = 0.25
+OFFER_STEP_A = 1.0
 # Charging leaves this much (A per phase) of the spare current unused, so that a car whose draw
 # rises a little still finds it there before the next cycle.
 CHARGE_MARGIN_A = 1.0
@@ -67,7 +72,7 @@ def _discharge_w(battery: BatteryInput) -> float:
     above_pct = battery.soc_pct - _floor_pct(battery)
     if above_pct <= 0:
         return 0.0
-    hold_w = battery.capacity_wh * above_pct / 100 * HOLD_MIN
+    hold_w = battery.capacity_wh * above_pct / 100 / OFFER_HOLD_H
     return max(0.0, min(battery.max_discharge_w, hold_w))
 
 
@@ -84,9 +89,13 @@ def available_a(battery: BatteryInput) -> Phases3:
     _check(battery)
     power_w = _discharge_w(battery)
     if battery.phases == 3:
-        per_phase_a = power_w / (3 * battery.voltage_v)
+        per_phase_a = _steps_down(power_w / (3 * battery.voltage_v))
         return (per_phase_a, per_phase_a, per_phase_a)
-    return (power_w / battery.voltage_v, 0.0, 0.0)
+    return (_steps_down(power_w / battery.voltage_v), 0.0, 0.0)
+
+
+def _steps_down(current_a: float) -> float:
+    return math.floor(current_a / OFFER_STEP_A + 1e-9) * OFFER_STEP_A
 
 
 def _toward_zero(power_w: float, rating_w: float) -> float:

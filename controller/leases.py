@@ -258,6 +258,16 @@ class LeaseBook:
         return sorted(self._entries)
 
 
+def telling_draw_a(
+    draw_a: float | None, draw_at: datetime | None, changed_at: datetime | None, reaction_s: float
+) -> float | None:
+    """The car's draw (A) as a sign of what it wants, or None when it was measured before the last
+    limit change could show (then it says only what the old limit allowed)."""
+    if draw_a is None or draw_at is None or changed_at is None:
+        return draw_a
+    return None if (draw_at - changed_at).total_seconds() < reaction_s else draw_a
+
+
 def _lease_limit(lease: _Lease, now: datetime) -> float | None:
     if now >= lease.ends_at:
         return None

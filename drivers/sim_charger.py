@@ -114,6 +114,7 @@ class SimCharger(ChargePoint):
         self._work: asyncio.Queue[Work] | None = None
         self._deferred: list[Work] = []
         self._rebooting = False
+        self._starting: set[int] = set()  # connectors whose StartTransaction awaits its answer
 
     @property
     def charger_id(self) -> str:
@@ -257,21 +258,35 @@ class SimCharger(ChargePoint):
         return await self._start(connector, id_tag, car_max_a, car_phases or self.phases, car)
 
     async def _start(self, connector: int, id_tag: str, car_max_a: float, car_phases: int, car: Car | None = None) -> int:
-        result = await self.call(
-            call.StartTransaction(
-                connector_id=connector, id_tag=id_tag, meter_start=int(self.energy_wh[connector]), timestamp=_now()
-            ),
-            suppress=False,
-        )
+        self._starting.add(connector)
+        try:
+            result = await self._call_start(connector, id_tag)
+        finally:
+            self._starting.discard(connector)
         self.transactions[connector] = result.transaction_id
         self._tx_start[connector] = _utcnow()
         self._tags[connector] = id_tag
         self._cars[connector] = (car_max_a, min(car_phases, self.phases))
         if car is not None:
             self._car_models[connector] = car
+        # A session starts at the limit in force (the safe default, or a lease that came with the
+        # answer), not at the charger's maximum followed by a correction.
+        target = self.profiles.limit_a(connector, _utcnow(), result.transaction_id, self._tx_start[connector], self.max_current_a, self.phases)
+        self._follow[connector] = Follow(target)
+        if self.limits_a[connector] != target:
+            self.limits_a[connector] = target
+            self.applied_history.append((_utcnow(), connector, target))
         self._update_limits()
         await self.set_status(connector, charging_status(self.applied_a(connector), getattr(car, "full", False)))
         return result.transaction_id
+
+    async def _call_start(self, connector: int, id_tag: str):
+        return await self.call(
+            call.StartTransaction(
+                connector_id=connector, id_tag=id_tag, meter_start=int(self.energy_wh[connector]), timestamp=_now()
+            ),
+            suppress=False,
+        )
 
     async def stop(self, connector: int, reason: str = "Local") -> None:
         """The driver ends charging: StopTransaction (with the final register reading), status Finishing."""
@@ -427,7 +442,11 @@ class SimCharger(ChargePoint):
         except ValueError as exc:
             logger.info("sim %s: charging profile rejected: %s", self.id, exc)
             return call_result.SetChargingProfile(status="Rejected")
-        status = self.profiles.install(connector_id, profile, self.transactions.get(connector_id))
+        tx_id = self.transactions.get(connector_id)
+        if tx_id is None and connector_id in self._starting:
+            # StartTransaction.conf is in, its continuation has not run yet: a real charger knows the id.
+            tx_id = profile.transaction_id
+        status = self.profiles.install(connector_id, profile, tx_id)
         self._update_limits()
         return call_result.SetChargingProfile(status=status)
 

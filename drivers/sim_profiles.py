@@ -358,7 +358,14 @@ def follow_limit(state: Follow, target_a: float, now_s: float, reaction_s: float
     """The applied limit once `target_a` is in force at `now_s`: a change, up or down, shows `reaction_s` after it came."""
     if target_a == state.applied_a:
         return Follow(state.applied_a)
-    pending = state.pending if state.pending is not None and state.pending[0] == target_a else (target_a, now_s + reaction_s)
+    pending = state.pending
+    if pending is not None and pending[0] == target_a:
+        pass
+    elif pending is not None and target_a < pending[0] < state.applied_a:
+        # a decrease on its way is deepened: the charger's control loop is already coming down
+        pending = (target_a, pending[1])
+    else:
+        pending = (target_a, now_s + reaction_s)
     return Follow(target_a) if now_s >= pending[1] else Follow(state.applied_a, pending)
 
 

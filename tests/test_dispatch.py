@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from battery.dispatch import available_a, dispatch, reserve_soc_pct
+from battery.dispatch import OFFER_HOLD_H, available_a, dispatch, reserve_soc_pct
 from battery.dispatch_types import BatteryInput
 from config.schema_devices import ReserveWindow
 
@@ -80,12 +80,12 @@ def test_a_minute_outside_the_day_is_refused(minute):
 # --- what the battery offers --------------------------------------------------------------------
 
 
-def test_a_three_phase_battery_spreads_its_discharge_evenly():
-    assert available_a(BATTERY) == pytest.approx((6_000 / 690, 6_000 / 690, 6_000 / 690))
+def test_a_three_phase_battery_spreads_its_discharge_evenly_in_whole_amperes():
+    assert available_a(BATTERY) == (8.0, 8.0, 8.0)  # 6000 W / 690 V = 8.7 A per phase
 
 
 def test_a_one_phase_battery_offers_everything_on_l1():
-    assert available_a(replace(BATTERY, phases=1)) == pytest.approx((6_000 / 230, 0.0, 0.0))
+    assert available_a(replace(BATTERY, phases=1)) == (26.0, 0.0, 0.0)  # 6000 W / 230 V = 26.1 A
 
 
 @pytest.mark.parametrize(
@@ -104,10 +104,24 @@ def test_nothing_is_offered_unless_usable_known_and_above_the_reserve(changes):
     assert available_a(replace(BATTERY, **changes)) == NONE
 
 
-def test_the_offer_tapers_to_what_the_battery_can_hold_for_a_minute():
-    # 0.5 % of 10 kWh above the reserve is 50 Wh: 3000 W for a minute.
-    assert sum(available_a(replace(BATTERY, soc_pct=30.5))) * 230 == pytest.approx(3_000.0)
-    assert sum(available_a(replace(BATTERY, soc_pct=30.01))) * 230 == pytest.approx(60.0)
+def test_the_offer_tapers_to_what_the_battery_can_hold_for_a_quarter_of_an_hour():
+    # 10 % of 10 kWh above the reserve is 1 kWh: 4000 W for 15 min, 5.8 A per phase, offered as 5 A.
+    assert available_a(replace(BATTERY, soc_pct=40.0)) == (5.0, 5.0, 5.0)
+    # 0.5 % is 50 Wh: 200 W for 15 min, less than an ampere per phase: nothing is offered.
+    assert available_a(replace(BATTERY, soc_pct=30.5)) == (0.0, 0.0, 0.0)
+
+
+def test_the_offer_falls_slowly_near_the_reserve():
+    # Discharging at the offer for a second lowers the next offer by far less than an ampere step:
+    # chargers are not sent a new decrease every cycle.
+    soc_pct, changes = 40.0, 0
+    offer = available_a(replace(BATTERY, soc_pct=soc_pct))[0]
+    for _ in range(600):
+        soc_pct -= offer * 690 / 3600 / 10_000 * 100
+        new = available_a(replace(BATTERY, soc_pct=soc_pct))[0]
+        changes += new != offer
+        offer = new
+    assert changes <= 5
 
 
 def test_a_bad_phase_count_or_voltage_is_refused():
@@ -129,9 +143,9 @@ def test_peak_shaving_covers_the_worst_phase_on_all_three():
 def test_peak_shaving_is_capped_at_the_rating_and_at_the_taper():
     d = dispatch(BATTERY, (40.0, 0.0, 0.0), NONE)
     assert (d.setpoint_w, d.reason) == (6_000.0, "peak shaving: cars need 40 A above the grid on L1; capped at 6000 W")
-    d = dispatch(replace(BATTERY, soc_pct=30.2), (0.0, 0.0, 4.2), NONE)
-    assert d.setpoint_w == 1_200.0  # 20 Wh above the reserve, for a minute
-    assert "capped at 1200 W" in d.reason
+    d = dispatch(replace(BATTERY, soc_pct=32.0), (0.0, 0.0, 4.2), NONE)
+    assert d.setpoint_w == 800.0  # 200 Wh above the reserve, for a quarter of an hour
+    assert "capped at 800 W" in d.reason
 
 
 def test_at_or_below_the_reserve_it_does_not_discharge_nor_charge_while_cars_need_more():
@@ -257,7 +271,10 @@ def test_the_setpoint_keeps_every_rule_of_the_dispatch(b, needed, spare):
     if d.setpoint_w > 0:
         assert b.usable and soc_known
         assert b.soc_pct > max(b.reserve_soc_pct, b.soc_min_pct)
-        assert d.setpoint_w <= sum(available_a(b)) * b.voltage_v * (1 + EPS)
+        # at most what it can hold for a quarter of an hour (the offer is that, in whole amperes)
+        held_w = b.capacity_wh * (b.soc_pct - max(b.reserve_soc_pct, b.soc_min_pct)) / 100 / OFFER_HOLD_H
+        assert d.setpoint_w <= min(held_w, b.max_discharge_w) * (1 + EPS) + 1
+        assert sum(available_a(b)) * b.voltage_v <= min(held_w, b.max_discharge_w) * (1 + EPS) + 1e-6
         assert d.setpoint_w <= max(needed) * v_total * (1 + EPS)
     if d.setpoint_w < 0:
         assert b.usable and soc_known

@@ -155,3 +155,12 @@ def test_safe_default_payload_and_phase_rotation():
     answer = {"configurationKey": [{"key": "ConnectorPhaseRotation", "readonly": True, "value": "0.RST, 2.STR, 3.XYZ"}]}
     assert p16.phase_rotation(answer, 2) == {1: "RST", 2: "STR"}
     assert p16.grid_phase("STR", 0) == 1 and p16.grid_phase("TRS", 0) == 2 and p16.grid_phase(None, 2) == 2
+
+
+def test_a_draw_measured_before_the_last_change_could_show_says_nothing():
+    from controller.leases import telling_draw_a
+
+    assert telling_draw_a(6.6, at(5), at(0), 10) is None
+    assert telling_draw_a(6.6, at(10), at(0), 10) == 6.6
+    assert telling_draw_a(6.6, at(5), None, 10) == 6.6
+    assert telling_draw_a(None, at(50), at(0), 10) is None

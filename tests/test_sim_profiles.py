@@ -415,3 +415,14 @@ def test_a_lease_that_ran_out_always_falls_back_to_the_default(default_a: float,
     assert limit(store, now_s) == default_a
     if lease_s > 5:
         assert limit(store, 0) == lease_a
+
+
+def test_a_deeper_decrease_on_the_way_keeps_the_first_ones_due_time():
+    state = follow_limit(Follow(16.0), 12.0, 0.0, 10.0)
+    state = follow_limit(state, 11.0, 4.0, 10.0)  # the battery's offer fell again before the charger reacted
+    assert follow_limit(state, 11.0, 9.9, 10.0).applied_a == 16.0
+    assert follow_limit(state, 11.0, 10.0, 10.0).applied_a == 11.0
+    # a rise after a decrease waits its own reaction time
+    state = follow_limit(Follow(16.0), 12.0, 0.0, 10.0)
+    state = follow_limit(state, 14.0, 4.0, 10.0)
+    assert follow_limit(state, 14.0, 10.0, 10.0).applied_a == 16.0
