@@ -123,7 +123,9 @@ class SunSpecBattery(ModbusBattery):
         revert_timeout_s: int = 60,
     ) -> None:
         if not isinstance(revert_timeout_s, int) or not 0 < revert_timeout_s <= MAX_REVERT_S:
-            raise ValueError(f"revert_timeout_s must be a whole number of s within 1-{MAX_REVERT_S}, got {revert_timeout_s!r}")
+            raise ValueError(
+                f"revert_timeout_s must be a whole number within 1-{MAX_REVERT_S} s, got {revert_timeout_s!r}"
+            )
         super().__init__(
             host, port, unit_id, ratings, on_reading=on_reading, timeout_s=timeout_s, poll_s=poll_s,
             retry_s=retry_s, stuck_after_s=stuck_after_s, revert_timeout_s=revert_timeout_s, logger=log,
@@ -172,8 +174,8 @@ class SunSpecBattery(ModbusBattery):
             )
             if 124 not in blocks:
                 log.warning("battery at %s has no model 124: it can be read but not steered", self.where)
-            elif vendor_for(identity.manufacturer).storage != "plain":
-                log.info("battery at %s: model 124 written the %s way", self.where, vendor_for(identity.manufacturer).storage)
+            elif (storage := vendor_for(identity.manufacturer).storage) != "plain":
+                log.info("battery at %s: model 124 written the %s way", self.where, storage)
             self._identity = identity
         return sunspec_map
 
@@ -258,9 +260,10 @@ class SunSpecBattery(ModbusBattery):
         return points
 
     async def _steer(self, link: ModbusLink, setpoint_w: float, sample: Sample | None) -> str:
-        points = await self._write_points(
-            link, lambda cha_w, discha_w: storage_points(self._vendor, setpoint_w, cha_w, discha_w, self.revert_timeout_s)
-        )
+        def points_for(w_cha_max_w: float, w_discha_max_w: float) -> dict:
+            return storage_points(self._vendor, setpoint_w, w_cha_max_w, w_discha_max_w, self.revert_timeout_s)
+
+        points = await self._write_points(link, points_for)
         return (
             f"StorCtl_Mod {points['StorCtl_Mod']}, OutWRte {points['OutWRte']:.1f} %, InWRte {points['InWRte']:.1f} %,"
             f" revert after {self.revert_timeout_s} s"

@@ -1,0 +1,271 @@
+"""Smart charging over OCPP: set up each charger that connects, send the leases the core decides.
+
+The shell around `controller.sharing` and `controller.leases`: every call to a charger runs in a
+task of this component's TaskGroup (never inside an OCPP handler), under the OCPP call timeout, and
+its answer goes back into the lease book. A charger that refuses profiles falls back to a
+ChargePointMaxProfile of its safe-default share, else counts as drawing its maximum; the cycle
+raises an alarm for either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from config.schema import SquareConfig
+from controller.leases import LeaseBook, Order
+from controller.sharing import safe_default_a
+from drivers import ocpp16_profiles as p16
+from drivers.ocpp_backend import CallErrorReceived, CallFailed, ChargerNotConnected
+
+log = logging.getLogger("laadplein.charging")
+
+TX_MODE, MAX_MODE, NONE_MODE, SETUP_MODE = "tx", "max", "none", "setting up"
+
+
+class ChargerCalls(Protocol):
+    """What smart charging needs of the OCPP server: a request to a charger, answered or raising CallFailed."""
+
+    async def call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass
+class ChargerSetup:
+    """How far a charger's set-up got, and what it can do."""
+
+    connected_at: datetime
+    mode: str = SETUP_MODE
+    done: bool = False
+    problem: str = ""  # why it is not in TX_MODE, for the alarm
+
+
+def connector_key(charger_id: str, connector_id: int) -> str:
+    """The key of a connector in the lease book and the core: "CP01/1"."""
+    return f"{charger_id}/{connector_id}"
+
+
+class SmartCharging:
+    """Owns the lease book and the calls that carry it out."""
+
+    def __init__(self, cfg: SquareConfig, calls: ChargerCalls, clock: Callable[[], datetime], wake: asyncio.Event) -> None:
+        self.cfg = cfg
+        self.calls = calls
+        self.clock = clock
+        self.wake = wake
+        battery = cfg.battery
+        self.book = LeaseBook(
+            lease_s=cfg.control.lease_s,
+            reaction_s=cfg.control.reaction_s,
+            battery_revert_s=float(battery.revert_timeout_s) if battery is not None else None,
+            poll_s=battery.poll_s if battery is not None else 1.0,
+        )
+        self.keys: list[str] = []  # every connector, in bay order (then the rest by key)
+        self.safe_defaults: dict[str, float] = {}
+        self._compute_safe_defaults()
+        self.setups: dict[str, ChargerSetup] = {}
+        self.rotations: dict[str, str] = {}  # key -> "RST"...
+        self.transactions: dict[str, int] = {}  # key -> the transaction its lease belongs to
+        self._tasks: asyncio.TaskGroup | None = None
+        self.sent_count = 0
+        self._refusals: dict[str, int] = {}  # charger -> leases refused in a row
+        self._hold_until: dict[str, datetime] = {}  # key -> no new lease before (after a refusal)
+
+    def _compute_safe_defaults(self) -> None:
+        cfg = self.cfg
+        by_bay = [connector_key(b.charger, b.connector) for b in sorted(cfg.bays, key=lambda b: b.id)]
+        rest = sorted(
+            connector_key(c.id, n) for c in cfg.chargers for n in range(1, c.connectors + 1)
+        )
+        self.keys = by_bay + [k for k in rest if k not in by_bay]
+        shares = safe_default_a(cfg.grid.limit_a - cfg.grid.base_load_a, self.keys, cfg.control.min_current_a)
+        for key in self.keys:
+            charger_id = key.split("/")[0]
+            share_a = min(shares[key], self.cfg.charger(charger_id).max_current_a)
+            self.safe_defaults[key] = share_a
+            self.book.set_safe_default(key, share_a)
+        for c in cfg.chargers:
+            if c.phase_rotation is not None:
+                for n in range(1, c.connectors + 1):
+                    self.rotations[connector_key(c.id, n)] = c.phase_rotation
+
+    async def run(self) -> None:
+        """Own the calls to chargers until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self._tasks = None
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        if self._tasks is None:
+            coro.close()
+            return
+        self._tasks.create_task(coro, name=name)
+
+    # ---- charger set-up -----------------------------------------------------------------------
+
+    def charger_seen(self, charger_id: str, connected_at: datetime | None, online: bool) -> None:
+        """Called every cycle: start the set-up of a charger that (re)connected."""
+        setup = self.setups.get(charger_id)
+        if not online or connected_at is None:
+            return
+        if setup is None or setup.connected_at != connected_at:
+            self.setups[charger_id] = ChargerSetup(connected_at)
+            if charger_id in self._known():
+                for n in range(1, self.cfg.charger(charger_id).connectors + 1):
+                    self.transactions.pop(connector_key(charger_id, n), None)
+            self._spawn(self._set_up(charger_id, connected_at), f"setup-{charger_id}")
+
+    def _known(self) -> set[str]:
+        return {c.id for c in self.cfg.chargers}
+
+    def mode(self, charger_id: str) -> str:
+        """tx | max | none | setting up (also for a charger never seen)."""
+        setup = self.setups.get(charger_id)
+        return setup.mode if setup is not None else SETUP_MODE
+
+    async def _set_up(self, charger_id: str, connected_at: datetime) -> None:
+        """control.md "Charger set-up on every connect": safe default, meter values, phase rotation."""
+        charger = self.cfg.charger(charger_id)
+        setup = self.setups[charger_id]
+        try:
+            await self._call(charger_id, "ClearChargingProfile", p16.clear_defaults())
+        except CallFailed as exc:
+            log.info("charger %s: clearing its default profiles failed (%s); the safe default replaces them", charger_id, exc)
+        refused: list[str] = []
+        for n in range(1, charger.connectors + 1):
+            limit_a = self.safe_defaults[connector_key(charger_id, n)]
+            try:
+                answer = await self._call(charger_id, "SetChargingProfile", p16.safe_default(n, limit_a))
+                if answer.get("status") != "Accepted":
+                    refused.append(f"connector {n}: {answer.get('status')}")
+            except CallErrorReceived as exc:
+                refused.append(f"connector {n}: {exc.code}")
+            except CallFailed as exc:
+                log.warning("charger %s: the safe default could not be set (%s); set-up stops here", charger_id, exc)
+                return
+        for payload in p16.meter_settings(self.cfg.control.meter_interval_s):
+            try:
+                answer = await self._call(charger_id, "ChangeConfiguration", payload)
+                if answer.get("status") not in ("Accepted", "RebootRequired"):
+                    log.warning("charger %s: %s = %s %s", charger_id, payload["key"], payload["value"], answer.get("status"))
+            except CallFailed as exc:
+                log.warning("charger %s: setting %s failed: %s", charger_id, payload["key"], exc)
+        if charger.phase_rotation is None:
+            try:
+                answer = await self._call(charger_id, "GetConfiguration", {"key": ["ConnectorPhaseRotation"]})
+                for n, rotation in p16.phase_rotation(answer, charger.connectors).items():
+                    self.rotations[connector_key(charger_id, n)] = rotation
+            except CallFailed as exc:
+                log.info("charger %s: no phase rotation (%s); taken as RST", charger_id, exc)
+        if self.setups.get(charger_id) is not setup:
+            return  # it reconnected meanwhile: the newer set-up decides
+        if not refused:
+            setup.mode = TX_MODE
+            log.info(
+                "charger %s set up: safe default %s A per connector, meter values every %d s",
+                charger_id,
+                "/".join(f"{self.safe_defaults[connector_key(charger_id, n)]:g}" for n in range(1, charger.connectors + 1)),
+                self.cfg.control.meter_interval_s,
+            )
+        else:
+            await self._fall_back(charger_id, f"refused the safe default ({', '.join(refused)})")
+        setup.done = True
+        self.wake.set()
+
+    async def _fall_back(self, charger_id: str, why: str) -> None:
+        """A charger that refuses profiles: ChargePointMaxProfile of its safe-default share, else its maximum."""
+        setup = self.setups.get(charger_id)
+        if setup is None:
+            return
+        charger = self.cfg.charger(charger_id)
+        share_a = sum(self.safe_defaults[connector_key(charger_id, n)] for n in range(1, charger.connectors + 1))
+        share_a = min(share_a, charger.max_current_a)
+        try:
+            answer = await self._call(charger_id, "SetChargingProfile", p16.charger_max(share_a))
+            accepted = answer.get("status") == "Accepted"
+        except CallFailed:
+            accepted = False
+        if accepted:
+            setup.mode = MAX_MODE
+            setup.problem = f"{why}; limited to {share_a:g} A as a whole (ChargePointMaxProfile)"
+        else:
+            setup.mode = NONE_MODE
+            setup.problem = f"{why}; no ChargePointMaxProfile either: counted at its maximum {charger.max_current_a:g} A"
+        log.warning("charger %s: %s", charger_id, setup.problem)
+
+    # ---- what the core may count on --------------------------------------------------------
+
+    def fixed_a(self, key: str, now: datetime) -> float:
+        """What a connector that the gateway cannot steer may draw now (A)."""
+        charger_id = key.split("/")[0]
+        mode = self.mode(charger_id)
+        if mode == NONE_MODE:
+            return float(self.cfg.charger(charger_id).max_current_a)
+        if mode == MAX_MODE:
+            return self.safe_defaults[key]
+        return self.book.in_force_a(key, now)
+
+    # ---- leases ---------------------------------------------------------------------------
+
+    def send(self, orders: list[Order], transactions: dict[str, int], now: datetime) -> None:
+        """Carry out the book's orders of `now`, each in its own task (its schedule counts from `now`)."""
+        for order in orders:
+            tx = transactions.get(order.key)
+            if tx is None:
+                self.book.sent(order, self.clock(), False)
+                continue
+            self.transactions[order.key] = tx
+            charger_id, connector = order.key.split("/")
+            self._spawn(self._send_lease(order, charger_id, int(connector), tx, now), f"lease-{order.key}")
+
+    def may_lease(self, key: str, now: datetime) -> bool:
+        """False while a connector waits after a refused lease."""
+        until = self._hold_until.get(key)
+        return until is None or now >= until
+
+    async def _send_lease(self, order: Order, charger_id: str, connector_id: int, transaction_id: int, now: datetime) -> None:
+        payload = p16.lease(order, connector_id, transaction_id, now, self.cfg.control.lease_s)
+        self.sent_count += 1
+        try:
+            answer = await self._call(charger_id, "SetChargingProfile", payload)
+        except ChargerNotConnected:
+            self.book.sent(order, self.clock(), False)
+            return
+        except CallErrorReceived as exc:
+            self.book.sent(order, self.clock(), False)
+            await self._refused(order, charger_id, f"answered a lease with {exc.code}", final=exc.code == "NotSupported")
+            return
+        except CallFailed as exc:
+            # No answer: the charger may hold the new lease, or not; the book counts the higher.
+            log.warning("charger %s/%d: lease %.1f A got no answer (%s)", charger_id, connector_id, order.limit_a, exc)
+            self.book.sent(order, self.clock(), None)
+            return
+        status = answer.get("status")
+        self.book.sent(order, self.clock(), status == "Accepted")
+        if status == "Accepted":
+            self._refusals.pop(charger_id, None)
+        else:
+            await self._refused(order, charger_id, f"refused a lease ({status})", final=False)
+
+    async def _refused(self, order: Order, charger_id: str, why: str, *, final: bool) -> None:
+        """A refused lease is retried after 10 s (a charger may refuse while a transaction settles);
+        the third refusal in a row, or NotSupported, means the charger does not take leases."""
+        count = self._refusals.get(charger_id, 0) + 1
+        self._refusals[charger_id] = count
+        if final or count >= 3:
+            await self._fall_back(charger_id, why + ("" if final else f", {count} times in a row"))
+        else:
+            log.warning("charger %s: %s for %s; trying again in 10 s", charger_id, why, order.key)
+            self._hold_until[order.key] = self.clock() + timedelta(seconds=10)
+        self.wake.set()
+
+    async def _call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        # The server bounds every call by ocpp.call_timeout_s; this is only a backstop.
+        async with asyncio.timeout(self.cfg.ocpp.call_timeout_s + 5):
+            return await self.calls.call(charger_id, action, payload)

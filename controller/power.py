@@ -1,0 +1,255 @@
+"""The power part of the cycle: freeze the square's inputs, let the core and the dispatch decide, send.
+
+Builds the frozen inputs of `controller.sharing` and `battery.dispatch` from the live state
+(readings older than three intervals count as missing), hands the decisions to smart charging
+and the battery driver, and keeps the last decision for the snapshot and the console.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from battery.dispatch import available_a, dispatch, reserve_soc_pct
+from battery.dispatch_types import BatteryInput, Dispatch
+from controller.charging import TX_MODE, SmartCharging, connector_key
+from controller.leases import telling_draw_a
+from controller.sharing import share
+from controller.sharing_types import Budget, ConnectorInput, Phases3, Sharing
+from controller.state import ConnectorLive, SquareState
+from drivers.ocpp16_profiles import grid_phase
+
+log = logging.getLogger("laadplein.power")
+
+ACTIVE_STATUSES = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE"})
+ONE_PHASE_BELOW_A = 0.5  # a charger phase under this while another draws >= 1 A carries no car current
+
+
+@dataclass(frozen=True)
+class PowerView:
+    """The last decision, for the snapshot: budget, sharing, setpoint and the grid as estimated."""
+
+    budget: Budget
+    sharing: Sharing
+    dispatch: Dispatch | None
+    grid_source: str  # "meter" | "estimate"
+
+
+class PowerControl:
+    """Runs once per cycle after the lights: inputs, decisions, orders."""
+
+    def __init__(self, state: SquareState, charging: SmartCharging, battery=None) -> None:
+        self.state = state
+        self.charging = charging
+        self.battery = battery  # a drivers.devices.BatteryDriver, or None
+        self.view: PowerView | None = None
+        self._last_limits: dict[str, float] = {}
+        self._last_setpoint_w: float = 0.0
+        self._setpoint_at: datetime | None = None
+        self._logged_short: bool = False
+
+    def step(self, now: datetime, leases_allowed: bool = True) -> PowerView:
+        """One decision at `now`; with `leases_allowed` False (an insane clock) only safe defaults hold."""
+        st, cfg, ch = self.state, self.state.cfg, self.charging
+        for c in cfg.chargers:
+            live = st.chargers[c.id]
+            ch.charger_seen(c.id, live.connected_at, live.online)
+        connectors: list[ConnectorInput] = []
+        transactions: dict[str, int] = {}
+        leasable: set[str] = set()
+        measured: dict[str, float] = {}  # key -> the car's latest fresh draw (A), for the meter balance
+        for key in ch.keys:
+            charger_id, n = key.split("/")
+            conn = st.chargers[charger_id].connectors[int(n)]
+            active = conn.transaction_id is not None and conn.status in ACTIVE_STATUSES
+            if not active and ch.book.lease_ends_at(key) is not None and conn.transaction_id is None:
+                ch.book.end_session(key)  # the TxProfile ended with its transaction
+            online = st.chargers[charger_id].online
+            controllable = active and online and ch.mode(charger_id) == TX_MODE and leases_allowed
+            draw_a, draw_at = self._draw(conn, now)
+            turn = ch.book.connector_state(key, now, draw_a, draw_at)
+            if draw_a is not None:
+                measured[key] = draw_a
+            in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
+            if not leases_allowed and active:
+                in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
+            draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, cfg.control.reaction_s)
+            bay = cfg.bay_for(charger_id, int(n))
+            connectors.append(
+                ConnectorInput(
+                    key=key,
+                    bay_id=bay.id if bay else key,
+                    phases=self._phases(charger_id, int(n), conn),
+                    active=active,
+                    controllable=controllable,
+                    max_a=float(cfg.charger(charger_id).max_current_a),
+                    draw_a=draw_a,
+                    ev_suspended=conn.status == "SuspendedEV",
+                    in_force_a=in_force_a if active else 0.0,
+                    settling_from_a=turn.settling_from_a,
+                    changed_at=turn.changed_at,
+                    running_since=turn.running_since,
+                    paused_since=turn.paused_since,
+                    resume_offered_at=turn.resume_offered_at,
+                )
+            )
+            if controllable and ch.may_lease(key, now):
+                leasable.add(key)
+                transactions[key] = conn.transaction_id
+        battery_in = self._battery_input(now)
+        grid_a, source = self._grid_a(now, connectors, measured)
+        budget = Budget(
+            grid_a=grid_a,
+            battery_a=available_a(battery_in) if battery_in is not None else (0.0, 0.0, 0.0),
+            min_current_a=cfg.control.min_current_a,
+            reaction_s=cfg.control.reaction_s,
+            turn_s=cfg.control.turn_s,
+        )
+        sharing = share(budget, connectors, now)
+        ch.book.remember(sharing, now)
+        orders = ch.book.orders(sharing, now, leasable)
+        for order in orders:
+            d = sharing.decision(order.key)
+            before = self._last_limits.get(order.key)
+            if order.why != "renew":
+                log.info(
+                    "%s: limit %s -> %.1f A (%s): %s",
+                    self._where(order.key), "safe default" if before is None else f"{before:.1f} A",
+                    order.limit_a, order.why, d.reason if d else "",
+                )
+            self._last_limits[order.key] = order.limit_a
+        ch.send(orders, transactions, now)
+        if sharing.short != self._logged_short:
+            self._logged_short = sharing.short
+            if sharing.short:
+                log.warning("not enough power for every car: %s", "; ".join(sharing.reasons))
+            else:
+                log.info("enough power for every car again")
+        result = None
+        if battery_in is not None:
+            result = dispatch(battery_in, sharing.battery_needed_a, sharing.spare_a)
+            if self.battery is not None:
+                self.battery.command(result.setpoint_w)
+            if abs(result.setpoint_w - self._last_setpoint_w) >= 1000 or (result.setpoint_w == 0) != (self._last_setpoint_w == 0):
+                log.info("battery setpoint %+.0f W: %s", result.setpoint_w, result.reason)
+            if result.setpoint_w != self._last_setpoint_w:
+                self._setpoint_at = now
+            self._last_setpoint_w = result.setpoint_w
+        self.view = PowerView(budget, sharing, result, source)
+        return self.view
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def _where(self, key: str) -> str:
+        charger_id, n = key.split("/")
+        bay = self.state.cfg.bay_for(charger_id, int(n))
+        return f"{key}" + (f" (bay {bay.id})" if bay else "")
+
+    def _draw(self, conn: ConnectorLive, now: datetime) -> tuple[float | None, datetime | None]:
+        """The car's largest phase current (A) and when it was measured; None when missing or stale."""
+        stale_s = 3 * self.state.cfg.control.meter_interval_s
+        if conn.sample_at is None or (now - conn.sample_at).total_seconds() > stale_s:
+            return None, None
+        present = [a for a in conn.current_a if a is not None]
+        return (max(present), conn.sample_at) if present else (None, None)
+
+    def _phases(self, charger_id: str, n: int, conn: ConnectorLive) -> tuple[int, ...]:
+        """The grid phases the car on this connector draws from (per phase rotation and meter values)."""
+        cfg = self.state.cfg
+        if cfg.grid.phases == 1:
+            return (0,)
+        rotation = self.charging.rotations.get(connector_key(charger_id, n))
+        charger_phases = cfg.charger(charger_id).phases
+        if charger_phases == 1:
+            return (grid_phase(rotation, 0),)
+        currents = conn.current_a
+        if currents[0] is not None and currents[0] >= 1.0 and all(
+            a is not None and a < ONE_PHASE_BELOW_A for a in currents[1:]
+        ):
+            return (grid_phase(rotation, 0),)
+        return tuple(sorted(grid_phase(rotation, p) for p in range(3)))
+
+    def _battery_input(self, now: datetime) -> BatteryInput | None:
+        cfg = self.state.cfg
+        b = cfg.battery
+        if b is None:
+            return None
+        status = self.state.battery
+        usable = status is not None and status.online and status.trusted
+        local = now.astimezone(self.state.tz)
+        return BatteryInput(
+            usable=usable,
+            soc_pct=status.soc_pct if usable else None,
+            capacity_wh=b.capacity_kwh * 1000.0,
+            max_charge_w=b.max_charge_w,
+            max_discharge_w=b.max_discharge_w,
+            soc_min_pct=b.soc_min_pct,
+            soc_max_pct=b.soc_max_pct,
+            reserve_soc_pct=reserve_soc_pct(b.reserve, b.soc_min_pct, local.hour * 60 + local.minute),
+            voltage_v=cfg.grid.voltage_v,
+            phases=cfg.grid.phases,
+        )
+
+    def _grid_a(self, now: datetime, connectors: list[ConnectorInput], measured: dict[str, float]) -> tuple[Phases3, str]:
+        """What the grid leaves for the chargers per phase (A), from the meter when it reads well."""
+        cfg = self.state.cfg
+        phases = cfg.grid.phases
+        limit_a = cfg.grid.limit_a
+        other_a = [cfg.grid.base_load_a] * 3
+        source = "estimate"
+        meter_cfg = cfg.grid_meter
+        reading = self.state.grid_reading
+        if meter_cfg is not None:
+            fresh = (
+                reading is not None
+                and reading.online
+                and reading.current_a is not None
+                and self.state.grid_reading_at is not None
+                and (now - self.state.grid_reading_at) <= timedelta(seconds=3 * meter_cfg.poll_s + 1)
+            )
+            if fresh:
+                cars = [0.0, 0.0, 0.0]
+                for c in connectors:
+                    if c.key in measured:
+                        for p in c.phases:
+                            cars[p] += measured[c.key]
+                battery_a = self._battery_phase_a()
+                for p in range(3):
+                    measured_other = reading.current_a[p] - cars[p] + battery_a
+                    other_a[p] = max(other_a[p], measured_other)
+                source = "meter"
+            else:
+                other_a = [a + meter_cfg.margin_a for a in other_a]
+        # A battery that went silent keeps charging at its last setpoint until its revert timeout.
+        b = cfg.battery
+        status = self.state.battery
+        if b is not None and self._last_setpoint_w < 0 and not (status is not None and status.online and status.trusted):
+            if self._setpoint_at is not None and (now - self._setpoint_at).total_seconds() < b.revert_timeout_s + 5:
+                charge_a = -self._last_setpoint_w / (cfg.grid.voltage_v * phases)
+                other_a = [a + charge_a for a in other_a]
+        grid = tuple(max(0.0, limit_a - other_a[p]) if p < phases else 0.0 for p in range(3))
+        return grid, source  # type: ignore[return-value]
+
+    def _battery_phase_a(self) -> float:
+        """The battery's measured power as current per phase (A, positive = discharging)."""
+        status = self.state.battery
+        if status is None or not status.online or status.power_w is None:
+            return 0.0
+        cfg = self.state.cfg
+        return status.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
+
+    def limit_a(self, bay_charger: str, connector: int) -> float | None:
+        """The limit a bay's car may draw now (A): its lease, or its safe default; None when no car."""
+        if self.view is None:
+            return None
+        key = connector_key(bay_charger, connector)
+        d = self.view.sharing.decision(key)
+        conn = self.state.chargers[bay_charger].connectors[connector]
+        if conn.transaction_id is None:
+            return None
+        now = self.state.clock()
+        if self.charging.mode(bay_charger) != TX_MODE:
+            return round(self.charging.fixed_a(key, now), 1)
+        in_force = self.charging.book.in_force_a(key, now)
+        return round(in_force, 1) if d is not None else None
