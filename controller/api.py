@@ -215,7 +215,7 @@ class AdminApi:
                         "current_a": list(conn.current_a),
                         "power_w": conn.power_w,
                         "energy_wh": conn.energy_wh,
-                        "limit_a": None,
+                        **self._limits(c.id, n),
                     }
                 )
             out.append(
@@ -231,10 +231,17 @@ class AdminApi:
                     "firmware": live.firmware,
                     "max_current_a": c.max_current_a,
                     "phases": c.phases,
+                    "profiles": self.cycle.power.charging.mode(c.id) if self.cycle.power is not None else None,
                     "connectors": connectors,
                 }
             )
         return _json(out)
+
+    def _limits(self, charger_id: str, connector: int) -> dict:
+        power = self.cycle.power
+        if power is None:
+            return {"limit_a": None}
+        return power.connector_view(charger_id, connector)
 
     async def call_charger(self, request: web.Request) -> web.Response:
         charger_id = request.match_info["charger"]

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from battery.dispatch import available_a, dispatch, reserve_soc_pct
 from battery.dispatch_types import BatteryInput, Dispatch
 from controller.charging import TX_MODE, SmartCharging, connector_key
+from controller.clock import wire_ts
 from controller.leases import telling_draw_a
 from controller.sharing import share
 from controller.sharing_types import Budget, ConnectorInput, Phases3, Sharing
@@ -176,7 +177,10 @@ class PowerControl:
         if b is None:
             return None
         status = self.state.battery
-        usable = status is not None and status.online and status.trusted
+        at = self.state.battery_at
+        # A report older than three polls counts as missing (a driver that stopped reporting).
+        fresh = at is not None and (now - at).total_seconds() <= 3 * b.poll_s + 1
+        usable = status is not None and status.online and status.trusted and fresh
         local = now.astimezone(self.state.tz)
         return BatteryInput(
             usable=usable,
@@ -238,6 +242,22 @@ class PowerControl:
             return 0.0
         cfg = self.state.cfg
         return status.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
+
+    def connector_view(self, charger_id: str, connector: int) -> dict:
+        """What the API shows of a connector's limit: in force, safe default, lease end, why."""
+        key = connector_key(charger_id, connector)
+        now = self.state.clock()
+        book = self.charging.book
+        ends = book.lease_ends_at(key)
+        d = self.view.sharing.decision(key) if self.view is not None else None
+        return {
+            "limit_a": self.limit_a(charger_id, connector),
+            "safe_default_a": self.charging.safe_defaults.get(key),
+            "lease_limit_a": book.lease_limit_a(key, now),
+            "lease_ends": wire_ts(ends) if ends is not None else None,
+            "phase_rotation": self.charging.rotations.get(key),
+            "why": d.reason if d is not None and d.reason else None,
+        }
 
     def limit_a(self, bay_charger: str, connector: int) -> float | None:
         """The limit a bay's car may draw now (A): its lease, or its safe default; None when no car."""

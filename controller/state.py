@@ -109,6 +109,7 @@ class SquareState:
         self.broker_online = False
         self.battery = None  # drivers.battery_sunspec.BatteryStatus, once read
         self.battery_changed_at: datetime | None = None  # when it last went online/offline/(un)trusted
+        self.battery_at: datetime | None = None  # when the battery driver last reported
         self.grid_reading = None  # drivers.devices.GridReading, once read
         self.grid_reading_at: datetime | None = None
         self.tz = ZoneInfo(cfg.site.timezone)
@@ -166,6 +167,7 @@ class SquareState:
         """A battery poll's outcome (online, trusted, SoC, power); wakes the cycle when trust changes."""
         prev = self.battery
         self.battery = status
+        self.battery_at = self.clock()
         if prev is None or (prev.online, prev.trusted) != (status.online, status.trusted):
             self.battery_changed_at = self.clock()
             if status.online and status.trusted:

@@ -93,6 +93,11 @@ async def test_four_cars_share_grid_and_battery_and_fall_back_to_the_grid_when_t
                 status, snap = await d.aapi("GET", "/api/status")
                 assert all(b["limit_a"] and b["limit_a"] >= 14.0 for b in snap["bays"]), snap["bays"]
                 assert snap["power"]["battery_setpoint_w"] > 0  # peak shaving
+                status, chargers_seen = await d.aapi("GET", "/api/chargers")
+                for c in chargers_seen:
+                    assert c["profiles"] == "tx"
+                    for k in c["connectors"]:
+                        assert k["limit_a"] >= 14.0 and k["safe_default_a"] == 8.0 and k["lease_ends"].endswith("Z")
                 # The battery link is cut: limits drop to the grid-only share.
                 t_cut = time.monotonic()
                 battery.set_fault("silent")
