@@ -20,7 +20,7 @@ from config.schema import SquareConfig
 from controller.leases import LeaseBook, Order
 from controller.sharing import safe_default_a
 from drivers import ocpp16_profiles as p16
-from drivers.ocpp_backend import CallErrorReceived, CallFailed, ChargerNotConnected
+from drivers.ocpp_backend import CallErrorReceived, CallFailed, CallTimedOut, ChargerNotConnected
 
 log = logging.getLogger("laadplein.charging")
 
@@ -65,12 +65,13 @@ class SmartCharging:
         )
         self.keys: list[str] = []  # every connector, in bay order (then the rest by key)
         self.safe_defaults: dict[str, float] = {}
+        self.rotations: dict[str, str] = {}  # key -> "RST"...
         self._compute_safe_defaults()
         self.setups: dict[str, ChargerSetup] = {}
-        self.rotations: dict[str, str] = {}  # key -> "RST"...
         self.transactions: dict[str, int] = {}  # key -> the transaction its lease belongs to
         self._tasks: asyncio.TaskGroup | None = None
         self.sent_count = 0
+        self._sleep = asyncio.sleep  # between set-up attempts (a test may hold it)
         self._refusals: dict[str, int] = {}  # charger -> leases refused in a row
         self._hold_until: dict[str, datetime] = {}  # key -> no new lease before (after a refusal)
 
@@ -101,11 +102,22 @@ class SmartCharging:
             finally:
                 self._tasks = None
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str, on_crash: Callable[[], None] | None = None) -> None:
         if self._tasks is None:
             coro.close()
+            if on_crash is not None:
+                on_crash()
             return
-        self._tasks.create_task(coro, name=name)
+        self._tasks.create_task(self._guarded(coro, name, on_crash), name=name)
+
+    async def _guarded(self, coro: Any, name: str, on_crash: Callable[[], None] | None) -> None:
+        """One call's task: a bug in it is logged, never the end of the daemon's other work."""
+        try:
+            await coro
+        except Exception:
+            log.exception("smart charging: %s failed", name)
+            if on_crash is not None:
+                on_crash()
 
     # ---- charger set-up -----------------------------------------------------------------------
 
@@ -130,12 +142,29 @@ class SmartCharging:
         return setup.mode if setup is not None else SETUP_MODE
 
     async def _set_up(self, charger_id: str, connected_at: datetime) -> None:
-        """control.md "Charger set-up on every connect": safe default, meter values, phase rotation."""
-        charger = self.cfg.charger(charger_id)
+        """control.md "Charger set-up on every connect": safe default, meter values, phase rotation.
+
+        Until it is done the charger's connectors count at its maximum (its old default profiles may
+        be cleared already). A set-up that gets no answer is tried again, every 10 s up to a minute
+        apart, for as long as the charger stays connected.
+        """
         setup = self.setups[charger_id]
+        delay_s = 10.0
+        while self.setups.get(charger_id) is setup:
+            try:
+                await self._set_up_once(charger_id, setup)
+                return
+            except CallFailed as exc:
+                setup.problem = f"set-up got no answer ({exc})"
+                log.warning("charger %s: %s; counted at its maximum, trying again in %.0f s", charger_id, setup.problem, delay_s)
+            await self._sleep(delay_s)
+            delay_s = min(60.0, delay_s * 2)
+
+    async def _set_up_once(self, charger_id: str, setup: ChargerSetup) -> None:
+        charger = self.cfg.charger(charger_id)
         try:
             await self._call(charger_id, "ClearChargingProfile", p16.clear_defaults())
-        except CallFailed as exc:
+        except CallErrorReceived as exc:
             log.info("charger %s: clearing its default profiles failed (%s); the safe default replaces them", charger_id, exc)
         refused: list[str] = []
         for n in range(1, charger.connectors + 1):
@@ -146,32 +175,41 @@ class SmartCharging:
                     refused.append(f"connector {n}: {answer.get('status')}")
             except CallErrorReceived as exc:
                 refused.append(f"connector {n}: {exc.code}")
-            except CallFailed as exc:
-                log.warning("charger %s: the safe default could not be set (%s); set-up stops here", charger_id, exc)
-                return
+        if not refused:
+            try:  # a ChargePointMaxProfile of an earlier fallback would cap it for good
+                await self._call(charger_id, "ClearChargingProfile", {"id": p16.MAX_PROFILE_ID})
+            except CallErrorReceived:
+                pass
         for payload in p16.meter_settings(self.cfg.control.meter_interval_s):
             try:
                 answer = await self._call(charger_id, "ChangeConfiguration", payload)
-                if answer.get("status") not in ("Accepted", "RebootRequired"):
-                    log.warning("charger %s: %s = %s %s", charger_id, payload["key"], payload["value"], answer.get("status"))
-            except CallFailed as exc:
+                status = answer.get("status")
+                if status == "Rejected" and payload["key"] == "MeterValuesSampledData":
+                    # some chargers refuse a measurand they lack (Current.Offered): ask without it
+                    payload = {**payload, "value": p16.SAMPLED_DATA_BASIC}
+                    status = (await self._call(charger_id, "ChangeConfiguration", payload)).get("status")
+                if status not in ("Accepted", "RebootRequired"):
+                    log.warning("charger %s: %s = %s %s", charger_id, payload["key"], payload["value"], status)
+            except CallErrorReceived as exc:
                 log.warning("charger %s: setting %s failed: %s", charger_id, payload["key"], exc)
         if charger.phase_rotation is None:
             try:
                 answer = await self._call(charger_id, "GetConfiguration", {"key": ["ConnectorPhaseRotation"]})
                 for n, rotation in p16.phase_rotation(answer, charger.connectors).items():
                     self.rotations[connector_key(charger_id, n)] = rotation
-            except CallFailed as exc:
-                log.info("charger %s: no phase rotation (%s); taken as RST", charger_id, exc)
+            except CallErrorReceived as exc:
+                log.info("charger %s: no phase rotation (%s)", charger_id, exc)
         if self.setups.get(charger_id) is not setup:
             return  # it reconnected meanwhile: the newer set-up decides
         if not refused:
-            setup.mode = TX_MODE
+            setup.mode, setup.problem = TX_MODE, ""
+            rotations = sorted({self.rotations.get(connector_key(charger_id, n), "unknown") for n in range(1, charger.connectors + 1)})
             log.info(
-                "charger %s set up: safe default %s A per connector, meter values every %d s",
+                "charger %s set up: safe default %s A per connector, meter values every %d s, phase rotation %s",
                 charger_id,
                 "/".join(f"{self.safe_defaults[connector_key(charger_id, n)]:g}" for n in range(1, charger.connectors + 1)),
                 self.cfg.control.meter_interval_s,
+                "/".join(rotations),
             )
         else:
             await self._fall_back(charger_id, f"refused the safe default ({', '.join(refused)})")
@@ -184,10 +222,9 @@ class SmartCharging:
         if setup is None:
             return
         charger = self.cfg.charger(charger_id)
-        share_a = sum(self.safe_defaults[connector_key(charger_id, n)] for n in range(1, charger.connectors + 1))
-        share_a = min(share_a, charger.max_current_a)
+        share_a = self.charger_share_a(charger_id)
         try:
-            answer = await self._call(charger_id, "SetChargingProfile", p16.charger_max(share_a))
+            answer = await self._call(charger_id, "SetChargingProfile", p16.charger_max(share_a, self.clock()))
             accepted = answer.get("status") == "Accepted"
         except CallFailed:
             accepted = False
@@ -202,14 +239,25 @@ class SmartCharging:
     # ---- what the core may count on --------------------------------------------------------
 
     def fixed_a(self, key: str, now: datetime) -> float:
-        """What a connector that the gateway cannot steer may draw now (A)."""
+        """What a connector that the gateway cannot steer may draw now (A).
+
+        Not set up yet (its old defaults may be gone) or no profiles at all: the charger's maximum.
+        Under a ChargePointMaxProfile one car may take the whole charger's share.
+        """
         charger_id = key.split("/")[0]
         mode = self.mode(charger_id)
-        if mode == NONE_MODE:
-            return float(self.cfg.charger(charger_id).max_current_a)
+        charger = self.cfg.charger(charger_id)
+        if mode in (NONE_MODE, SETUP_MODE):
+            return float(charger.max_current_a)
         if mode == MAX_MODE:
-            return self.safe_defaults[key]
+            return max(self.book.in_force_a(key, now), self.charger_share_a(charger_id))
         return self.book.in_force_a(key, now)
+
+    def charger_share_a(self, charger_id: str) -> float:
+        """The sum of a charger's connectors' safe defaults, at most its maximum (A)."""
+        charger = self.cfg.charger(charger_id)
+        share_a = sum(self.safe_defaults[connector_key(charger_id, n)] for n in range(1, charger.connectors + 1))
+        return min(share_a, float(charger.max_current_a))
 
     # ---- leases ---------------------------------------------------------------------------
 
@@ -222,7 +270,11 @@ class SmartCharging:
                 continue
             self.transactions[order.key] = tx
             charger_id, connector = order.key.split("/")
-            self._spawn(self._send_lease(order, charger_id, int(connector), tx, now), f"lease-{order.key}")
+            self._spawn(
+                self._send_lease(order, charger_id, int(connector), tx, now),
+                f"lease-{order.key}",
+                on_crash=lambda o=order: self.book.sent(o, self.clock(), None),
+            )
 
     def may_lease(self, key: str, now: datetime) -> bool:
         """False while a connector waits after a refused lease."""
@@ -235,7 +287,8 @@ class SmartCharging:
         try:
             answer = await self._call(charger_id, "SetChargingProfile", payload)
         except ChargerNotConnected:
-            self.book.sent(order, self.clock(), False)
+            # The connection may have dropped after the frame went out: the charger may hold it.
+            self.book.sent(order, self.clock(), None)
             return
         except CallErrorReceived as exc:
             self.book.sent(order, self.clock(), False)
@@ -267,5 +320,11 @@ class SmartCharging:
 
     async def _call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         # The server bounds every call by ocpp.call_timeout_s; this is only a backstop.
-        async with asyncio.timeout(self.cfg.ocpp.call_timeout_s + 5):
-            return await self.calls.call(charger_id, action, payload)
+        try:
+            async with asyncio.timeout(self.cfg.ocpp.call_timeout_s + 5):
+                answer = await self.calls.call(charger_id, action, payload)
+        except TimeoutError:
+            raise CallTimedOut(f"{action} to charger {charger_id}: no answer") from None
+        if not isinstance(answer, dict):
+            raise CallTimedOut(f"{action} to charger {charger_id}: an answer that is not an object")
+        return answer

@@ -6,6 +6,7 @@ ids and stack levels are fixed per connector so that a renewal replaces the leas
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from controller.clock import wire_ts
@@ -15,6 +16,7 @@ SAFE_DEFAULT_STACK_LEVEL = 0
 LEASE_STACK_LEVEL = 1
 MAX_PROFILE_ID = 1
 SAMPLED_DATA = "Current.Import,Power.Active.Import,Energy.Active.Import.Register,Current.Offered"
+SAMPLED_DATA_BASIC = "Current.Import,Power.Active.Import,Energy.Active.Import.Register"
 ROTATION_PHASE = {"R": 0, "S": 1, "T": 2}
 
 
@@ -54,16 +56,20 @@ def safe_default(connector_id: int, limit_a: float) -> dict:
     }
 
 
-def charger_max(limit_a: float) -> dict:
-    """SetChargingProfile: a ChargePointMaxProfile (A per phase) for the whole charger (never expires)."""
+def charger_max(limit_a: float, now: datetime) -> dict:
+    """SetChargingProfile: a ChargePointMaxProfile (A per phase) for the whole charger (never expires).
+
+    Absolute from `now` without a duration: chargers (libocpp among them) refuse a Relative one.
+    """
     return {
         "connectorId": 0,
         "csChargingProfiles": {
             "chargingProfileId": MAX_PROFILE_ID,
             "stackLevel": SAFE_DEFAULT_STACK_LEVEL,
             "chargingProfilePurpose": "ChargePointMaxProfile",
-            "chargingProfileKind": "Relative",
+            "chargingProfileKind": "Absolute",
             "chargingSchedule": {
+                "startSchedule": wire_ts(now - timedelta(seconds=SCHEDULE_LEAD_S)),
                 "chargingRateUnit": "A",
                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": _a(limit_a)}],
             },
@@ -113,7 +119,8 @@ def phase_rotation(answer: dict, connectors: int) -> dict[int, str]:
     to all. Unknown, NotApplicable and malformed entries are left out.
     """
     out: dict[int, str] = {}
-    for item in answer.get("configurationKey") or []:
+    items = answer.get("configurationKey") if isinstance(answer, dict) else None
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or item.get("key") != "ConnectorPhaseRotation":
             continue
         for part in str(item.get("value") or "").split(","):
@@ -135,5 +142,5 @@ def grid_phase(rotation: str | None, charger_phase: int) -> int:
 
 
 def _a(limit_a: float) -> float:
-    # one decimal as the schema's step; the value was rounded down already
-    return round(float(limit_a), 1)
+    """A limit on the 0.1 A step of the schema, rounded down (a charger maximum of 16.66 A is 16.6 A)."""
+    return math.floor(float(limit_a) * 10 + 1e-9) / 10

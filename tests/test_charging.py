@@ -1,0 +1,228 @@
+"""Smart charging's calls to chargers, against a scripted charger: set-up, leases, refusals, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+from config.loader import load_config_text
+from controller.charging import MAX_MODE, NONE_MODE, SETUP_MODE, TX_MODE, SmartCharging
+from controller.leases import Order
+from drivers import ocpp16_profiles as p16
+from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
+
+T0 = datetime(2026, 11, 28, 13, 0, tzinfo=timezone.utc)
+CONFIG = """
+[site]
+id = "t"
+[grid]
+limit_a = 32
+[control]
+meter_interval_s = 5
+[[chargers]]
+id = "CP01"
+max_current_a = 32
+connectors = 2
+[[chargers]]
+id = "CP02"
+max_current_a = 32
+connectors = 2
+phase_rotation = "STR"
+[[bays]]
+id = "B01"
+charger = "CP01"
+connector = 1
+[[bays]]
+id = "B02"
+charger = "CP01"
+connector = 2
+[[bays]]
+id = "B03"
+charger = "CP02"
+connector = 1
+[[bays]]
+id = "B04"
+charger = "CP02"
+connector = 2
+"""
+
+
+class ScriptedCharger:
+    """Answers calls by a rule per action; records every call."""
+
+    def __init__(self, rules=None) -> None:
+        self.calls: list[tuple[str, str, dict]] = []
+        self.rules = rules or {}
+
+    async def call(self, charger_id, action, payload):
+        self.calls.append((charger_id, action, payload))
+        rule = self.rules.get(action)
+        if callable(rule):
+            return rule(payload)
+        if isinstance(rule, Exception):
+            raise rule
+        if action == "GetConfiguration":
+            return {"configurationKey": [{"key": "ConnectorPhaseRotation", "readonly": True, "value": "0.TRS"}]}
+        return {"status": rule or "Accepted"}
+
+    def actions(self):
+        return [a for _, a, _ in self.calls]
+
+
+async def running(calls, clock=lambda: T0):
+    cfg = load_config_text(CONFIG, "t.toml", None)
+    ch = SmartCharging(cfg, calls, clock, asyncio.Event())
+    task = asyncio.create_task(ch.run())
+    await asyncio.sleep(0)
+    return ch, task
+
+
+async def settle(ch, until, timeout_s=2.0):
+    async with asyncio.timeout(timeout_s):
+        while not until():
+            await asyncio.sleep(0.01)
+
+
+async def stop(task):
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_set_up_on_connect_sets_the_safe_default_meter_values_and_reads_the_rotation():
+    calls = ScriptedCharger()
+    ch, task = await running(calls)
+    try:
+        assert ch.mode("CP01") == SETUP_MODE and ch.fixed_a("CP01/1", T0) == 32.0  # not set up: its maximum
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        assert calls.actions()[:3] == ["ClearChargingProfile", "SetChargingProfile", "SetChargingProfile"]
+        defaults = [p for _, a, p in calls.calls if a == "SetChargingProfile"]
+        assert [d["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] for d in defaults] == [8.0, 8.0]
+        settings = {p["key"]: p["value"] for _, a, p in calls.calls if a == "ChangeConfiguration"}
+        assert settings["MeterValueSampleInterval"] == "5" and "Current.Import" in settings["MeterValuesSampledData"]
+        assert ch.rotations["CP01/1"] == "TRS" and ch.rotations["CP02/1"] == "STR"  # read, or from the config
+        assert ch.fixed_a("CP01/1", T0) == 8.0
+    finally:
+        await stop(task)
+
+
+async def test_a_charger_that_refuses_the_safe_default_gets_a_max_profile_or_counts_at_its_maximum():
+    calls = ScriptedCharger({"SetChargingProfile": lambda p: {
+        "status": "Accepted" if p["csChargingProfiles"]["chargingProfilePurpose"] == "ChargePointMaxProfile" else "Rejected"}})
+    ch, task = await running(calls)
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.setups["CP01"].done)
+        assert ch.mode("CP01") == MAX_MODE and "ChargePointMaxProfile" in ch.setups["CP01"].problem
+        cp_max = [p for _, a, p in calls.calls if a == "SetChargingProfile"][-1]["csChargingProfiles"]
+        assert cp_max["chargingProfileKind"] == "Absolute" and cp_max["chargingSchedule"]["startSchedule"].endswith("Z")
+        # one car may take the whole charger's share under a ChargePointMaxProfile
+        assert ch.fixed_a("CP01/1", T0) == 16.0
+    finally:
+        await stop(task)
+    calls = ScriptedCharger({"SetChargingProfile": CallErrorReceived("NotSupported", "no smart charging")})
+    ch, task = await running(calls)
+    try:
+        ch.charger_seen("CP02", T0, True)
+        await settle(ch, lambda: ch.setups["CP02"].done)
+        assert ch.mode("CP02") == NONE_MODE and ch.fixed_a("CP02/2", T0) == 32.0
+    finally:
+        await stop(task)
+
+
+async def test_a_set_up_without_answer_is_retried_and_counts_at_the_maximum_meanwhile():
+    answers = iter([CallTimedOut("no answer")])
+
+    def first_times_out(payload):
+        err = next(answers, None)
+        if err is not None:
+            raise err
+        return {"status": "Accepted"}
+
+    calls = ScriptedCharger({"ClearChargingProfile": first_times_out})
+    gate, waits = asyncio.Event(), []
+
+    async def held_sleep(s):
+        waits.append(s)
+        await gate.wait()
+
+    ch, task = await running(calls)
+    ch._sleep = held_sleep
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: bool(waits))
+        assert waits == [10.0] and "no answer" in ch.setups["CP01"].problem
+        assert ch.mode("CP01") == SETUP_MODE and ch.fixed_a("CP01/1", T0) == 32.0
+        gate.set()
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        assert ch.fixed_a("CP01/1", T0) == 8.0
+    finally:
+        await stop(task)
+
+
+async def test_leases_refused_three_times_mean_the_fallback_and_a_lost_connection_counts_as_held():
+    leases_refused = {"n": 0}
+
+    def answer(p):
+        purpose = p["csChargingProfiles"]["chargingProfilePurpose"]
+        if purpose == "TxProfile":
+            leases_refused["n"] += 1
+            return {"status": "Rejected"}
+        return {"status": "Accepted"}
+
+    now = {"t": T0}
+    calls = ScriptedCharger({"SetChargingProfile": answer})
+    ch, task = await running(calls, clock=lambda: now["t"])
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        for i in range(3):
+            assert ch.may_lease("CP01/1", now["t"])
+            order = Order("CP01/1", 16.0, 16.0, "first")
+            ch.book._entry("CP01/1").pending = (order, now["t"], 8.0)
+            ch.send([order], {"CP01/1": 7}, now["t"])
+            await settle(ch, lambda: ch.book._entry("CP01/1").pending is None)
+            if i < 2:
+                assert not ch.may_lease("CP01/1", now["t"]) and ch.mode("CP01") == TX_MODE
+                now["t"] += timedelta(seconds=11)
+        await settle(ch, lambda: ch.mode("CP01") == MAX_MODE)
+        assert leases_refused["n"] == 3
+    finally:
+        await stop(task)
+    calls = ScriptedCharger()
+    ch, task = await running(calls)
+    try:
+        ch.charger_seen("CP02", T0, True)
+        await settle(ch, lambda: ch.mode("CP02") == TX_MODE)
+        calls.rules["SetChargingProfile"] = ChargerNotConnected("gone")
+        order = Order("CP02/1", 20.0, 20.0, "first")
+        ch.book._entry("CP02/1").pending = (order, T0, 8.0)
+        ch.send([order], {"CP02/1": 9}, T0)
+        await settle(ch, lambda: ch.book._entry("CP02/1").pending is None)
+        assert ch.book.in_force_a("CP02/1", T0 + timedelta(seconds=1)) == 20.0  # it may hold it
+    finally:
+        await stop(task)
+
+
+async def test_a_bug_in_one_call_task_does_not_end_smart_charging():
+    calls = ScriptedCharger({"GetConfiguration": lambda p: {"configurationKey": 5}})
+    ch, task = await running(calls)
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)  # a malformed answer is ignored
+        calls.rules["SetChargingProfile"] = lambda p: 1 / 0
+        order = Order("CP01/1", 16.0, 16.0, "first")
+        ch.book._entry("CP01/1").pending = (order, T0, 8.0)
+        ch.send([order], {"CP01/1": 3}, T0)
+        await settle(ch, lambda: ch.book._entry("CP01/1").pending is None)
+        assert not task.done()
+        assert ch.book.in_force_a("CP01/1", T0) == 16.0  # unknown: counted as held
+    finally:
+        await stop(task)
+
+
+def test_payload_limits_round_down_and_malformed_rotation_answers_are_ignored():
+    prof = p16.safe_default(1, 16.66)["csChargingProfiles"]
+    assert prof["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 16.6
+    assert p16.phase_rotation({"configurationKey": 5}, 2) == {}
+    assert p16.phase_rotation({"configurationKey": [5, {"key": "ConnectorPhaseRotation", "value": None}]}, 2) == {}
