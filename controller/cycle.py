@@ -299,6 +299,27 @@ class Cycle:
                 await self._raise(key, now, f"charger {charger.id} refuses charging profiles", setup.problem, charger_id=charger.id)
             elif setup is not None and setup.done:
                 await self._clear(key, now)
+            key = f"setup:{charger.id}"
+            live = st.chargers[charger.id]
+            if setup is not None and live.online and not setup.done and (now - setup.connected_at).total_seconds() > 30:
+                await self._raise(
+                    key, setup.connected_at, f"charger {charger.id} not set up: {setup.problem or 'no answer yet'}",
+                    "its connectors count at its maximum; set-up is tried again", charger_id=charger.id,
+                )
+            elif setup is not None and setup.done:
+                await self._clear(key, now)
+        meter = st.cfg.grid_meter
+        if meter is not None:
+            r, at = st.grid_reading, st.grid_reading_at
+            stale = at is None or (now - at).total_seconds() > 3 * meter.poll_s + 1
+            if (r is None and (now - st.started_at).total_seconds() > 10) or (r is not None and (not r.online or stale)):
+                why = "no reading yet" if r is None else (r.reason if not r.online else "no reading for a while")
+                await self._raise(
+                    "grid_meter", at or st.started_at, f"grid meter ({meter.driver}) lost: {why}",
+                    f"the load is estimated from the chargers and the battery, keeping {meter.margin_a:g} A per phase free",
+                )
+            elif r is not None and r.online and not stale:
+                await self._clear("grid_meter", now)
         view = self.power.view
         if view is not None:
             for d in view.sharing.connectors:

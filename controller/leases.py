@@ -198,7 +198,7 @@ class LeaseBook:
         if now >= e.lease.first_end - timedelta(seconds=self._renew_margin_s(e.lease)):
             keep_a = min(limit_a, current_a) if limit_a > current_a else limit_a
             return self._order(key, keep_a, min(grid_only_a, keep_a), "renew")
-        if grid_only_a < e.lease.grid_only_a - CHANGE_EPS_A and e.lease.grid_only_a < e.lease.limit_a:
+        if self.battery_revert_s is not None and grid_only_a < e.lease.grid_only_a - CHANGE_EPS_A:
             # the grid-only share behind this lease fell: the lease must not promise more after the battery
             return self._order(key, min(limit_a, current_a), grid_only_a, "decrease")
         return None
@@ -247,6 +247,11 @@ class LeaseBook:
             e.settling_since = sent_at
         elif order.limit_a > before_a + CHANGE_EPS_A:
             e.raised_at = sent_at
+
+    def assume_held(self, key: str, limit_a: float, now: datetime, until: datetime) -> None:
+        """The charger may hold a lease of up to `limit_a` until `until` that this book never saw (a
+        lease sent before a restart): counted until then, or until a new lease is accepted."""
+        self._entry(key).unknown = _Lease(limit_a, limit_a, now, until, until)
 
     def end_session(self, key: str) -> None:
         """The car's session ended: its TxProfile ended with it; the safe default is in force again."""

@@ -47,8 +47,21 @@ class PowerControl:
         self.view: PowerView | None = None
         self._last_limits: dict[str, float] = {}
         self._last_setpoint_w: float = 0.0
-        self._setpoint_at: datetime | None = None
+        self._charge_w = 0.0
+        self._charge_refreshed_at: datetime | None = None
+        self._other_a: list[float] | None = None  # the rest of the site (A per phase), last measured
         self._logged_short: bool = False
+        self._tx: dict[str, int] = {}  # key -> the transaction its lease belongs to
+        # Leases sent before a restart are unknown: a restored session's charger may hold up to its
+        # maximum until lease_s after the start, or until a new lease is accepted.
+        now = state.clock()
+        until = now + timedelta(seconds=state.cfg.control.lease_s)
+        for c in state.cfg.chargers:
+            for n, conn in state.chargers[c.id].connectors.items():
+                if conn.transaction_id is not None:
+                    key = connector_key(c.id, n)
+                    charging.book.assume_held(key, float(c.max_current_a), now, until)
+                    self._tx[key] = conn.transaction_id
 
     def step(self, now: datetime, leases_allowed: bool = True) -> PowerView:
         """One decision at `now`; with `leases_allowed` False (an insane clock) only safe defaults hold."""
@@ -59,19 +72,27 @@ class PowerControl:
         connectors: list[ConnectorInput] = []
         transactions: dict[str, int] = {}
         leasable: set[str] = set()
-        measured: dict[str, float] = {}  # key -> the car's latest fresh draw (A), for the meter balance
+        cars_a = [0.0, 0.0, 0.0]  # the cars' fresh phase currents on the grid's phases, for the meter balance
         for key in ch.keys:
             charger_id, n = key.split("/")
             conn = st.chargers[charger_id].connectors[int(n)]
-            active = conn.transaction_id is not None and conn.status in ACTIVE_STATUSES
-            if not active and ch.book.lease_ends_at(key) is not None and conn.transaction_id is None:
-                ch.book.end_session(key)  # the TxProfile ended with its transaction
+            # A restored session whose charger has not reported yet counts as a car (status None).
+            active = conn.transaction_id is not None and (conn.status in ACTIVE_STATUSES or conn.status is None)
+            if self._tx.get(key) != conn.transaction_id:
+                if key in self._tx:
+                    ch.book.end_session(key)  # the TxProfile ended with its transaction
+                if conn.transaction_id is None:
+                    self._tx.pop(key, None)
+                else:
+                    self._tx[key] = conn.transaction_id
             online = st.chargers[charger_id].online
-            controllable = active and online and ch.mode(charger_id) == TX_MODE and leases_allowed
+            controllable = active and online and conn.status is not None and ch.mode(charger_id) == TX_MODE and leases_allowed
             draw_a, draw_at = self._draw(conn, now)
             turn = ch.book.connector_state(key, now, draw_a, draw_at)
             if draw_a is not None:
-                measured[key] = draw_a
+                for i, a in enumerate(conn.current_a):
+                    if a:
+                        cars_a[self._grid_phase_of(charger_id, int(n), i)] += a
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
@@ -81,7 +102,7 @@ class PowerControl:
                 ConnectorInput(
                     key=key,
                     bay_id=bay.id if bay else key,
-                    phases=self._phases(charger_id, int(n), conn),
+                    phases=self._phases(charger_id, int(n), conn, draw_at is not None),
                     active=active,
                     controllable=controllable,
                     max_a=float(cfg.charger(charger_id).max_current_a),
@@ -99,7 +120,7 @@ class PowerControl:
                 leasable.add(key)
                 transactions[key] = conn.transaction_id
         battery_in = self._battery_input(now)
-        grid_a, source = self._grid_a(now, connectors, measured)
+        grid_a, source = self._grid_a(now, cars_a)
         budget = Budget(
             grid_a=grid_a,
             battery_a=available_a(battery_in) if battery_in is not None else (0.0, 0.0, 0.0),
@@ -132,10 +153,12 @@ class PowerControl:
             result = dispatch(battery_in, sharing.battery_needed_a, sharing.spare_a)
             if self.battery is not None:
                 self.battery.command(result.setpoint_w)
+            if battery_in.usable:
+                # what a usable battery was last told to take (W), refreshed now: if its link goes,
+                # it keeps taking that until its revert timeout
+                self._charge_w, self._charge_refreshed_at = max(0.0, -result.setpoint_w), now
             if abs(result.setpoint_w - self._last_setpoint_w) >= 1000 or (result.setpoint_w == 0) != (self._last_setpoint_w == 0):
                 log.info("battery setpoint %+.0f W: %s", result.setpoint_w, result.reason)
-            if result.setpoint_w != self._last_setpoint_w:
-                self._setpoint_at = now
             self._last_setpoint_w = result.setpoint_w
         self.view = PowerView(budget, sharing, result, source)
         return self.view
@@ -155,21 +178,22 @@ class PowerControl:
         present = [a for a in conn.current_a if a is not None]
         return (max(present), conn.sample_at) if present else (None, None)
 
-    def _phases(self, charger_id: str, n: int, conn: ConnectorLive) -> tuple[int, ...]:
+    def _phases(self, charger_id: str, n: int, conn: ConnectorLive, fresh: bool) -> tuple[int, ...]:
         """The grid phases the car on this connector draws from (per phase rotation and meter values)."""
         cfg = self.state.cfg
         if cfg.grid.phases == 1:
             return (0,)
         rotation = self.charging.rotations.get(connector_key(charger_id, n))
         charger_phases = cfg.charger(charger_id).phases
+        # Without a known rotation a one-phase car may be on any grid phase: it counts on all three.
         if charger_phases == 1:
-            return (grid_phase(rotation, 0),)
-        currents = conn.current_a
+            return (grid_phase(rotation, 0),) if rotation else (0, 1, 2)
+        currents = conn.current_a if fresh else (None, None, None)
         if currents[0] is not None and currents[0] >= 1.0 and all(
             a is not None and a < ONE_PHASE_BELOW_A for a in currents[1:]
         ):
-            return (grid_phase(rotation, 0),)
-        return tuple(sorted(grid_phase(rotation, p) for p in range(3)))
+            return (grid_phase(rotation, 0),) if rotation else (0, 1, 2)
+        return (0, 1, 2)
 
     def _battery_input(self, now: datetime) -> BatteryInput | None:
         cfg = self.state.cfg
@@ -195,8 +219,13 @@ class PowerControl:
             phases=cfg.grid.phases,
         )
 
-    def _grid_a(self, now: datetime, connectors: list[ConnectorInput], measured: dict[str, float]) -> tuple[Phases3, str]:
-        """What the grid leaves for the chargers per phase (A), from the meter when it reads well."""
+    def _grid_a(self, now: datetime, cars_a: list[float]) -> tuple[Phases3, str]:
+        """What the grid leaves for the chargers per phase (A), from the meter when it reads well.
+
+        With a meter, the rest of the site is what the meter shows less the cars plus the battery's
+        discharge. While the meter is missing, the last such measurement (or base_load_a when higher)
+        holds, plus the configured margin.
+        """
         cfg = self.state.cfg
         phases = cfg.grid.phases
         limit_a = cfg.grid.limit_a
@@ -213,32 +242,34 @@ class PowerControl:
                 and (now - self.state.grid_reading_at) <= timedelta(seconds=3 * meter_cfg.poll_s + 1)
             )
             if fresh:
-                cars = [0.0, 0.0, 0.0]
-                for c in connectors:
-                    if c.key in measured:
-                        for p in c.phases:
-                            cars[p] += measured[c.key]
                 battery_a = self._battery_phase_a()
-                for p in range(3):
-                    measured_other = reading.current_a[p] - cars[p] + battery_a
-                    other_a[p] = max(other_a[p], measured_other)
+                measured = [reading.current_a[p] - cars_a[p] + battery_a for p in range(3)]
+                self._other_a = measured
+                other_a = [max(other_a[p], measured[p]) for p in range(3)]
                 source = "meter"
             else:
-                other_a = [a + meter_cfg.margin_a for a in other_a]
+                held = self._other_a or other_a
+                other_a = [max(other_a[p], held[p]) + meter_cfg.margin_a for p in range(3)]
         # A battery that went silent keeps charging at its last setpoint until its revert timeout.
         b = cfg.battery
-        status = self.state.battery
-        if b is not None and self._last_setpoint_w < 0 and not (status is not None and status.online and status.trusted):
-            if self._setpoint_at is not None and (now - self._setpoint_at).total_seconds() < b.revert_timeout_s + 5:
-                charge_a = -self._last_setpoint_w / (cfg.grid.voltage_v * phases)
-                other_a = [a + charge_a for a in other_a]
+        if b is not None and self._charge_w > 0 and self._charge_refreshed_at is not None:
+            if (now - self._charge_refreshed_at).total_seconds() < b.revert_timeout_s + 2 * b.poll_s:
+                status = self.state.battery
+                if not (status is not None and status.online and status.trusted):
+                    charge_a = self._charge_w / (cfg.grid.voltage_v * phases)
+                    other_a = [a + charge_a for a in other_a]
         grid = tuple(max(0.0, limit_a - other_a[p]) if p < phases else 0.0 for p in range(3))
         return grid, source  # type: ignore[return-value]
 
+    def _grid_phase_of(self, charger_id: str, n: int, charger_phase: int) -> int:
+        if self.state.cfg.grid.phases == 1:
+            return 0
+        return grid_phase(self.charging.rotations.get(connector_key(charger_id, n)), charger_phase)
+
     def _battery_phase_a(self) -> float:
-        """The battery's measured power as current per phase (A, positive = discharging)."""
+        """The battery's measured power as current per phase (A, positive = discharging), when trusted."""
         status = self.state.battery
-        if status is None or not status.online or status.power_w is None:
+        if status is None or not status.online or not status.trusted or status.power_w is None:
             return 0.0
         cfg = self.state.cfg
         return status.power_w / (cfg.grid.voltage_v * cfg.grid.phases)

@@ -121,3 +121,45 @@ async def test_four_cars_share_grid_and_battery_and_fall_back_to_the_grid_when_t
             assert "limit" in log and "battery setpoint" in log
     finally:
         d.stop()
+
+
+async def test_a_grid_meter_shows_the_rest_of_the_site_and_its_loss_keeps_a_margin(tmp_path, mosquitto):
+    from drivers.sim_meter import SimGridMeter
+
+    other_a = 10.0
+    sims_box: dict = {}
+
+    def site_draw() -> tuple[float, float, float]:
+        cars = sum(s.current_a(c) for s in sims_box.get("sims", {}).values() for c in s.transactions)
+        return (cars + other_a,) * 3
+
+    meter = SimGridMeter(site_draw)
+    ready = asyncio.Event()
+    meter_task = asyncio.create_task(meter.run(ready), name="sim-meter")
+    await asyncio.wait_for(ready.wait(), 10)
+    ocpp_port, api_port = free_port(), free_port()
+    extra = f'\n[grid_meter]\ndriver = "sdm630"\nhost = "127.0.0.1"\nport = {meter.port}\npoll_s = 0.5\ntimeout_s = 0.5\nmargin_a = 2\n'
+    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, grid_limit_a=GRID_A,
+                       control=CONTROL, extra=extra, signage={"min_free_ev_bays": 0}, chargers=1)
+    d = Daemon(tmp_path / "d", text, api_port=api_port, ocpp_port=ocpp_port)
+    d.start()
+    try:
+        async with chargers(d, "CP01", reaction_s=REACTION_S) as sims:
+            sims_box["sims"] = sims
+            await wait_until(lambda: len(sims["CP01"].profiles.profiles(1)) >= 1, 10, "safe defaults")
+            for c in (1, 2):
+                await sims["CP01"].plug_in(c, car_max_a=32.0)
+            # 32 A less the 10 A the meter shows besides the cars: 11 A each.
+            await wait_until(lambda: len(applied_a(sims)) == 2 and all(10.7 <= a <= 11.0 for a in applied_a(sims)), 30,
+                             "two cars at 11 A")
+            status, snap = await d.aapi("GET", "/api/status")
+            assert snap["power"]["grid_source"] == "meter" and snap["power"]["grid_a"][0] == pytest.approx(22.0, abs=0.3)
+            # The meter goes: the last measured load is held and a 2 A margin kept free: 10 A each.
+            meter_task.cancel()
+            await asyncio.gather(meter_task, return_exceptions=True)
+            await wait_until(lambda: all(9.7 <= a <= 10.0 for a in applied_a(sims)), 15, "two cars at 10 A")
+            status, alarms = await d.aapi("GET", "/api/alarms")
+            assert any(a["key"] == "grid_meter" for a in alarms), alarms
+    finally:
+        meter_task.cancel()
+        d.stop()
