@@ -164,3 +164,19 @@ def test_a_draw_measured_before_the_last_change_could_show_says_nothing():
     assert telling_draw_a(6.6, at(10), at(0), 10) == 6.6
     assert telling_draw_a(6.6, at(5), None, 10) == 6.6
     assert telling_draw_a(None, at(50), at(0), 10) is None
+
+
+def test_a_lease_unknown_after_a_restart_counts_until_it_ends_or_a_new_one_is_accepted():
+    b = book()
+    b.assume_held(KEY, 32.0, at(0), at(300))
+    assert b.in_force_a(KEY, at(100)) == 32.0
+    assert b.in_force_a(KEY, at(300)) == 6.6
+    send(b, 10.0, 120)
+    assert b.in_force_a(KEY, at(121)) == 10.0
+
+
+def test_a_falling_grid_share_is_written_into_a_one_period_lease():
+    b = book(battery_revert_s=60, poll_s=1)
+    send(b, 16.0, 0)  # all on the grid: one period
+    [o] = b.orders(sharing(16.0, 10.6), at(20))
+    assert o.why == "decrease" and (o.limit_a, o.grid_only_a) == (16.0, 10.6) and o.first_period_s is not None
