@@ -96,6 +96,10 @@ class PowerControl:
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
+            if not active and (not online or ch.mode(charger_id) != TX_MODE):
+                # A charger the gateway cannot steer now may start a session on any connector (offline
+                # chargers do): each connector counts at what it would give a car that plugs in.
+                active, in_force_a = True, self._unsteered_a(charger_id, key, now)
             draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, cfg.control.reaction_s)
             bay = cfg.bay_for(charger_id, int(n))
             connectors.append(
@@ -164,6 +168,13 @@ class PowerControl:
         return self.view
 
     # ---- inputs ----------------------------------------------------------------------------
+
+    def _unsteered_a(self, charger_id: str, key: str, now: datetime) -> float:
+        """What a car plugging in on a connector the gateway cannot steer would draw (A)."""
+        ch = self.charging
+        if ch.mode(charger_id) == TX_MODE or charger_id not in ch.setups:
+            return ch.book.in_force_a(key, now)  # its safe default (set at the last connect)
+        return ch.fixed_a(key, now)
 
     def _where(self, key: str) -> str:
         charger_id, n = key.split("/")
