@@ -73,7 +73,8 @@ class SmartCharging:
         self.sent_count = 0
         self._sleep = asyncio.sleep  # between set-up attempts (a test may hold it)
         self._refusals: dict[str, int] = {}  # charger -> leases refused in a row
-        self._hold_until: dict[str, datetime] = {}  # key -> no new lease before (after a refusal)
+        self._hold_until: dict[str, datetime] = {}
+        self._clearing: set[str] = set()  # leases being taken back  # key -> no new lease before (after a refusal)
 
     def _compute_safe_defaults(self) -> None:
         cfg = self.cfg
@@ -275,6 +276,27 @@ class SmartCharging:
                 f"lease-{order.key}",
                 on_crash=lambda o=order: self.book.sent(o, self.clock(), None),
             )
+
+    def clear_lease(self, key: str) -> None:
+        """Take a lease back (ClearChargingProfile by its id, which needs no clock): the charger
+        returns to its safe default. Until the charger confirms, the book keeps counting the lease."""
+        if key in self._clearing:
+            return
+        self._clearing.add(key)
+        charger_id, connector = key.split("/")
+        self._spawn(self._clear_lease(key, charger_id, int(connector)), f"clear-{key}", on_crash=lambda: self._clearing.discard(key))
+
+    async def _clear_lease(self, key: str, charger_id: str, connector_id: int) -> None:
+        try:
+            answer = await self._call(charger_id, "ClearChargingProfile", {"id": p16.lease_profile_id(connector_id)})
+            if answer.get("status") in ("Accepted", "Unknown"):
+                self.book.end_session(key)
+                log.info("%s: lease taken back (%s); the safe default holds", key, answer.get("status"))
+        except CallFailed as exc:
+            log.warning("%s: taking the lease back failed (%s); it runs out by itself", key, exc)
+        finally:
+            self._clearing.discard(key)
+            self.wake.set()
 
     def may_lease(self, key: str, now: datetime) -> bool:
         """False while a connector waits after a refused lease."""

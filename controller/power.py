@@ -146,6 +146,11 @@ class PowerControl:
                 )
             self._last_limits[order.key] = order.limit_a
         ch.send(orders, transactions, now)
+        if not leases_allowed:
+            # An insane clock: leases are Absolute, so take them back; only the safe defaults hold.
+            for key in ch.keys:
+                if ch.book.lease_ends_at(key) is not None and st.chargers[key.split("/")[0]].online:
+                    ch.clear_lease(key)
         if sharing.short != self._logged_short:
             self._logged_short = sharing.short
             if sharing.short:

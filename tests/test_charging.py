@@ -226,3 +226,22 @@ def test_payload_limits_round_down_and_malformed_rotation_answers_are_ignored():
     assert prof["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 16.6
     assert p16.phase_rotation({"configurationKey": 5}, 2) == {}
     assert p16.phase_rotation({"configurationKey": [5, {"key": "ConnectorPhaseRotation", "value": None}]}, 2) == {}
+
+
+async def test_a_lease_taken_back_leaves_the_safe_default():
+    calls = ScriptedCharger()
+    ch, task = await running(calls)
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        order = Order("CP01/2", 20.0, 20.0, "first")
+        ch.book._entry("CP01/2").pending = (order, T0, 8.0)
+        ch.send([order], {"CP01/2": 5}, T0)
+        await settle(ch, lambda: ch.book.lease_ends_at("CP01/2") is not None)
+        ch.clear_lease("CP01/2")
+        assert ch.book.in_force_a("CP01/2", T0) == 20.0  # until the charger confirms
+        await settle(ch, lambda: ch.book.lease_ends_at("CP01/2") is None)
+        assert calls.calls[-1][1:] == ("ClearChargingProfile", {"id": p16.lease_profile_id(2)})
+        assert ch.book.in_force_a("CP01/2", T0) == 8.0
+    finally:
+        await stop(task)

@@ -203,3 +203,18 @@ async def test_light_changes_are_explained_in_the_event_log(square):
     assert len(lights) == 2
     for e in lights:
         assert e["data"]["why"] and e["data"]["inputs"] and e["data"]["command"]["seq"] == 1
+
+
+def test_clock_check_release_date_and_jumps():
+    from datetime import datetime, timedelta, timezone
+
+    from controller.cycle import ClockCheck
+
+    c = ClockCheck()
+    t = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+    assert c.observe(datetime(2020, 1, 1, tzinfo=timezone.utc), 0.0) is False and "release" in c.why
+    assert c.observe(t, 1.0) is False  # a jump of years: wait until the clock has run steadily
+    assert c.observe(t + timedelta(seconds=299), 300.0) is False
+    assert c.observe(t + timedelta(seconds=301), 302.0) is True
+    assert c.observe(t + timedelta(seconds=302), 303.0) is True
+    assert c.observe(t + timedelta(seconds=302 + 120), 304.0) is False and "jumped by +119 s" in c.why
