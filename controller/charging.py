@@ -155,6 +155,8 @@ class SmartCharging:
             try:
                 await self._set_up_once(charger_id, setup)
                 return
+            except ChargerNotConnected:
+                return  # gone: the next connect sets it up
             except CallFailed as exc:
                 setup.problem = f"set-up got no answer ({exc})"
                 log.warning("charger %s: %s; counted at its maximum, trying again in %.0f s", charger_id, setup.problem, delay_s)

@@ -62,6 +62,9 @@ def setup_logging(tz_name: str, level: int = logging.INFO) -> None:
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     for noisy in ("websockets", "aiohttp.access", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus logs a lost link at ERROR with hex dumps of the last frames; the battery and meter
+    # drivers say what happened, once, in words.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def read_token(path: Path | None) -> str | None:

@@ -252,6 +252,12 @@ class ModbusBattery:
                 started = True
                 await self._poll_forever(link)
             except BatteryLinkError as exc:
+                if _cancelling():
+                    # pymodbus turned our cancellation into an error: leave as if it had arrived
+                    link.close()
+                    if started and self._written_w is not None:
+                        await self._leave()
+                    raise asyncio.CancelledError from None
                 self._report_failure(loop.time(), str(exc))
             except asyncio.CancelledError:
                 link.close()
@@ -413,3 +419,9 @@ class RegisterBattery(ModbusBattery):
 
     async def _release(self, link: ModbusLink) -> str:
         return await self._steer(link, 0.0, None)
+
+
+def _cancelling() -> bool:
+    """True when the running task has been cancelled (pymodbus may have swallowed the CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

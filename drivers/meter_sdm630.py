@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.devices import GridReading
+from drivers.devices import GridReading, raise_if_cancelled
 from drivers.sim_meter import CURRENT_A, TOTAL_POWER_W
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class Sdm630Meter:
                 await self._connect(client)
                 await self._poll_forever(client)
             except MeterLinkError as exc:
+                raise_if_cancelled()
                 self._report(GridReading(False, None, None, loop.time(), str(exc)))
             finally:
                 client.close()

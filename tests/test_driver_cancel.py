@@ -1,0 +1,54 @@
+"""A cancellation that pymodbus turns into an error of its own must still stop a driver's loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from battery.trust import BatteryRatings
+from config.schema_devices import RegisterConfig
+from drivers.battery_registers import BatteryLinkError, RegisterBattery
+from drivers.devices import raise_if_cancelled
+
+TABLE = [
+    RegisterConfig(name="soc_pct", address=1, unit="%"),
+    RegisterConfig(name="power_w", address=2, unit="W"),
+]
+
+
+async def test_a_battery_loop_ends_when_pymodbus_swallows_the_cancellation(monkeypatch):
+    async def connect_swallowing(self) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise BatteryLinkError("request cancelled") from None  # what pymodbus may do
+
+    monkeypatch.setattr("drivers.battery_registers.ModbusLink.connect", connect_swallowing)
+    battery = RegisterBattery("127.0.0.1", 1, 1, BatteryRatings(1000.0, 1000.0), TABLE, on_reading=lambda s: None,
+                              timeout_s=0.5, poll_s=0.5, retry_s=0.5)
+    task = asyncio.create_task(battery.run())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    try:
+        assert done and task.cancelled(), "the driver kept retrying after it was cancelled"
+    finally:
+        task.cancel()
+
+
+async def test_raise_if_cancelled():
+    raise_if_cancelled()  # not cancelled: nothing happens
+
+    async def swallowed() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass
+        raise_if_cancelled()
+
+    task = asyncio.create_task(swallowed())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
