@@ -20,7 +20,12 @@ from config.schema import SquareConfig
 from controller.leases import LeaseBook, Order
 from controller.sharing import safe_default_a
 from drivers import ocpp16_profiles as p16
-from drivers.ocpp_backend import CallErrorReceived, CallFailed, CallTimedOut, ChargerNotConnected
+from drivers.ocpp_backend import (
+    CallErrorReceived,
+    CallFailed,
+    CallTimedOut,
+    ChargerNotConnected,
+)
 
 log = logging.getLogger("laadplein.charging")
 

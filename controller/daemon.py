@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from config.schema import SquareConfig
 from controller.api import AdminApi
-from controller.clock import utc_now
 from controller.charging import SmartCharging
+from controller.clock import utc_now
 from controller.cycle import Cycle
 from controller.power import PowerControl
 from controller.secrets import TagVault, load_or_create_secret

@@ -29,6 +29,7 @@ from battery.vendors import (
     worth_logging,
 )
 from config.schema_devices import RegisterConfig
+from drivers.aio import cancel_count
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class ModbusBattery:
         before the link closes.
         """
         loop = asyncio.get_running_loop()
+        base = cancel_count()
         while True:
             link = ModbusLink(self.host, self.port, self.unit_id, self.timeout_s)
             started = False
@@ -252,7 +254,7 @@ class ModbusBattery:
                 started = True
                 await self._poll_forever(link)
             except BatteryLinkError as exc:
-                if _cancelling():
+                if cancel_count() > base:
                     # pymodbus turned our cancellation into an error: leave as if it had arrived
                     link.close()
                     if started and self._written_w is not None:
@@ -420,8 +422,3 @@ class RegisterBattery(ModbusBattery):
     async def _release(self, link: ModbusLink) -> str:
         return await self._steer(link, 0.0, None)
 
-
-def _cancelling() -> bool:
-    """True when the running task has been cancelled (pymodbus may have swallowed the CancelledError)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

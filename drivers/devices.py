@@ -5,7 +5,6 @@ Small Protocols, one per capability (evcc's shape): the cycle never asks which p
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,15 +54,3 @@ class GridMeter(Protocol):
 
     async def run(self) -> None:
         """Read until cancelled; a failure is reported as an offline reading and retried."""
-
-
-def raise_if_cancelled() -> None:
-    """Raise CancelledError when the running task has been cancelled.
-
-    pymodbus can turn a cancellation that lands inside one of its requests into an error of its
-    own; a driver loop that catches that error would then retry for ever and stop the daemon from
-    shutting down. Driver loops call this after catching a link error.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

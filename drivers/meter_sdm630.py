@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.devices import GridReading, raise_if_cancelled
+from drivers.aio import cancel_count, raise_if_cancelled
+from drivers.devices import GridReading
 from drivers.sim_meter import CURRENT_A, TOTAL_POWER_W
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Sdm630Meter:
     async def run(self) -> None:
         """Connect and poll until cancelled; failures are reported at once, then the link is rebuilt."""
         loop = asyncio.get_running_loop()
+        base = cancel_count()
         while True:
             # our own asyncio timeout is the one that counts; pymodbus's only backs it up
             client = AsyncModbusTcpClient(
@@ -105,7 +107,7 @@ class Sdm630Meter:
                 await self._connect(client)
                 await self._poll_forever(client)
             except MeterLinkError as exc:
-                raise_if_cancelled()
+                raise_if_cancelled(base)
                 self._report(GridReading(False, None, None, loop.time(), str(exc)))
             finally:
                 client.close()

@@ -27,9 +27,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.headers import build_authorization_basic
 from websockets.typing import Subprotocol
 
+from drivers.aio import cancel_count, raise_if_cancelled
 from drivers.ocpp_frames import format_time
-from drivers.sim_profiles import MIN_CURRENT_A, Follow, ProfileStore, charging_status, composite_schedule, follow_limit
-from drivers.sim_profiles import parse_profile, plain_draw, sampled_values
+from drivers.sim_profiles import (
+    MIN_CURRENT_A,
+    Follow,
+    ProfileStore,
+    charging_status,
+    composite_schedule,
+    follow_limit,
+    parse_profile,
+    plain_draw,
+    sampled_values,
+)
 
 logging.getLogger("ocpp").setLevel(logging.WARNING)  # the library logs every frame, id tags included
 logger = logging.getLogger(__name__)
@@ -115,6 +125,14 @@ class SimCharger(ChargePoint):
         self._deferred: list[Work] = []
         self._rebooting = False
         self._starting: set[int] = set()  # connectors whose StartTransaction awaits its answer
+
+    async def call(self, *args: Any, **kwargs: Any) -> Any:
+        """The library's call, which waits with asyncio.wait_for: on Python 3.11 that can swallow a
+        cancellation arriving with the answer, and a simulator that ignores its cancel never stops."""
+        base = cancel_count()
+        result = await super().call(*args, **kwargs)
+        raise_if_cancelled(base)
+        return result
 
     @property
     def charger_id(self) -> str:

@@ -8,8 +8,8 @@ import pytest
 
 from battery.trust import BatteryRatings
 from config.schema_devices import RegisterConfig
+from drivers.aio import cancel_count, raise_if_cancelled
 from drivers.battery_registers import BatteryLinkError, RegisterBattery
-from drivers.devices import raise_if_cancelled
 
 TABLE = [
     RegisterConfig(name="soc_pct", address=1, unit="%"),
@@ -38,14 +38,15 @@ async def test_a_battery_loop_ends_when_pymodbus_swallows_the_cancellation(monke
 
 
 async def test_raise_if_cancelled():
-    raise_if_cancelled()  # not cancelled: nothing happens
+    raise_if_cancelled(cancel_count())  # not cancelled: nothing happens
 
     async def swallowed() -> None:
+        base = cancel_count()
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
             pass
-        raise_if_cancelled()
+        raise_if_cancelled(base)
 
     task = asyncio.create_task(swallowed())
     await asyncio.sleep(0.01)
