@@ -115,6 +115,9 @@ async def test_four_cars_share_grid_and_battery_and_fall_back_to_the_grid_when_t
             finally:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+            print(f"\nfour cars on 3x{GRID_A:g} A + {BATTERY_W / 1000:g} kW battery: shares {shares} A; limits at the "
+                  f"grid share {dropped_s:.2f} s after the battery link was cut; most ever held "
+                  f"{worst['with']:.1f} A of a {GRID_A + BATTERY_A:.1f} A budget")
             # Never more held than the budget: grid + battery while it served.
             assert worst["with"] <= GRID_A + BATTERY_A + 0.05, worst
             log = d.log()
