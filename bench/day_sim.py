@@ -111,7 +111,8 @@ class Laadplein:
             draw_at = self.start_utc + timedelta(seconds=c.sample_s) if c.sample_s is not None else None
             draw_a = c.draw_a if c.active else 0.0
             turn = book.connector_state(c.key, now, draw_a, draw_at)
-            draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, spec.reaction_s)  # as controller/power.py
+            # as controller/power.py: a meter value may have been measured up to a cycle before it was read
+            draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, spec.reaction_s, lag_s=spec.period_s)
             max_a = min(c.charger_max_a, c.car_max_a) if c.car_max_a is not None else c.charger_max_a
             inputs.append(
                 ConnectorInput(

@@ -327,7 +327,7 @@ class Cycle:
                 if d.not_resuming:
                     await self._raise(
                         key, now, f"{d.key}: the car does not resume charging after a pause",
-                        "it is offered the minimum only and not retried every cycle",
+                        "its minimum goes to the cars that want more; it is offered current again in a later turn",
                     )
                 else:
                     await self._clear(key, now)

@@ -143,7 +143,10 @@ class LeaseBook:
         in_force_a = self.in_force_a(key, now)
         if e.settling_from_a is not None:
             since = e.settling_since or now
-            shown = draw_a is not None and draw_a <= in_force_a + SETTLED_MARGIN_A and (
+            # A decrease smaller than the margin cannot show within it: a car still at its old limit
+            # would pass for settled (and the battery would stop covering it while the charger reacts).
+            margin_a = min(SETTLED_MARGIN_A, (e.settling_from_a - in_force_a) / 2)
+            shown = draw_a is not None and draw_a <= in_force_a + margin_a and (
                 draw_at is None or draw_at > since
             )
             if shown or (now - since).total_seconds() >= self.reaction_s or e.settling_from_a <= in_force_a:
@@ -264,13 +267,23 @@ class LeaseBook:
 
 
 def telling_draw_a(
-    draw_a: float | None, draw_at: datetime | None, changed_at: datetime | None, reaction_s: float
+    draw_a: float | None,
+    draw_at: datetime | None,
+    changed_at: datetime | None,
+    reaction_s: float,
+    *,
+    lag_s: float = 0.0,
 ) -> float | None:
     """The car's draw (A) as a sign of what it wants, or None when it was measured before the last
-    limit change could show (then it says only what the old limit allowed)."""
+    limit change could show (then it says only what the old limit allowed).
+
+    `lag_s`: how long before `draw_at` (when it was read) the value may have been measured. A value
+    read just as the reaction time ends was measured before it: right after a rise it still shows
+    the old limit, and the car would be taken for one that draws less than it is given.
+    """
     if draw_a is None or draw_at is None or changed_at is None:
         return draw_a
-    return None if (draw_at - changed_at).total_seconds() < reaction_s else draw_a
+    return None if (draw_at - changed_at).total_seconds() - lag_s < reaction_s else draw_a
 
 
 def _lease_limit(lease: _Lease, now: datetime) -> float | None:

@@ -100,7 +100,9 @@ class PowerControl:
                 # A charger the gateway cannot steer now may start a session on any connector (offline
                 # chargers do): each connector counts at what it would give a car that plugs in.
                 active, in_force_a = True, self._unsteered_a(charger_id, key, now)
-            draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, cfg.control.reaction_s)
+            # A meter value may have been measured up to a cycle before it was read.
+            draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, cfg.control.reaction_s,
+                                    lag_s=cfg.control.period_s)
             bay = cfg.bay_for(charger_id, int(n))
             connectors.append(
                 ConnectorInput(
@@ -153,10 +155,11 @@ class PowerControl:
                     ch.clear_lease(key)
         if sharing.short != self._logged_short:
             self._logged_short = sharing.short
+            # Paused cars: a shortage (turns), or cars that take no current and gave their minimum away.
             if sharing.short:
-                log.warning("not enough power for every car: %s", "; ".join(sharing.reasons))
+                log.warning("not every car gets current: %s", "; ".join(sharing.reasons))
             else:
-                log.info("enough power for every car again")
+                log.info("every car gets current again")
         result = None
         if battery_in is not None:
             result = dispatch(battery_in, sharing.battery_needed_a, sharing.spare_a)

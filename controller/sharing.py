@@ -2,14 +2,20 @@
 
 Pure (control.md rules 1-6): no clock, no I/O, no randomness, sorted iteration; the same inputs
 give the same decision, with its reasons.
+
+A car that takes no current while it holds at least the minimum (full, suspended, or not resuming
+after a pause) keeps that minimum for IDLE_GRACE_S; after that its minimum goes to the cars that
+want more (rule 3: what a car does not draw goes to the others). It then gets current only from room
+no other car wants, else it waits with `paused_since` set to when it is offered current again
+(later than now), and from then on it waits for a turn like any paused car.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from controller.sharing_types import (
     Budget,
@@ -27,6 +33,12 @@ DRAW_MARGIN_A = 2.0  # a car capped by its own draw is given this much above it
 # does not swing back up every other cycle.
 BELOW_LIMIT_A = 1.0
 DRAWING_A = 1.0  # a car drawing at least this much has taken the current it was offered
+# A car that takes no current keeps the minimum this long after it was offered current (or its limit
+# last changed): time for a slow car to start. Longer, and every full car holds the minimum for nothing.
+IDLE_GRACE_S = 45.0
+# A car that gave its minimum away is offered current again after this many turns (turn_s). Each retry
+# holds a share away from the cars that draw for about a minute, and most idle cars are simply full.
+IDLE_RETRY_TURNS = 6.0
 PHASES = (0, 1, 2)
 PHASE_NAMES = ("L1", "L2", "L3")
 
@@ -68,8 +80,10 @@ class _Car:
     phases: tuple[int, ...]
     cap_a: float  # the most it may be given, on the 0.1 A step
     demand_a: float  # what it asks for now
-    asks: str  # why it asks for demand_a: "max", "draw", "suspended" or "not resuming"
+    asks: str  # why it asks for demand_a: "max", "draw", "suspended", "not resuming" or "waits"
     rank: tuple  # sorts the highest turn priority first
+    idle: bool = False  # it takes no current while it has the minimum, or waits to be offered it again
+    yields: bool = False  # idle past its grace: it gets only room that no other car wants
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,7 @@ class _Plan:
     stops: dict[str, tuple[int, int] | None]  # why a runner stopped: (full phase, cars on it), or None: its demand
     no_room: tuple[str, ...]  # cars that could not get the minimum even alone
     over_budget: Phases3 | None  # the fixed load, when it alone passes the capacity
+    yielded: tuple[str, ...] = ()  # idle cars whose minimum went to the others
 
 
 def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -> Sharing:
@@ -91,8 +106,8 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
     fixed_a = _per_phase((_phases(c), _now_a(c)) for c in fixed)
     cars = [_car(c, budget, now) for c in conns if c.active and c.controllable]
     able = [car for car in cars if car.cap_a >= min_a]
-    main = _plan(capacity_a, fixed_a, able, min_a)
-    grid_only = _plan(budget.grid_a, fixed_a, able, min_a)
+    main = _plan(capacity_a, fixed_a, able, min_a, budget.grid_a)
+    grid_only = _plan(budget.grid_a, fixed_a, able, min_a, budget.grid_a)
 
     turns = {car.conn.key: _turn(car, car.conn.key in main.targets_a, budget, now) for car in cars}
     targets_a = {car.conn.key: main.targets_a.get(car.conn.key, 0.0) for car in cars}
@@ -115,11 +130,12 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
         decisions.append(ConnectorDecision(
             key, car.conn.bay_id, targets_a[key], limit_a, min(grid_only.targets_a.get(key, 0.0), limit_a),
             _reason(car, main, targets_a[key], limit_a, waits.get(key), paused_since, min_a),
-            running_since, paused_since, resume_at, car.asks == "not resuming"))
+            running_since, paused_since, resume_at, car.asks in ("not resuming", "waits")))
     decisions.sort(key=lambda d: d.key)
 
     load_a = _load_a(conns, limits_a)
-    starved = {p for car in able if targets_a[car.conn.key] < round_down_a(car.demand_a) for p in car.phases}
+    starved = {p for car in able if not car.yields and targets_a[car.conn.key] < round_down_a(car.demand_a)
+               for p in car.phases}
     spare_a = _phase3(0.0 if p in starved else max(0.0, budget.grid_a[p] - load_a[p]) for p in PHASES)
     paused = [car for car in able if car.conn.key not in main.targets_a]
     return Sharing(
@@ -133,9 +149,24 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
 
 
 def _car(c: ConnectorInput, budget: Budget, now: datetime) -> _Car:
+    """The car as the rules see it; one that takes no current is idle, and past its grace it yields."""
     min_a = budget.min_current_a
     cap_a = round_down_a(c.max_a)
     tie = (c.bay_id, c.key)
+    if c.paused_since is not None and c.paused_since > now:
+        # It took no current when it had the minimum: until paused_since, only room nobody wants.
+        rank = (5, (c.paused_since - now).total_seconds()) + tie
+        return _Car(c, _phases(c), cap_a, min(cap_a, min_a), "waits", rank, idle=True, yields=True)
+    car = _asking(c, budget, now, cap_a, tie)
+    if car.asks != "not resuming" and not _takes_nothing(c, budget, now):
+        return car
+    since = c.resume_offered_at or c.changed_at or c.running_since
+    return replace(car, idle=True, yields=since is not None and (now - since).total_seconds() >= IDLE_GRACE_S)
+
+
+def _asking(c: ConnectorInput, budget: Budget, now: datetime, cap_a: float, tie: tuple[str, str]) -> _Car:
+    """What the car asks for and its turn priority, by its turn state and what it draws."""
+    min_a = budget.min_current_a
     if _not_resuming(c, budget, now):
         # Reported and kept at the minimum, last in the queue: not retried with more every cycle.
         return _Car(c, _phases(c), cap_a, min(cap_a, min_a), "not resuming", (4, 0.0) + tie)
@@ -160,18 +191,55 @@ def _car(c: ConnectorInput, budget: Budget, now: datetime) -> _Car:
 
 
 def _not_resuming(c: ConnectorInput, budget: Budget, now: datetime) -> bool:
-    """Given current after a pause, with that current in force, and not drawing it for reaction_s."""
+    """Given current after a pause, with that current in force, and not drawing it for reaction_s.
+
+    The charger takes up to reaction_s to apply the current and the car as long again to draw it: a
+    meter value from the moment the charger applies it still shows the pause.
+    """
     return (c.resume_offered_at is not None and c.running_since is not None and c.draw_a is not None
             and c.draw_a < DRAWING_A and c.in_force_a >= budget.min_current_a
-            and (now - c.resume_offered_at).total_seconds() >= budget.reaction_s)
+            and (now - c.resume_offered_at).total_seconds() >= 2 * budget.reaction_s)
 
 
-def _plan(capacity_a: Phases3, fixed_a: Phases3, cars: list[_Car], min_a: float) -> _Plan:
-    """Fair targets within `capacity_a` less the fixed load; in a shortage the lowest priority drop out."""
+def _takes_nothing(c: ConnectorInput, budget: Budget, now: datetime) -> bool:
+    """Running with at least the minimum in force for reaction_s, and drawing (almost) nothing of it.
+
+    A car offered current after a pause is judged by `_not_resuming` instead.
+    """
+    return (c.running_since is not None and c.resume_offered_at is None and c.draw_a is not None
+            and c.draw_a < DRAWING_A and c.in_force_a >= budget.min_current_a and c.changed_at is not None
+            and (now - c.changed_at).total_seconds() >= budget.reaction_s)
+
+
+def _plan(capacity_a: Phases3, fixed_a: Phases3, cars: list[_Car], min_a: float, grid_a: Phases3) -> _Plan:
+    """Fair targets within `capacity_a` less the fixed load; in a shortage the lowest priority drop out.
+
+    Cars that yield come last: each gets the minimum where the others leave room for it on the grid
+    (the battery is not spent on a car that takes nothing), or nothing.
+    """
     room_a = [capacity_a[p] - fixed_a[p] for p in PHASES]
     if any(r < -EPS_A for r in room_a):
         return _Plan({}, {}, (), fixed_a)
     room_a = [max(0.0, r) for r in room_a]
+    plan = _plan_keen(room_a, [car for car in cars if not car.yields], min_a)
+    left_a = [min(room_a[p], grid_a[p] - fixed_a[p]) for p in PHASES]
+    for car in cars:
+        for p in car.phases:
+            left_a[p] -= plan.targets_a.get(car.conn.key, 0.0)
+    targets_a, stops, yielded = dict(plan.targets_a), dict(plan.stops), []
+    for car in sorted((car for car in cars if car.yields), key=lambda car: car.rank):
+        target_a = round_down_a(car.demand_a)
+        if target_a >= min_a - 1e-12 and all(left_a[p] + EPS_A >= target_a for p in car.phases):
+            targets_a[car.conn.key], stops[car.conn.key] = target_a, None
+            for p in car.phases:
+                left_a[p] -= target_a
+        else:
+            yielded.append(car.conn.key)
+    return _Plan(targets_a, stops, plan.no_room, None, tuple(yielded))
+
+
+def _plan_keen(room_a: list[float], cars: list[_Car], min_a: float) -> _Plan:
+    """Fair targets within `room_a`; in a shortage the lowest priority drop out."""
     order = sorted(cars, key=lambda car: car.rank)
     running = [car for car in order if all(room_a[p] + EPS_A >= min_a for p in car.phases)]
     no_room = tuple(car.conn.key for car in order if not all(room_a[p] + EPS_A >= min_a for p in car.phases))
@@ -217,10 +285,20 @@ def _turn(car: _Car, runs: bool, budget: Budget, now: datetime) -> _Turn:
     """The turn state to feed back: (running_since, paused_since, resume_offered_at)."""
     c = car.conn
     if not runs:
-        return None, (c.paused_since or now) if car.cap_a >= budget.min_current_a else None, None
+        if car.cap_a < budget.min_current_a:
+            return None, None, None
+        if car.idle:
+            # It took no current when it had the minimum: it waits to be offered current again, not
+            # at the head of the queue (a full car would take every turn that comes free).
+            if c.paused_since is not None and c.paused_since > now:
+                return None, c.paused_since, None
+            return None, now + timedelta(seconds=IDLE_RETRY_TURNS * budget.turn_s), None
+        return None, c.paused_since or now, None
     if c.paused_since is not None or (c.resume_offered_at is not None and c.in_force_a < budget.min_current_a):
         # Offered current after a pause; until that current is in force, the clock starts again.
         return c.running_since or now, None, now
+    if c.draw_a is not None and c.draw_a >= DRAWING_A and c.in_force_a >= budget.min_current_a:
+        return c.running_since or now, None, None  # it resumed: should it stop later, it is not "after a pause"
     return c.running_since or now, None, c.resume_offered_at
 
 
@@ -238,7 +316,9 @@ def _sequence(capacity_a: Phases3, conns: list[ConnectorInput], cars: list[_Car]
     # Everything counts at what it may draw now: a decrease sent this cycle has not shown yet.
     load_a = list(_per_phase((_phases(c), _now_a(c)) for c in conns if c.active))
     waits: dict[str, str] = {}
-    for car in sorted(rises, key=lambda car: (turns[car.conn.key][2] is None, car.conn.bay_id, car.conn.key)):
+    # Cars that yield rise last: their minimum comes from room no other car wants, also while others rise.
+    for car in sorted(rises, key=lambda car: (car.yields, turns[car.conn.key][2] is None, car.conn.bay_id,
+                                               car.conn.key)):
         c, target_a = car.conn, targets_a[car.conn.key]
         own_a = _now_a(c)
         room_a = min(capacity_a[p] - (load_a[p] - own_a) for p in car.phases)
@@ -274,10 +354,17 @@ def _reason(car: _Car, plan: _Plan, target_a: float, limit_a: float, waits: str 
     if key in plan.no_room:
         phases = "/".join(PHASE_NAMES[p] for p in car.phases)
         return prefix + f"paused: {phases} has no room for the minimum {min_a:.1f} A"
+    if key not in plan.targets_a and car.idle:
+        what = {"not resuming": "not resuming after a pause", "waits": "took no current"}.get(car.asks,
+                                                                                           "takes no current")
+        why = "its minimum goes to the others" if key in plan.yielded else "paused (short)"
+        return f"{what}: 0 A, {why}; offered current again at {paused_since:%H:%M:%S}"
     if key not in plan.targets_a:
         return prefix + f"paused for a turn since {paused_since:%H:%M:%S} (short)"
     stop = plan.stops[key]
-    if stop is not None:
+    if car.yields:
+        why = f"takes no current: kept at {target_a:.1f} A, room no other car wants"
+    elif stop is not None:
         why = f"fair share {target_a:.1f} A ({PHASE_NAMES[stop[0]]} full, {_cars(stop[1])})"
     elif car.asks == "draw":
         why = f"capped by the car: draws {car.conn.draw_a:.1f} A, given {target_a:.1f} A"
@@ -303,10 +390,15 @@ def _square_reasons(main: _Plan, capacity_a: Phases3, able: list[_Car], paused: 
                 if main.over_budget[p] > capacity_a[p] + EPS_A]
         reasons.append("over budget: connectors that cannot be controlled take " + ", ".join(over)
                        + "; every car gets 0 A")
-    elif paused:
-        room = f"room for {len(main.targets_a)} at {budget.min_current_a:g} A"
-        reasons.append(f"short: {_cars(len(able))}, {room}; " + _and([car.conn.key for car in paused]) + " paused")
-    not_resuming = [car.conn.key for car in cars if car.asks == "not resuming"]
+    elif any(not car.idle for car in paused):
+        keen = [car for car in able if not car.yields]
+        room = f"room for {sum(1 for car in keen if car.conn.key in main.targets_a)} at {budget.min_current_a:g} A"
+        reasons.append(f"short: {_cars(len(keen))}, {room}; "
+                       + _and([car.conn.key for car in paused if not car.idle]) + " paused")
+    idle = [car.conn.key for car in paused if car.idle]
+    if idle and main.over_budget is None:
+        reasons.append("taking no current, their minimum goes to the others: " + _and(idle))
+    not_resuming = [car.conn.key for car in cars if car.asks in ("not resuming", "waits")]
     if not_resuming:
         reasons.append("not resuming after a pause: " + _and(not_resuming))
     if waits:

@@ -75,7 +75,9 @@ class ConnectorDecision:
     `grid_only_a`: its share if the battery gave nothing (the second period of a lease that relies
     on the battery). `reason`: one line for the log and the console.
     `running_since` / `paused_since` / `resume_offered_at`: the turn state to feed back next cycle.
-    `not_resuming`: it was given current after a pause and has not drawn any for `reaction_s`.
+    `not_resuming`: it was given current and has not drawn any for twice `reaction_s` (the
+    charger's reaction, then the car's); it stays True while the car waits to be offered current
+    again, and such a car's `paused_since` may lie in the future (when its wait ends).
     """
 
     key: str
@@ -100,7 +102,8 @@ class Sharing:
     `battery_needed_a`: per phase, how far `load_a` goes beyond `grid_a` (0 when it does not).
     `spare_a`: per phase, grid capacity no car can use now (0 on a phase where some car gets less
     than it asks for): what the battery may recharge from.
-    `short`: cars are taking turns (not every active car could get the minimum).
+    `short`: not every active car gets current: cars take turns, or a car that takes nothing has
+    given its minimum to the others.
     """
 
     connectors: tuple[ConnectorDecision, ...]

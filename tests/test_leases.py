@@ -180,3 +180,24 @@ def test_a_falling_grid_share_is_written_into_a_one_period_lease():
     send(b, 16.0, 0)  # all on the grid: one period
     [o] = b.orders(sharing(16.0, 10.6), at(20))
     assert o.why == "decrease" and (o.limit_a, o.grid_only_a) == (16.0, 10.6) and o.first_period_s is not None
+
+
+def test_a_draw_read_just_as_the_reaction_time_ends_may_still_show_the_old_limit():
+    from controller.leases import telling_draw_a
+
+    # Read 10 s after a rise but measured up to a second before: it may show the limit before the rise.
+    assert telling_draw_a(6.6, at(10), at(0), 10, lag_s=1.0) is None
+    assert telling_draw_a(6.6, at(10.5), at(0), 10, lag_s=1.0) is None
+    assert telling_draw_a(6.6, at(11), at(0), 10, lag_s=1.0) == 6.6
+
+
+def test_a_decrease_smaller_than_the_meter_margin_settles_only_when_it_shows_or_after_reaction():
+    b = book()
+    send(b, 16.0, 0)
+    send(b, 15.6, 20)  # 0.4 A down: a car still drawing 16 A is within 0.5 A of the new limit
+    assert b.connector_state(KEY, at(21), draw_a=16.0, draw_at=at(20.5)).settling_from_a == 16.0
+    assert b.connector_state(KEY, at(22), draw_a=15.6, draw_at=at(21.5)).settling_from_a is None
+    send(b, 14.0, 40)  # a whole 2 A down keeps the 0.5 A margin
+    assert b.connector_state(KEY, at(41), draw_a=14.4, draw_at=at(40.5)).settling_from_a is None
+    send(b, 13.6, 60)
+    assert b.connector_state(KEY, at(70.1), draw_a=None).settling_from_a is None  # reaction_s passed

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.sharing import round_down_a, safe_default_a, share
+from controller.sharing import IDLE_GRACE_S, IDLE_RETRY_TURNS, round_down_a, safe_default_a, share
 from controller.sharing_types import Budget, ConnectorDecision, ConnectorInput, Sharing
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=UTC)
@@ -341,6 +341,78 @@ def test_without_a_shortage_every_car_runs():
     assert not result.short
 
 
+# ---- cars that take no current ------------------------------------------------------------------------
+
+RETRY_S = IDLE_RETRY_TURNS * 300.0  # turn_s of budget()
+
+
+def test_not_resuming_is_judged_once_the_charger_and_then_the_car_had_their_reaction_time():
+    # The charger may take reaction_s to apply the current: a meter value from then still shows the pause.
+    offered = car(1, in_force_a=6.0, draw_a=0.0, changed_at=ago(15), running_since=ago(15),
+                  resume_offered_at=ago(15))
+    assert not one(share(budget(32), [offered], T0), 1).not_resuming
+    later = replace(offered, changed_at=ago(20), running_since=ago(20), resume_offered_at=ago(20))
+    assert one(share(budget(32), [later], T0), 1).not_resuming
+
+
+def test_a_car_that_takes_no_current_gives_its_minimum_away_after_a_grace():
+    full = car(1, in_force_a=6.0, draw_a=0.0, changed_at=ago(IDLE_GRACE_S - 1), running_since=ago(900))
+    other = car(2, in_force_a=26.0, changed_at=ago(900), running_since=ago(900))
+    kept = share(budget(32), [full, other], T0)
+    assert targets(kept) == {"CP01/1": 6.0, "CP02/1": 26.0} and not kept.short
+    full = replace(full, changed_at=ago(IDLE_GRACE_S))
+    gone = share(budget(32), [full, other], T0)
+    assert targets(gone) == {"CP01/1": 0.0, "CP02/1": 32.0}
+    assert limits(gone) == {"CP01/1": 0.0, "CP02/1": 26.0}  # the rise waits for the decrease to show
+    assert one(gone, 1).paused_since == T0 + timedelta(seconds=RETRY_S)
+    assert one(gone, 1).reason == ("takes no current: 0 A, its minimum goes to the others; "
+                                   "offered current again at 13:30:00")
+    assert "taking no current, their minimum goes to the others: CP01/1" in gone.reasons
+    # Room that no other car wants it keeps.
+    roomy = share(budget(32), [full, replace(other, max_a=20.0)], T0)
+    assert targets(roomy) == {"CP01/1": 6.0, "CP02/1": 20.0} and not roomy.short
+    assert one(roomy, 1).reason == "takes no current: kept at 6.0 A, room no other car wants"
+
+
+def test_a_car_waiting_to_be_offered_current_again_takes_only_room_no_other_car_wants():
+    waiting = car(1, paused_since=T0 + timedelta(seconds=600), changed_at=ago(1200))
+    busy = share(budget(32), [waiting, car(2)], T0)
+    assert targets(busy) == {"CP01/1": 0.0, "CP02/1": 32.0}
+    assert one(busy, 1).paused_since == T0 + timedelta(seconds=600) and one(busy, 1).not_resuming
+    assert one(busy, 1).reason == ("took no current: 0 A, its minimum goes to the others; "
+                                   "offered current again at 13:10:00")
+    quiet = share(budget(32), [waiting, car(2, max_a=20.0, in_force_a=20.0)], T0)
+    assert limits(quiet) == {"CP01/1": 6.0, "CP02/1": 20.0}
+    assert (one(quiet, 1).running_since, one(quiet, 1).resume_offered_at) == (T0, T0)  # judged as resumed
+    # Its battery-backed share would be spent on a car that takes nothing: grid room only.
+    assert targets(share(budget(20, battery_a=12.0), [waiting, car(2, max_a=20.0)], T0))["CP01/1"] == 0.0
+    # Once that time has come, it is a paused car like any other: here there is room for both.
+    due = share(budget(32), [replace(waiting, paused_since=ago(1)), car(2)], T0)
+    assert targets(due) == {"CP01/1": 16.0, "CP02/1": 16.0}
+
+
+def test_a_car_that_did_not_resume_is_not_offered_the_next_turn_that_comes_free():
+    idle = car(1, in_force_a=16.0, draw_a=0.2, changed_at=ago(30), running_since=ago(30),
+               resume_offered_at=ago(30))
+    crowd = [idle] + [car(n, in_force_a=4.0, running_since=ago(900)) for n in (2, 3, 4, 5)]
+    short = share(budget(29), crowd, T0)
+    assert targets(short)["CP01/1"] == 0.0
+    assert one(short, 1).paused_since == T0 + timedelta(seconds=RETRY_S)
+    # A minute later CP05/1 has left: its turn goes to CP06/1, paused 30 s ago, not to CP01/1.
+    later = T0 + timedelta(seconds=60)
+    square = [fed_back(c, short.decision(c.key), T0) for c in crowd]
+    square = [replace(c, active=False) if c.key == "CP05/1" else c for c in square]
+    square.append(car(6, paused_since=T0 + timedelta(seconds=30)))
+    result = share(budget(29), square, later)
+    assert targets(result)["CP01/1"] == 0.0 and targets(result)["CP06/1"] == 7.2
+
+
+def test_a_resumed_car_that_draws_is_no_longer_watched_for_resuming():
+    resumed = car(1, in_force_a=16.0, draw_a=15.8, changed_at=ago(30), running_since=ago(30),
+                  resume_offered_at=ago(30))
+    assert one(share(budget(32), [resumed], T0), 1).resume_offered_at is None
+
+
 # ---- sequencing ------------------------------------------------------------------------------------------
 
 
@@ -429,6 +501,41 @@ def test_table_seven_cars_take_turns_on_3x40_a():
         (10, {}, {**six, 5: 0.0, 6: 6.6, 7: 6.6}),
         (290, {}, {**six, 4: 0.0, 5: 0.0, 6: 6.6, 7: 6.6}),
         (10, {}, {**six, 4: 0.0, 5: 6.6, 6: 6.6, 7: 6.6}),
+    ])
+
+
+def test_table_a_full_car_gives_its_minimum_away_and_is_offered_current_again_later():
+    square = Square(budget(32), wants_a={"CP01/1": 0.0, "CP02/1": 32.0})
+    run_table(square, [
+        (0, {1: {}, 2: {}}, {1: 16.0, 2: 16.0}),
+        (10, {}, {1: 6.0, 2: 16.0}),  # draws nothing: down to the minimum, the other rises once that shows
+        (IDLE_GRACE_S - 1, {}, {1: 6.0, 2: 26.0}),  # the minimum is kept for a grace after its limit fell
+        (1, {}, {1: 0.0, 2: 26.0}),  # then it goes to the other car
+        (10, {}, {1: 0.0, 2: 32.0}),
+        (RETRY_S - 10, {}, {1: 0.0, 2: 16.0}),  # offered current again: the other comes down first
+        (10, {}, {1: 16.0, 2: 16.0}),
+        (10, {}, {1: 6.0, 2: 16.0}),
+        (10, {}, {1: 6.0, 2: 26.0}),  # not resuming after a pause: kept at the minimum...
+        (IDLE_GRACE_S - 21, {}, {1: 6.0, 2: 26.0}),
+        (1, {}, {1: 0.0, 2: 26.0}),  # ...for the grace after it was offered current
+    ])
+    assert one(square.last, 1).not_resuming
+
+
+def test_table_a_full_car_in_a_shortage_gives_its_turn_to_a_waiting_car():
+    square = Square(budget(20), wants_a={"CP01/1": 0.0, "CP02/1": 32.0, "CP03/1": 32.0, "CP04/1": 32.0})
+    run_table(square, [
+        (0, {n: {} for n in (1, 2, 3, 4)}, {1: 6.6, 2: 6.6, 3: 6.6, 4: 0.0}),
+        (10, {}, {1: 6.0, 4: 0.0}),
+        (IDLE_GRACE_S - 1, {}, {1: 6.0, 4: 0.0}),
+        (1, {}, {1: 0.0, 2: 6.6, 3: 6.6, 4: 0.0}),  # the car that waited rises once that shows
+        (10, {}, {1: 0.0, 2: 6.6, 3: 6.6, 4: 6.6}),
+        (RETRY_S - 11, {}, {1: 0.0, 2: 6.6, 3: 6.6, 4: 6.6}),
+        (1, {}, {1: 0.0, 2: 6.6, 3: 6.6, 4: 6.6}),  # from now on it waits for a turn like any paused car
+        (300, {}, {1: 0.0, 2: 6.6, 3: 0.0, 4: 6.6}),  # its turn: CP03/1, running longest, gives way
+        (10, {}, {1: 6.6, 2: 6.6, 3: 0.0, 4: 6.6}),
+        (20, {}, {1: 0.0, 2: 6.6, 3: 0.0, 4: 6.6}),  # it does not resume: it gives way at once
+        (10, {}, {1: 0.0, 2: 6.6, 3: 6.6, 4: 6.6}),
     ])
 
 

@@ -266,3 +266,29 @@ def test_a_decision_fed_back_settles_into_a_square_that_fits(square):
         conns = [settled(c, now, budget.reaction_s) for c in conns]
         if _fits([c for c in conns if not c.controllable], _capacity(budget)):
             assert _fits(conns, _capacity(budget))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(squares(), st.integers(1, 3600), st.sampled_from([(0, 1, 2), (0,), (1,), (2,)]), _amps(0, 63))
+def test_a_car_waiting_to_be_offered_current_again_changes_nothing_for_the_others(square, ahead_s, phases, max_a):
+    """It took no current when it had the minimum: until its time comes it gets the minimum where no
+    other car wants the room (on the grid alone), or nothing, and every other decision stays as it was."""
+    budget, conns = square
+    waiting = ConnectorInput(key="CP99/1", bay_id="B99", phases=phases, active=True, controllable=True,
+                             max_a=max_a, draw_a=0.0, ev_suspended=False, in_force_a=0.0,
+                             paused_since=T0 + timedelta(seconds=ahead_s))
+    without = share(budget, conns, T0)
+    result = share(budget, conns + [waiting], T0)
+    for c in conns:
+        assert result.decision(c.key) == without.decision(c.key), c.key
+    d = result.decision(waiting.key)
+    assert d.target_a in (0.0, budget.min_current_a)
+    if d.target_a == 0.0:
+        able = round_down_a(max_a) >= budget.min_current_a  # else it takes no turn at all
+        assert (d.running_since, d.paused_since) == (None, waiting.paused_since if able else None)
+    else:
+        assert d.target_a <= round_down_a(max_a)
+        fixed = _sum([c for c in conns if c.active and not c.controllable], _now_a)
+        others = _sum([c for c in conns if c.active and c.controllable], lambda c: result.decision(c.key).target_a)
+        for p in phases:
+            assert fixed[p] + others[p] + d.target_a <= budget.grid_a[p] + TOL_A
