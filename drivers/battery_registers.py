@@ -29,7 +29,7 @@ from battery.vendors import (
     worth_logging,
 )
 from config.schema_devices import RegisterConfig
-from drivers.aio import cancel_count
+from drivers.aio import cancel_count, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class ModbusBattery:
         before the link closes.
         """
         loop = asyncio.get_running_loop()
-        base = cancel_count()
+        base = self._cancel_base = cancel_count()
         while True:
             link = ModbusLink(self.host, self.port, self.unit_id, self.timeout_s)
             started = False
@@ -290,6 +290,8 @@ class ModbusBattery:
                 usable = self._plausible(sample)
             if self._setpoint_w is not None:
                 await self._write_held(link, self._setpoint_w, usable)
+            # pymodbus's wait_for (Python 3.11) may have returned an answer and swallowed our cancel
+            raise_if_cancelled(self._cancel_base)
             next_at = max(next_at + self.poll_s, loop.time())
             await asyncio.sleep(next_at - loop.time())
 

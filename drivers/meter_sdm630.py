@@ -97,7 +97,7 @@ class Sdm630Meter:
     async def run(self) -> None:
         """Connect and poll until cancelled; failures are reported at once, then the link is rebuilt."""
         loop = asyncio.get_running_loop()
-        base = cancel_count()
+        base = self._cancel_base = cancel_count()
         while True:
             # our own asyncio timeout is the one that counts; pymodbus's only backs it up
             client = AsyncModbusTcpClient(
@@ -134,6 +134,7 @@ class Sdm630Meter:
                 raise MeterLinkError(f"{self.where} reports implausible values: {why}")
             self._report(GridReading(True, current_a, power_w, loop.time()))
             next_at = max(next_at + self.poll_s, loop.time())
+            raise_if_cancelled(self._cancel_base)  # pymodbus's wait_for may have swallowed our cancel
             await asyncio.sleep(next_at - loop.time())
 
     async def _read_values(self, client: AsyncModbusTcpClient) -> tuple[tuple[float, float, float], float]:

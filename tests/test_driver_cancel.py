@@ -53,3 +53,28 @@ async def test_raise_if_cancelled():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_battery_loop_ends_when_a_successful_read_swallows_the_cancellation(monkeypatch):
+    async def connect(self) -> None:
+        return None
+
+    async def read_swallowing(self, address, count, table="holding"):
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass  # the answer came with the cancel: wait_for returns it (Python 3.11)
+        return [50] * count
+
+    monkeypatch.setattr("drivers.battery_registers.ModbusLink.connect", connect)
+    monkeypatch.setattr("drivers.battery_registers.ModbusLink.read", read_swallowing)
+    battery = RegisterBattery("127.0.0.1", 1, 1, BatteryRatings(1000.0, 1000.0), TABLE, on_reading=lambda s: None,
+                              timeout_s=0.5, poll_s=0.2, retry_s=0.5)
+    task = asyncio.create_task(battery.run())
+    await asyncio.sleep(0.005)
+    task.cancel()  # once, while the first read is in flight
+    await asyncio.wait({task}, timeout=1.0)
+    try:
+        assert task.done() and task.cancelled(), "the driver kept polling after it was cancelled"
+    finally:
+        task.cancel()
