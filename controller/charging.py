@@ -73,9 +73,7 @@ class SmartCharging:
         self.rotations: dict[str, str] = {}  # key -> "RST"...
         self._compute_safe_defaults()
         self.setups: dict[str, ChargerSetup] = {}
-        self.transactions: dict[str, int] = {}  # key -> the transaction its lease belongs to
         self._tasks: asyncio.TaskGroup | None = None
-        self.sent_count = 0
         self._sleep = asyncio.sleep  # between set-up attempts (a test may hold it)
         self._refusals: dict[str, int] = {}  # charger -> leases refused in a row
         self._hold_until: dict[str, datetime] = {}
@@ -134,13 +132,7 @@ class SmartCharging:
             return
         if setup is None or setup.connected_at != connected_at:
             self.setups[charger_id] = ChargerSetup(connected_at)
-            if charger_id in self._known():
-                for n in range(1, self.cfg.charger(charger_id).connectors + 1):
-                    self.transactions.pop(connector_key(charger_id, n), None)
             self._spawn(self._set_up(charger_id, connected_at), f"setup-{charger_id}")
-
-    def _known(self) -> set[str]:
-        return {c.id for c in self.cfg.chargers}
 
     def mode(self, charger_id: str) -> str:
         """tx | max | none | setting up (also for a charger never seen)."""
@@ -276,7 +268,6 @@ class SmartCharging:
             if tx is None:
                 self.book.sent(order, self.clock(), False)
                 continue
-            self.transactions[order.key] = tx
             charger_id, connector = order.key.split("/")
             self._spawn(
                 self._send_lease(order, charger_id, int(connector), tx, now),
@@ -312,7 +303,6 @@ class SmartCharging:
 
     async def _send_lease(self, order: Order, charger_id: str, connector_id: int, transaction_id: int, now: datetime) -> None:
         payload = p16.lease(order, connector_id, transaction_id, now, self.cfg.control.lease_s)
-        self.sent_count += 1
         try:
             answer = await self._call(charger_id, "SetChargingProfile", payload)
         except ChargerNotConnected:

@@ -280,3 +280,24 @@ async def chargers(daemon: Daemon, *ids: str, connectors: int = 2, **kw):
         finally:
             for t in tasks:
                 t.cancel()
+
+
+class Recorder:
+    """Collects every report a driver makes through its callback (battery statuses, meter readings)
+    and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+        self._news = asyncio.Event()
+
+    def __call__(self, report) -> None:
+        self.seen.append(report)
+        self._news.set()
+
+    async def wait_for(self, pred, timeout_s: float):
+        async with asyncio.timeout(timeout_s):
+            while True:
+                if self.seen and pred(self.seen[-1]):
+                    return self.seen[-1]
+                self._news.clear()
+                await self._news.wait()

@@ -13,7 +13,8 @@ from battery.vendors import decode_register, encode_register
 from config.schema_devices import RegisterConfig
 from drivers.battery_registers import RegisterBattery
 from drivers.sim_modbus import serve_registers
-from tests.integration.test_battery_sunspec import Recorder, running, trusted
+from tests.integration.harness import Recorder
+from tests.integration.test_battery_sunspec import running, trusted
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -12,6 +12,7 @@ from battery.model import BatteryModel
 from battery.trust import BatteryRatings
 from drivers.battery_sunspec import BatteryStatus, SunSpecBattery
 from drivers.sim_battery import SimBattery
+from tests.integration.harness import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -19,26 +20,6 @@ MAX_CHARGE_W = 10_000.0
 MAX_DISCHARGE_W = 20_000.0
 RATINGS = BatteryRatings(max_charge_w=MAX_CHARGE_W, max_discharge_w=MAX_DISCHARGE_W)
 FAST = {"timeout_s": 0.5, "poll_s": 0.2, "retry_s": 0.5}
-
-
-class Recorder:
-    """Collects every status the driver reports and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.statuses: list[BatteryStatus] = []
-        self._news = asyncio.Event()
-
-    def __call__(self, status: BatteryStatus) -> None:
-        self.statuses.append(status)
-        self._news.set()
-
-    async def wait_for(self, pred: Callable[[BatteryStatus], bool], timeout_s: float) -> BatteryStatus:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if self.statuses and pred(self.statuses[-1]):
-                    return self.statuses[-1]
-                self._news.clear()
-                await self._news.wait()
 
 
 @asynccontextmanager
@@ -101,7 +82,7 @@ async def test_reads_soc_and_power_with_the_right_sign(sim, caplog):
 async def test_first_trusted_after_three_readings(sim):
     async with driver(sim.port) as rec:
         await rec.wait_for(trusted, 3)
-    online = [s for s in rec.statuses if s.online]
+    online = [s for s in rec.seen if s.online]
     assert [s.trusted for s in online[:3]] == [False, False, True]
     assert online[1].reason == "2 of 3 plausible readings since: no reading yet"
 
@@ -127,13 +108,13 @@ async def test_silent_battery_is_retried_logged_once_and_trusted_again_after_3_r
         sim.set_fault("silent")
         await rec.wait_for(lambda s: not s.online, 2)
         await asyncio.sleep(1.0)  # a few retries, all failing
-        assert len([s for s in rec.statuses if not s.online]) >= 2
+        assert len([s for s in rec.seen if not s.online]) >= 2
         assert caplog.text.count("offline: no answer") == 1
 
         sim.set_fault("none")
-        back = len(rec.statuses)
+        back = len(rec.seen)
         await rec.wait_for(trusted, 3)
-    online_again = [s for s in rec.statuses[back:] if s.online]
+    online_again = [s for s in rec.seen[back:] if s.online]
     assert [s.trusted for s in online_again[:3]] == [False, False, True]
     assert "2 of 3 plausible readings since: no answer from" in online_again[1].reason
     assert online_again[2].since > online_again[1].since
@@ -159,7 +140,7 @@ async def test_garbage_is_online_but_not_trusted_and_names_the_values(sim):
         assert "SoC not implemented" in status.reason
         assert "discharge power 60000 W beyond the rating 20000 W x 1.1" in status.reason
         await asyncio.sleep(1.0)  # stays untrusted while the garbage lasts
-        assert rec.statuses[-1].online and not rec.statuses[-1].trusted
+        assert rec.seen[-1].online and not rec.seen[-1].trusted
         sim.set_fault("none")
         await rec.wait_for(trusted, 3)
 

@@ -13,7 +13,8 @@ from config.schema_devices import BatteryConfig
 from drivers.battery_factory import make_battery
 from drivers.battery_sunspec import SunSpecBattery
 from drivers.sim_battery import SimBattery
-from tests.integration.test_battery_sunspec import Recorder, running, trusted
+from tests.integration.harness import Recorder
+from tests.integration.test_battery_sunspec import running, trusted
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +52,8 @@ def power_near(target_w: float):
 
 async def next_polls(rec: Recorder, n: int, timeout_s: float) -> None:
     """Wait for `n` more statuses (so the held setpoint has been written again after each)."""
-    count = len(rec.statuses)
-    await rec.wait_for(lambda _s: len(rec.statuses) >= count + n, timeout_s)
+    count = len(rec.seen)
+    await rec.wait_for(lambda _s: len(rec.seen) >= count + n, timeout_s)
 
 
 async def test_setpoint_makes_the_battery_discharge_and_charge(sim):
@@ -131,7 +132,7 @@ async def test_a_battery_that_does_not_follow_a_new_setpoint_is_stuck_and_not_tr
         async with driver(battery_sim.port, stuck_after_s=1.0) as (battery, rec):
             await rec.wait_for(trusted, 3)
             await asyncio.sleep(1.5)  # unchanged, but nobody asked for a change: still trusted
-            assert rec.statuses[-1].trusted
+            assert rec.seen[-1].trusted
             battery.command(8_000.0)
             status = await rec.wait_for(lambda s: not s.trusted, 3)
     assert status.online and "unchanged for" in status.reason and "the setpoint asked for a change" in status.reason

@@ -12,7 +12,8 @@ from battery.trust import BatteryRatings
 from battery.vendors import decode_register
 from drivers.battery_victron import VictronBattery
 from drivers.sim_victron import SimVictronGx
-from tests.integration.test_battery_sunspec import Recorder, running, trusted
+from tests.integration.harness import Recorder
+from tests.integration.test_battery_sunspec import running, trusted
 
 pytestmark = pytest.mark.integration
 
@@ -105,9 +106,9 @@ async def test_the_override_is_renewed_every_poll_and_lapses_when_the_link_goes_
         assert gx.grid_setpoint_w() is None
 
         gx.set_fault("none")
-        back = len(rec.statuses)
+        back = len(rec.seen)
         await rec.wait_for(trusted, 3)
-        assert [s.trusted for s in rec.statuses[back:] if s.online][:3] == [False, False, True]
+        assert [s.trusted for s in rec.seen[back:] if s.online][:3] == [False, False, True]
         await rec.wait_for(power_near(5_000.0), 3)  # still held: steered again once it answers
 
 

@@ -9,7 +9,14 @@ import time
 import pytest
 import websockets
 
-from tests.integration.harness import Daemon, MqttWatcher, chargers, free_port, square_toml, wait_until
+from tests.integration.harness import (
+    Daemon,
+    MqttWatcher,
+    chargers,
+    free_port,
+    square_toml,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -23,31 +23,12 @@ from drivers.meter_sdm630 import Sdm630Meter, float32_from_regs
 from drivers.sim_meter import LAST_REGISTER, SimGridMeter, float_regs
 from drivers.sim_modbus import serve_registers
 from drivers.sim_p1 import EQUIPMENT_ID, SimP1Meter, build_telegram
+from tests.integration.harness import Recorder
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
 VOLTAGE_V = 230.0
-
-
-class Recorder:
-    """Collects every reading a driver reports and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.readings: list[GridReading] = []
-        self._news = asyncio.Event()
-
-    def __call__(self, reading: GridReading) -> None:
-        self.readings.append(reading)
-        self._news.set()
-
-    async def wait_for(self, pred: Callable[[GridReading], bool], timeout_s: float) -> GridReading:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if self.readings and pred(self.readings[-1]):
-                    return self.readings[-1]
-                self._news.clear()
-                await self._news.wait()
 
 
 class Draw:
@@ -154,8 +135,8 @@ async def test_sdm630_readings_follow_the_meter(sdm, draw, caplog):
         r = await rec.wait_for(lambda r: r.current_a == (10.0, 0.0, 31.5), 3)
         assert r.online and r.power_w == pytest.approx(VOLTAGE_V * 21.5, rel=1e-6) and r.reason == ""
         await asyncio.sleep(0.5)
-    assert all(r.online for r in rec.readings) and len(rec.readings) >= 4
-    assert [r.at_s for r in rec.readings] == sorted(r.at_s for r in rec.readings)
+    assert all(r.online for r in rec.seen) and len(rec.seen) >= 4
+    assert [r.at_s for r in rec.seen] == sorted(r.at_s for r in rec.seen)
     assert caplog.text.count("online:") == 1
 
 
@@ -171,7 +152,7 @@ async def test_sdm630_implausible_values_are_offline_logged_once_and_recover(sdm
         r = await rec.wait_for(offline, 2)
         assert words in r.reason and r.current_a is None and r.power_w is None
         await asyncio.sleep(0.7)  # a few retries, each rebuilding the link and failing the same way
-        assert len([r for r in rec.readings if not r.online]) >= 2
+        assert len([r for r in rec.seen if not r.online]) >= 2
         draw.current_a = (5.0, 5.0, 5.0)
         r = await rec.wait_for(online, 3)
         assert r.current_a == (5.0, 5.0, 5.0)
@@ -192,7 +173,7 @@ async def test_sdm630_that_does_not_answer_is_offline_within_its_timeout():
             r = await rec.wait_for(offline, 2)
             assert r.reason == f"no answer from {HOST}:{port} unit 1 within 0.5 s"
             assert r.at_s - started_at <= 0.5 + 0.3
-            await rec.wait_for(lambda r: len(rec.readings) >= 2, 2)  # and it keeps trying
+            await rec.wait_for(lambda r: len(rec.seen) >= 2, 2)  # and it keeps trying
 
 
 async def test_sdm630_exception_answer_is_offline_with_the_code():
@@ -245,7 +226,7 @@ async def test_p1_readings_follow_the_meter_in_whole_amperes(p1, draw):
         r = await rec.wait_for(lambda r: r.current_a == (8.0, 0.0, 40.0), 2)
         assert r.power_w == pytest.approx(VOLTAGE_V * 32.4, abs=1.0)
         await asyncio.sleep(0.6)
-    assert all(r.online for r in rec.readings) and len(rec.readings) >= 4
+    assert all(r.online for r in rec.seen) and len(rec.seen) >= 4
 
 
 async def test_p1_silence_is_offline_within_three_intervals_and_recovers(p1, draw, caplog):
@@ -253,10 +234,10 @@ async def test_p1_silence_is_offline_within_three_intervals_and_recovers(p1, dra
     async with meter(p1_config(p1.port)) as rec:
         await rec.wait_for(online, 2)
         await asyncio.sleep(3.5)  # longer than the silence allowed: telegrams keep it online
-        assert all(r.online for r in rec.readings) and len(rec.readings) >= 12
+        assert all(r.online for r in rec.seen) and len(rec.seen) >= 12
         p1.set_fault("silent")
         r = await rec.wait_for(offline, 3 * 1.0 + 1.5)
-        last_online = [x for x in rec.readings if x.online][-1]
+        last_online = [x for x in rec.seen if x.online][-1]
         assert r.at_s - last_online.at_s <= 3 * 1.0 + 1.0  # DSMR 5: a telegram a second
         assert r.reason == f"no valid telegram from {HOST}:{p1.port} for 3 s"
         draw.current_a = (20.0, 21.0, 22.0)
@@ -291,7 +272,7 @@ async def test_p1_garbage_counts_reach_the_driver(p1):
             while driver.rejected.get("crc", 0) < 4:
                 await asyncio.sleep(0.05)
     assert driver.rejected["unparsable"] >= 3
-    assert not any(r.online for r in recorder.readings)
+    assert not any(r.online for r in recorder.seen)
 
 
 async def test_p1_closed_by_the_adapter_is_offline_at_once_then_reconnects(draw):
@@ -339,8 +320,8 @@ async def test_p1_over_a_serial_port_reads_telegrams_and_cancels_cleanly(caplog)
         async with running(meter_side, "pty-meter"), running(driver.run, "p1-serial"):
             r = await recorder.wait_for(online, 3)
             assert (r.current_a, r.power_w) == ((16.0, 10.0, 0.0), 5750.0)
-            await recorder.wait_for(lambda _r: len(recorder.readings) >= 3, 2)
-        assert all(r.online for r in recorder.readings)
+            await recorder.wait_for(lambda _r: len(recorder.seen) >= 3, 2)
+        assert all(r.online for r in recorder.seen)
         assert EQUIPMENT_ID not in caplog.text  # the serial layer logs what it reads at DEBUG
     finally:
         os.close(main_fd)

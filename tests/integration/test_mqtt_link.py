@@ -16,8 +16,22 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from controller.events import BrokerConnected, BrokerLost, Event, LightAcked, OccupancyChanged
-from drivers.mqtt import MqttLink, ack_topic, light_topic, occupancy_topic, site_root, state_topic, status_topic
+from controller.events import (
+    BrokerConnected,
+    BrokerLost,
+    Event,
+    LightAcked,
+    OccupancyChanged,
+)
+from drivers.mqtt import (
+    MqttLink,
+    ack_topic,
+    light_topic,
+    occupancy_topic,
+    site_root,
+    state_topic,
+    status_topic,
+)
 from drivers.sim_lights import SimFixtures
 from tests.integration.mosquitto import Mosquitto
 

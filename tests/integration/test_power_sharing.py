@@ -15,7 +15,13 @@ import pytest
 
 from battery.model import BatteryModel
 from drivers.sim_battery import SimBattery
-from tests.integration.harness import Daemon, chargers, free_port, square_toml, wait_until
+from tests.integration.harness import (
+    Daemon,
+    chargers,
+    free_port,
+    square_toml,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,14 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 from battery.model import BatteryModel
 from battery.sunspec_map import decode_point, encode_point
 from drivers.sim_battery import SimBattery
-from drivers.sim_meter import CURRENT_A, FREQUENCY_HZ, POWER_FACTOR, POWER_W, TOTAL_POWER_W, SimGridMeter
+from drivers.sim_meter import (
+    CURRENT_A,
+    FREQUENCY_HZ,
+    POWER_FACTOR,
+    POWER_W,
+    TOTAL_POWER_W,
+    SimGridMeter,
+)
 
 pytestmark = pytest.mark.integration
 
