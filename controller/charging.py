@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from config.schema import SquareConfig
+from controller.lease_journal import LeaseJournal
 from controller.leases import LeaseBook, Order
 from controller.sharing import safe_default_a
 from drivers import ocpp16_profiles as p16
@@ -76,8 +77,9 @@ class SmartCharging:
         self._tasks: asyncio.TaskGroup | None = None
         self._sleep = asyncio.sleep  # between set-up attempts (a test may hold it)
         self._refusals: dict[str, int] = {}  # charger -> leases refused in a row
-        self._hold_until: dict[str, datetime] = {}
-        self._clearing: set[str] = set()  # leases being taken back  # key -> no new lease before (after a refusal)
+        self._hold_until: dict[str, datetime] = {}  # key -> no new lease before (after a refusal)
+        self._clearing: set[str] = set()  # leases being taken back
+        self.journal: LeaseJournal | None = None  # set by the daemon: leases written down before they go out
 
     def _compute_safe_defaults(self) -> None:
         cfg = self.cfg
@@ -289,6 +291,8 @@ class SmartCharging:
             answer = await self._call(charger_id, "ClearChargingProfile", {"id": p16.lease_profile_id(connector_id)})
             if answer.get("status") in ("Accepted", "Unknown"):
                 self.book.end_session(key)
+                if self.journal is not None:
+                    await self.journal.ended(key)
                 log.info("%s: lease taken back (%s); the safe default holds", key, answer.get("status"))
         except CallFailed as exc:
             log.warning("%s: taking the lease back failed (%s); it runs out by itself", key, exc)
@@ -303,6 +307,11 @@ class SmartCharging:
 
     async def _send_lease(self, order: Order, charger_id: str, connector_id: int, transaction_id: int, now: datetime) -> None:
         payload = p16.lease(order, connector_id, transaction_id, now, self.cfg.control.lease_s)
+        if self.journal is not None and not await self.journal.before_send(order, charger_id, connector_id, transaction_id, now):
+            # Without the bound on disk a restart could not know what the charger holds: do not send.
+            self.book.sent(order, self.clock(), False)
+            self._hold_until[order.key] = self.clock() + timedelta(seconds=10)
+            return
         try:
             answer = await self._call(charger_id, "SetChargingProfile", payload)
         except ChargerNotConnected:
@@ -322,6 +331,8 @@ class SmartCharging:
         self.book.sent(order, self.clock(), status == "Accepted")
         if status == "Accepted":
             self._refusals.pop(charger_id, None)
+            if self.journal is not None:
+                await self.journal.accepted(order, transaction_id)
         else:
             await self._refused(order, charger_id, f"refused a lease ({status})", final=False)
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from battery.dispatch import available_a, dispatch, reserve_soc_pct
 from battery.dispatch_types import BatteryInput, Dispatch
 from controller.charging import TX_MODE, SmartCharging, connector_key
-from controller.clock import wire_ts
+from controller.clock import local_text, wire_ts
 from controller.leases import telling_draw_a
 from controller.sharing import share
 from controller.sharing_types import Budget, ConnectorInput, Phases3, Sharing
@@ -52,16 +52,26 @@ class PowerControl:
         self._other_a: list[float] | None = None  # the rest of the site (A per phase), last measured
         self._logged_short: bool = False
         self._tx: dict[str, int] = {}  # key -> the transaction its lease belongs to
-        # Leases sent before a restart are unknown: a restored session's charger may hold up to its
-        # maximum until lease_s after the start, or until a new lease is accepted.
+        # A restored session's charger may still hold a lease sent before the restart: up to the
+        # bound the lease journal wrote down before sending it, until that runs out or a new lease
+        # is accepted. A session recorded before leases were written down counts at its charger's
+        # maximum for lease_s; one without a bound never got a lease (its safe default holds).
         now = state.clock()
-        until = now + timedelta(seconds=state.cfg.control.lease_s)
+        bounds = charging.journal.restored if charging.journal is not None else {}
         for c in state.cfg.chargers:
             for n, conn in state.chargers[c.id].connectors.items():
-                if conn.transaction_id is not None:
-                    key = connector_key(c.id, n)
+                if conn.transaction_id is None:
+                    continue
+                key = connector_key(c.id, n)
+                self._tx[key] = conn.transaction_id
+                bound = bounds.get(key)
+                if bound is not None and bound.tx_id == conn.transaction_id and bound.ends_at > now:
+                    charging.book.assume_held(key, bound.limit_a, now, bound.ends_at)
+                    log.info("%s: transaction %d may still hold a lease of up to %.1f A until %s",
+                             key, conn.transaction_id, bound.limit_a, wire_ts(bound.ends_at))
+                elif conn.transaction_id in state.untracked_tx or charging.journal is None:
+                    until = now + timedelta(seconds=state.cfg.control.lease_s)
                     charging.book.assume_held(key, float(c.max_current_a), now, until)
-                    self._tx[key] = conn.transaction_id
 
     def step(self, now: datetime, leases_allowed: bool = True) -> PowerView:
         """One decision at `now`; with `leases_allowed` False (an insane clock) only safe defaults hold."""
@@ -304,10 +314,21 @@ class PowerControl:
             "limit_a": self.limit_a(charger_id, connector),
             "safe_default_a": self.charging.safe_defaults.get(key),
             "lease_limit_a": book.lease_limit_a(key, now),
+            # what the fuse counts for the connector: also a lease sent before a restart, or unanswered
+            "in_force_a": round(book.in_force_a(key, now), 1),
             "lease_ends": wire_ts(ends) if ends is not None else None,
             "phase_rotation": self.charging.rotations.get(key),
             "why": d.reason if d is not None and d.reason else None,
         }
+
+    def offline_note(self, charger_id: str, now: datetime) -> str:
+        """For the alarm of a charger that lost its connection: what it may still draw, and how long."""
+        book, tz = self.charging.book, self.state.cfg.site.timezone
+        keys = [connector_key(charger_id, n) for n in self.state.chargers[charger_id].connectors]
+        may_a = sum(book.in_force_a(k, now) for k in keys)
+        ends = [e for e in (book.lease_ends_at(k) for k in keys) if e is not None and e > now]
+        held = f"its cars keep their leases until {local_text(max(ends), tz)}, then the safe default" if ends else "its connectors hold their safe default"
+        return f"{held}; the rest of the square shares the budget minus the {may_a:.1f} A per phase it may still draw"
 
     def limit_a(self, bay_charger: str, connector: int) -> float | None:
         """The limit a bay's car may draw now (A): its lease, or its safe default; None when no car."""

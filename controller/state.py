@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from config.schema import SquareConfig
 from controller import events as ev
 from controller.clock import parse_ts, utc_now
+from controller.reconcile import close_unseen
 from controller.store import Store
 from drivers.ocpp_backend import TransactionAnswer
 from signage.rules import Light, Override, track_session_over
@@ -115,6 +116,8 @@ class SquareState:
         self.tz = ZoneInfo(cfg.site.timezone)
         self.pending_log: list[LogEntry] = []
         self._passwords: dict[str, str | None] = {c.id: c.password for c in cfg.chargers}
+        self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
+        self.reconciled = 0  # sessions closed by the gateway since start
 
     # ---- restore -------------------------------------------------------------------------
 
@@ -122,8 +125,16 @@ class SquareState:
         """Load what must survive a restart: open sessions, last light commands, overrides."""
         for s in await self.store.open_sessions():
             conn = self._connector(s["charger"], s["connector"])
-            if conn is not None:
-                conn.transaction_id = s["id"]
+            if conn is None:
+                continue
+            if conn.transaction_id is not None:
+                # Two open sessions on one connector: the older one ended unseen (a charger has
+                # one transaction per connector); close it at its last reading.
+                await close_unseen(self, s["charger"], s["connector"], conn.transaction_id, self.clock(),
+                                      "a newer transaction was recorded on the same connector")
+            conn.transaction_id = s["id"]
+            if not s["leases_tracked"]:
+                self.untracked_tx.add(s["id"])
         self.commands = await self.store.light_commands()
         self.lights = {bay: light_from_command(cmd) for bay, cmd in self.commands.items()}
         for bay, o in (await self.store.overrides()).items():
@@ -327,6 +338,9 @@ class SquareState:
         )
         conn = self._connector(charger_id, connector_id)
         if conn is not None:
+            if conn.transaction_id is not None and conn.transaction_id != tx_id:
+                await close_unseen(self, charger_id, connector_id, conn.transaction_id, timestamp,
+                                      f"the charger started transaction {tx_id} on the same connector")
             conn.transaction_id = tx_id
         self.note(
             "transaction_started",

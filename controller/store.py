@@ -23,6 +23,7 @@ from controller.secrets import TagVault
 from controller.store_schema import (
     MIGRATIONS, SCHEMA_VERSION, StoreError, from_z, migrate, pragma, read_schema_version, to_z,
 )
+from controller.store_runs import RECONCILED, RunsMixin
 from controller.store_tokens import TOKEN_STATUSES, TokensMixin
 
 __all__ = [
@@ -81,7 +82,7 @@ def _event(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-class Store(TokensMixin):
+class Store(TokensMixin, RunsMixin):
     """One SQLite connection; every statement runs under one lock, so no coroutine reads
     another's uncommitted writes. Open with `await Store.open(path, vault)`."""
 
@@ -179,7 +180,7 @@ class Store(TokensMixin):
         async with self._write(durable=True) as db:
             cur = await db.execute(
                 "INSERT INTO sessions (charger_id, connector_id, bay_id, tag_hash, meter_start_wh,"
-                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " started_at, leases_tracked) VALUES (?, ?, ?, ?, ?, ?, 1)",
                 (charger_id, connector_id, bay_id, tag_hash, meter_start_wh, started),
             )
             tx_id = cur.lastrowid
@@ -190,12 +191,13 @@ class Store(TokensMixin):
         self, tx_id: int, meter_stop_wh: int, stopped_at: datetime, reason: str | None,
     ) -> dict[str, Any] | None:
         """Record a session's end, durably; None for an unknown id. A session already stopped
-        is returned as it is (a charger may repeat a StopTransaction it got no answer to)."""
+        is returned as it is (a charger may repeat a StopTransaction it got no answer to), unless
+        the gateway closed it itself (RECONCILED): the charger's own stop then replaces that."""
         stopped = to_z(stopped_at)
         async with self._write(durable=True) as db:
             await db.execute(
                 "UPDATE sessions SET meter_stop_wh = ?, stopped_at = ?, stop_reason = ?"
-                " WHERE id = ? AND stopped_at IS NULL",
+                f" WHERE id = ? AND (stopped_at IS NULL OR stop_reason = '{RECONCILED}')",
                 (meter_stop_wh, stopped, reason, tx_id),
             )
             async with db.execute(_SESSION_SELECT + " WHERE s.id = ?", (tx_id,)) as cur:
@@ -207,9 +209,10 @@ class Store(TokensMixin):
         return _session(rows[0]) if rows else None
 
     async def open_sessions(self) -> list[dict[str, Any]]:
-        """Sessions not yet stopped, oldest first."""
+        """Sessions not yet stopped, oldest first; each also says whether its leases were written
+        down (`leases_tracked`: a session recorded by this schema or a later one)."""
         rows = await self._fetch(_SESSION_SELECT + " WHERE s.stopped_at IS NULL ORDER BY s.id")
-        return [_session(r) for r in rows]
+        return [_session(r) | {"leases_tracked": bool(r["leases_tracked"])} for r in rows]
 
     async def sessions(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Sessions started at or after `since`, oldest first; without `since`, the newest

@@ -76,6 +76,29 @@ MIGRATIONS: list[tuple[str, ...]] = [
             grp TEXT,
             updated_at TEXT NOT NULL)""",
     ),
+    (
+        # What a charger may hold after a restart: per connector, the highest lease limit sent for
+        # the transaction and until when it may hold it, written (durably) before the lease goes out.
+        """CREATE TABLE leases (
+            key TEXT PRIMARY KEY,
+            charger_id TEXT NOT NULL,
+            connector_id INTEGER NOT NULL,
+            tx_id INTEGER NOT NULL,
+            limit_a REAL NOT NULL,
+            ends_at TEXT NOT NULL,
+            written_at TEXT NOT NULL)""",
+        # Sessions recorded from now on have their leases in `leases`: after a restart a session
+        # without a row there got none. Older sessions may hold a lease nobody wrote down.
+        "ALTER TABLE sessions ADD COLUMN leases_tracked INTEGER NOT NULL DEFAULT 0",
+        # One row per start of the daemon: a row without stopped_at ended in a crash, a kill, a
+        # hang (the watchdog) or a power cut.
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at TEXT NOT NULL,
+            alive_at TEXT NOT NULL,
+            stopped_at TEXT,
+            pid INTEGER NOT NULL)""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,65 @@
+"""Sessions that ended while the gateway did not see it, closed by the gateway itself.
+
+A charger queues its StopTransaction while the gateway is down and sends it first on reconnecting;
+but a charger may lose it (a reboot, a full queue), or start a new transaction on the connector
+first. Such a session is closed at its last meter reading with the stop reason `Reconciled`, an
+event says why, and a StopTransaction that still arrives replaces the gateway's guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.state import SquareState
+
+log = logging.getLogger("laadplein.state")
+
+RECONCILE_AFTER_S = 60.0
+"""How long a connector with an open session must be reported free, by a charger connected that
+long, before the gateway closes the session itself (a charger sends its queued StopTransaction
+within seconds of reconnecting)."""
+FREE_STATUSES = frozenset({"Available", "Preparing", "Finishing"})
+"""OCPP 1.6 statuses in which a connector has no running transaction (Finishing: it has stopped)."""
+
+
+async def reconcile_sessions(state: SquareState, now: datetime, after_s: float = RECONCILE_AFTER_S) -> None:
+    """Close open sessions whose connector the charger has reported free for `after_s`, while
+    connected at least that long."""
+    for cid, c in state.chargers.items():
+        if not c.online or c.connected_at is None:
+            continue
+        for n, conn in c.connectors.items():
+            tx = conn.transaction_id
+            if tx is None or conn.status not in FREE_STATUSES or conn.status_at is None:
+                continue
+            if (now - max(conn.status_at, c.connected_at)).total_seconds() >= after_s:
+                await close_unseen(
+                    state, cid, n, tx, conn.status_at,
+                    f"the charger reports it {conn.status} and sent no StopTransaction within {after_s:.0f} s",
+                )
+
+
+async def close_unseen(state: SquareState, charger_id: str, connector_id: int, tx_id: int, stopped_at: datetime, why: str) -> None:
+    """Close transaction `tx_id` on a connector at its last meter reading, saying `why`."""
+    row = await state.store.reconcile_session(tx_id, stopped_at)
+    conn = state.chargers.get(charger_id).connectors.get(connector_id) if charger_id in state.chargers else None
+    if conn is not None and conn.transaction_id == tx_id:
+        conn.transaction_id = None
+    if row is None:
+        return
+    state.reconciled += 1
+    bay = state.cfg.bay_for(charger_id, connector_id)
+    where = f"{charger_id}/{connector_id}" + (f" (bay {bay.id})" if bay else "")
+    last = f"sampled {row['last_sample_at']}" if row["last_sample_at"] else "no meter values: its start reading"
+    state.note(
+        "session_reconciled",
+        f"{where}: transaction {tx_id} ended while the gateway did not see it ({why}); closed at its last"
+        f" meter reading, {row['energy_wh']} Wh ({last})",
+        charger_id=charger_id,
+        bay_id=bay.id if bay else None,
+        data={"transaction_id": tx_id, "energy_wh": row["energy_wh"], "why": why},
+    )
+    log.warning("%s: transaction %d closed by the gateway: %s", where, tx_id, why)
