@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from controller.clock import local_text, wire_ts
+from controller.reconcile import reconcile_sessions
+from controller.restart import RESTART_ALARM
 from controller.state import SquareState
 from signage.commands import light_command, same_command
 from signage.rules import BayInputs, SignageSettings, decide
@@ -82,10 +84,11 @@ class ClockCheck:
 class Cycle:
     """Owns the loop from state to decisions to commands."""
 
-    def __init__(self, state: SquareState, mqtt: LightPublisher, power=None) -> None:
+    def __init__(self, state: SquareState, mqtt: LightPublisher, power=None, *, notifier=None) -> None:
         self.state = state
         self.mqtt = mqtt
         self.power = power  # controller.power.PowerControl, or None (lights only)
+        self.notifier = notifier  # controller.service.ServiceNotifier (its alive()), or None
         self.clock_check = ClockCheck()
         cfg = state.cfg
         self.settings = SignageSettings(
@@ -114,6 +117,9 @@ class Cycle:
             self.state.wake.clear()
             started = time.monotonic()
             await self.run_once(self.state.clock())
+            if self.notifier is not None:
+                # Only a completed cycle pings the watchdog: a hung loop goes quiet and gets restarted.
+                self.notifier.alive()
             took_s = time.monotonic() - started
             if took_s > period_s:
                 self.overruns += 1
@@ -123,6 +129,7 @@ class Cycle:
         """One cycle at `now`."""
         self.cycles += 1
         await self._expire_overrides(now)
+        await reconcile_sessions(self.state, now, self.state.cfg.ocpp.reconcile_after_s)
         inputs = [self.bay_inputs(bay.id, now) for bay in self.state.cfg.bays]
         known = [i for i in inputs if i.known]
         decision = decide(known, self.state.lights, self.settings, now)
@@ -214,12 +221,19 @@ class Cycle:
             if never or gone:
                 since = c.disconnected_at or st.started_at
                 bays = ", ".join(b.id for b in cfg.bays if b.charger == charger.id)
+                power = f"; {self.power.offline_note(charger.id, now)}" if self.power is not None and key not in self._alarms else ""
                 await self._raise(
                     key, since, f"charger {charger.id} offline since {local_text(since, cfg.site.timezone)}",
-                    f"its bays ({bays}) show green (fault)", charger_id=charger.id,
+                    f"its bays ({bays}) show green (fault){power}", charger_id=charger.id,
                 )
             elif c.online:
                 await self._clear(key, now)
+        if RESTART_ALARM in self._alarms:
+            # Back to normal once every charger has been back (and told its status), or after
+            # ten minutes: a charger still missing then has its own alarm.
+            back = all(st.chargers[c.id].connected_at is not None for c in cfg.chargers)
+            if back or (now - st.started_at).total_seconds() > 600:
+                await self._clear(RESTART_ALARM, now)
         key = "broker_offline"
         if not st.broker_online and (now - st.started_at).total_seconds() > 10:
             await self._raise(
@@ -246,7 +260,8 @@ class Cycle:
     async def _check_battery(self, now: datetime) -> None:
         st = self.state
         b, where = st.battery, f"{st.cfg.battery.host}:{st.cfg.battery.port}"
-        action = "power sharing plans as if the battery gives nothing; the link is retried every 2 s"
+        plan = self.power.battery_note(now) if self.power is not None else "power sharing plans as if the battery gives nothing"
+        action = f"{plan}; the link is retried every 2 s, and trusted again after 3 plausible readings"
         if b is None:
             if (now - st.started_at).total_seconds() > 10:
                 await self._raise("battery_offline", st.started_at, f"no reading from the battery at {where} yet", action)

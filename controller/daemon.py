@@ -21,8 +21,11 @@ from controller.api import AdminApi
 from controller.charging import SmartCharging
 from controller.clock import utc_now
 from controller.cycle import Cycle
+from controller.lease_journal import LeaseJournal
 from controller.power import PowerControl
+from controller.restart import end_run, keep_alive, start_run
 from controller.secrets import TagVault, load_or_create_secret
+from controller.service import JournalFormatter, ServiceNotifier, journal_stream
 from controller.state import SquareState
 from controller.store import Store
 from drivers.battery_factory import make_battery
@@ -52,9 +55,11 @@ class _SquareTimeFormatter(logging.Formatter):
 
 
 def setup_logging(tz_name: str, level: int = logging.INFO) -> None:
-    """Log to stderr with the square's local time; keep third-party chatter (and id tags) out."""
+    """Log to stderr with the square's local time (the journal's form under systemd); keep third-party
+    chatter (and id tags) out."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_SquareTimeFormatter(ZoneInfo(tz_name)))
+    # The journal stamps every line itself and ranks it by a <N> prefix.
+    handler.setFormatter(JournalFormatter() if journal_stream() else _SquareTimeFormatter(ZoneInfo(tz_name)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -80,8 +85,15 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
-async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run the square until cancelled."""
+async def run_daemon(
+    cfg: SquareConfig, *, ready: asyncio.Event | None = None, notifier: ServiceNotifier | None = None
+) -> None:
+    """Run the square until cancelled, telling systemd (`notifier`, else one from the environment) how it goes."""
+    notifier = ServiceNotifier() if notifier is None else notifier
+    if notifier.watchdog_s is not None and notifier.watchdog_s < 2 * cfg.control.period_s:
+        # The watchdog is pinged after every cycle: a quiet square cycles only every period_s.
+        log.warning("systemd's watchdog (%g s) is shorter than two control periods (control.period_s = %g s): "
+                    "expect restarts; raise WatchdogSec", notifier.watchdog_s, cfg.control.period_s)
     token = read_token(cfg.api.token_file)
     db_path = Path(cfg.storage.path)
     try:
@@ -92,6 +104,8 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
     try:
         state = SquareState(cfg, store, clock=utc_now)
         await state.restore()
+        journal = LeaseJournal(store, cfg.control.lease_s, await store.lease_bounds())
+        run = await start_run(store, state, len(journal.restored))
         cutoff_purged = await store.purge_older_than(utc_now() - timedelta(days=cfg.storage.retention_days))
         if cutoff_purged:
             log.info("retention: deleted %d record(s) older than %d days", cutoff_purged, cfg.storage.retention_days)
@@ -113,12 +127,15 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
             state,
             heartbeat_interval_s=cfg.ocpp.heartbeat_interval_s,
             call_timeout_s=cfg.ocpp.call_timeout_s,
+            ping_interval_s=cfg.ocpp.ping_interval_s,
+            ping_timeout_s=cfg.ocpp.ping_interval_s,
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
+        charging.journal = journal
         battery = make_battery(cfg.battery, state.record_battery) if cfg.battery is not None else None
         meter = make_grid_meter(cfg.grid_meter, state.record_grid) if cfg.grid_meter is not None else None
         power = PowerControl(state, charging, battery)
-        cycle = Cycle(state, mqtt, power)
+        cycle = Cycle(state, mqtt, power, notifier=notifier)
         api = AdminApi(state, cycle, ocpp, token=token)
         ocpp_ready, api_ready = asyncio.Event(), asyncio.Event()
         try:
@@ -136,13 +153,20 @@ async def run_daemon(cfg: SquareConfig, *, ready: asyncio.Event | None = None) -
                 await asyncio.wait_for(asyncio.gather(ocpp_ready.wait(), api_ready.wait()), timeout=15)
                 tg.create_task(cycle.run(), name="cycle")
                 tg.create_task(_retention(store, cfg.storage.retention_days), name="retention")
+                tg.create_task(keep_alive(store, run.id, state.clock), name="run-alive")
                 log.info(
                     "square %s up: OCPP on ws://%s:%d%s/<charger id>, %d charger(s), %d bay(s)",
                     cfg.site.id, cfg.ocpp.host, ocpp.port, cfg.ocpp.path, len(cfg.chargers), len(cfg.bays),
                 )
+                notifier.ready(f"square {cfg.site.id}: {len(cfg.chargers)} charger(s), {len(cfg.bays)} bay(s)")
                 if ready is not None:
                     ready.set()
+        except asyncio.CancelledError:
+            # SIGTERM/SIGINT (or a caller's cancel): a clean stop, unlike a task's crash.
+            await end_run(store, run.id, state.clock)
+            raise
         finally:
+            notifier.stopping()  # also on a crash; said once when a signal already said it
             await _shutdown(mqtt)
     finally:
         await store.close()
@@ -170,11 +194,13 @@ def main_run(cfg: SquareConfig) -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         stopping: dict = {"signal": None, "at": 0.0}
+        notifier = ServiceNotifier()
 
         def _stop(signame: str) -> None:
             if stopping["signal"] is None:
                 stopping["signal"], stopping["at"] = signame, time.monotonic()
                 log.info("%s received: shutting down", signame)
+                notifier.stopping()
                 task.cancel()
                 loop.call_later(SHUTDOWN_DEADLINE_S, _overdue)
 
@@ -193,7 +219,7 @@ def main_run(cfg: SquareConfig) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop, sig.name)
         try:
-            await run_daemon(cfg)
+            await run_daemon(cfg, notifier=notifier)
         except asyncio.CancelledError:
             if stopping["signal"] is None:
                 raise

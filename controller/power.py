@@ -321,6 +321,17 @@ class PowerControl:
             "why": d.reason if d is not None and d.reason else None,
         }
 
+    def battery_note(self, now: datetime) -> str:
+        """For the alarm of a battery that cannot be used: what power sharing does about it."""
+        b = self.state.cfg.battery
+        text = "power sharing plans as if the battery gives nothing"
+        if b is not None and self._charge_w > 0 and self._charge_refreshed_at is not None:
+            until = self._charge_refreshed_at + timedelta(seconds=b.revert_timeout_s + 2 * b.poll_s)
+            if until > now:
+                text += (f" and keeps the {self._charge_w / 1000:.1f} kW it was last told to charge with reserved"
+                         f" until {local_text(until, self.state.cfg.site.timezone)} (its revert timeout)")
+        return text
+
     def offline_note(self, charger_id: str, now: datetime) -> str:
         """For the alarm of a charger that lost its connection: what it may still draw, and how long."""
         book, tz = self.charging.book, self.state.cfg.site.timezone

@@ -298,7 +298,9 @@ class Store(TokensMixin, RunsMixin):
         seq = command.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise ValueError(f"bay {bay_id}: a light command needs an integer seq")
-        async with self._write() as db:
+        # Durable: a seq lost in a power cut would be handed out again after it (lights change
+        # a few times an hour per bay, so the flash can afford it).
+        async with self._write(durable=True) as db:
             async with db.execute("SELECT seq FROM light_commands WHERE bay_id = ?", (bay_id,)) as cur:
                 row = await cur.fetchone()
             if row is not None and seq < row["seq"]:
@@ -319,8 +321,9 @@ class Store(TokensMixin, RunsMixin):
     async def set_override(
         self, bay_id: str, color: str, until: datetime, who: str, why: str, at: datetime,
     ) -> None:
-        """Hold a bay's light at `color` until `until`; replaces the bay's earlier override."""
-        async with self._write() as db:
+        """Hold a bay's light at `color` until `until`, durably (a person relies on it); replaces the
+        bay's earlier override."""
+        async with self._write(durable=True) as db:
             await db.execute(
                 "INSERT OR REPLACE INTO overrides (bay_id, color, until, who, why, set_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

@@ -42,13 +42,14 @@ def square_toml(
     auth: str = "free",
     grid_limit_a: float = 80,
     control: str = "period_s = 0.2\n",
+    ocpp: str = "",
 ) -> str:
     sig = {"min_free_ev_bays": 0, "grace_s": 3, "min_dwell_s": 0, "startup_wait_s": 5, "offline_after_s": 2}
     sig.update(signage or {})
     lines = [
         '[site]\nid = "testplein"\nname = "Test square"\ntimezone = "Europe/Amsterdam"\n',
         f"[grid]\nphases = 3\nlimit_a = {grid_limit_a:g}\n",
-        f'[ocpp]\nhost = "127.0.0.1"\nport = {ocpp_port}\npath = "/ocpp"\nauth = "{auth}"\nheartbeat_interval_s = 60\ncall_timeout_s = 5\n',
+        f'[ocpp]\nhost = "127.0.0.1"\nport = {ocpp_port}\npath = "/ocpp"\nauth = "{auth}"\nheartbeat_interval_s = 60\ncall_timeout_s = 5\n' + ocpp,
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "lp"\n',
         f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n' + (f'token_file = "{token_file}"\n' if token_file else ""),
         '[storage]\npath = "state/laadplein.db"\n',
@@ -87,12 +88,14 @@ class Daemon:
         self.config_path.write_text(self.config_text)
         self.log_path = self.folder / "daemon.log"
 
-    def start(self, timeout_s: float = 20.0) -> None:
+    def start(self, timeout_s: float = 20.0, env: dict[str, str] | None = None) -> None:
         self.runs += 1
         log = open(self.log_path, "a")
         log.write(f"\n===== run {self.runs} =====\n")
         log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # A test run under systemd (a CI runner) must not hand its own service's sockets on.
+        inherited = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
+        env = dict(inherited, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", "run", "--config", str(self.config_path)],
             cwd=REPO,
