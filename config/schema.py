@@ -110,7 +110,7 @@ class OcppConfig(BaseModel):
     allow_unknown_chargers: bool = False
     call_timeout_s: float = Field(30, ge=1, le=120)
     # A WebSocket ping every ping_interval_s, answered within as long: a half-open connection
-    # (a cut cable, a charger that froze) is noticed within twice the interval.
+    # (a cut cable, a charger that froze) is noticed within twice the interval plus a second.
     ping_interval_s: float = Field(20, ge=1, le=30)
     # A connector reported free this long (by a charger connected this long) while the gateway still
     # has a session open on it: the session ended unseen and the gateway closes it itself.

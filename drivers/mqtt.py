@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import secrets
+import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -23,18 +26,23 @@ from drivers.mqtt_wire import (
     check_seq_color, check_topic_level, encode_json, light_topic, occupancy_topic, parse_ack,
     parse_light_command, parse_occupancy, site_root, state_topic, status_topic,
 )
+from drivers.mqtt_wire import OCCUPANCY_EVERY_S, Throttle
 
 __all__ = [
-    "JUNK_LOG_EVERY_S", "LIGHT_COLORS", "MAX_PAYLOAD_BYTES", "OP_TIMEOUT_S", "PAHO_LOG", "SEQ_MAX",
-    "MqttLink", "MqttLinkError", "MqttPayloadError", "ack_topic", "bay_from_topic", "check_topic_level",
-    "describe_mqtt_error", "encode_json", "light_topic", "occupancy_topic", "parse_ack",
-    "parse_light_command", "parse_occupancy", "site_root", "state_topic", "status_topic", "utc_now",
+    "FIRST_RETRY_S", "JUNK_LOG_EVERY_S", "LIGHT_COLORS", "MAX_PAYLOAD_BYTES", "OP_TIMEOUT_S", "PAHO_LOG",
+    "RETRY_JITTER", "SEQ_MAX", "STABLE_AFTER_S", "MqttLink", "MqttLinkError", "MqttPayloadError", "ack_topic",
+    "bay_from_topic", "check_topic_level", "describe_mqtt_error", "encode_json", "failures_after_loss",
+    "light_topic", "occupancy_topic", "parse_ack", "parse_light_command", "parse_occupancy", "retry_delay_s",
+    "site_root", "state_topic", "status_topic", "utc_now",
 ]
 
 log = logging.getLogger(__name__)
 
 OP_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK: a healthy broker answers in milliseconds
 JUNK_LOG_EVERY_S = 60.0
+FIRST_RETRY_S = 0.5  # a broker that restarts is back within a second or two: do not make the lights wait
+RETRY_JITTER = 0.2  # each wait is shortened by up to this share, so gateways that lost one broker spread out
+STABLE_AFTER_S = 10.0  # a connection up this long was a real one: the next loss starts the backoff afresh
 
 
 class _Demote(logging.Filter):
@@ -54,11 +62,59 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def retry_delay_s(failures: int, cap_s: float, *, draw: float = 0.0) -> float:
+    """Seconds to wait before the next attempt after `failures` (>= 1) failed ones in a row.
+
+    FIRST_RETRY_S, doubling with every failure, never more than `cap_s`; `draw` (in [0, 1), a random
+    number in the link) shortens the wait by up to RETRY_JITTER of it, so the jitter never breaks the cap.
+    """
+    if failures < 1:
+        raise ValueError(f"failures must be >= 1, got {failures}")
+    if cap_s <= 0:
+        raise ValueError(f"cap_s must be > 0, got {cap_s}")
+    if not 0 <= draw < 1:
+        raise ValueError(f"draw must be in [0, 1), got {draw}")
+    base_s = min(FIRST_RETRY_S * 2 ** min(failures - 1, 32), cap_s)
+    return base_s * (1 - RETRY_JITTER * draw)
+
+
+def failures_after_loss(failures: int, up_s: float) -> int:
+    """Failed attempts in a row once a connection that was up for `up_s` s (0: never up) is lost.
+
+    A connection that lasted STABLE_AFTER_S counts as a success and the backoff starts again at its
+    first step; one that drops at once (a broker that accepts and then throws us out) is one more failure.
+    """
+    return 1 if up_s >= STABLE_AFTER_S else failures + 1
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Reset the socket of a connection that did not end cleanly (no CONNACK, or no answer to DISCONNECT).
+
+    aiomqtt leaves it open after a timeout, and a broker that wakes up later would then act on the
+    CONNECT still in flight: a ghost with the gateway's client id that takes the live connection's
+    session over (and fires its Last Will). A reset drops whatever was not yet delivered.
+    """
+    paho = getattr(client, "_client", None)  # neither aiomqtt nor paho has a public way to drop the socket
+    close = getattr(paho, "_sock_close", None)  # it also takes the socket off aiomqtt's event loop
+    sock = paho.socket() if close is not None else None
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass  # already closed by the peer: nothing left to drop
+    close()
+
+
 class _BrokerGone(Exception):
-    def __init__(self, reason: str, *, was_up: bool) -> None:
+    def __init__(self, reason: str, *, up_s: float | None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.was_up = was_up
+        self.up_s = up_s  # how long the connection was up; None: it never came up
+
+    @property
+    def was_up(self) -> bool:
+        return self.up_s is not None
 
 
 class _Stop(Exception):
@@ -83,6 +139,8 @@ class MqttLink:
     """The gateway's connection to the broker: retries forever, republishes on every reconnect.
 
     `on_event` gets OccupancyChanged, LightAcked, BrokerConnected and BrokerLost; it must not block.
+    A lost broker is tried again after FIRST_RETRY_S, then doubling up to `retry_s` (at most 5 s,
+    interfaces.md §4): see retry_delay_s.
     """
 
     def __init__(
@@ -97,7 +155,7 @@ class MqttLink:
         password: str | None = None,
         keepalive_s: int = 30,
         client_id: str | None = None,
-        retry_s: float = 2.0,
+        retry_s: float = 5.0,
         state_min_interval_s: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -131,12 +189,20 @@ class MqttLink:
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
         self._down_since: float | None = None
+        self._up_since = 0.0
         self._next_down_log = 0.0
         self._junk_seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._occupancy: Throttle[OccupancyChanged] = Throttle(OCCUPANCY_EVERY_S)
+        self._occupancy_held = asyncio.Event()
 
     @property
     def broker(self) -> str:
         return f"{self._host}:{self._port}"
+
+    @property
+    def retry_s(self) -> float:
+        """The longest wait between two attempts to reach a lost broker (s)."""
+        return self._retry_s
 
     @property
     def connected(self) -> bool:
@@ -190,14 +256,17 @@ class MqttLink:
             raise MqttLinkError("MqttLink.run() is already running")
         self._running = True
         self._done.clear()
+        failures = 0
         try:
             while not self._stopping.is_set():
                 try:
                     await self._connection()
                 except _BrokerGone as gone:
-                    self._report_down(gone)
+                    failures = failures_after_loss(failures, gone.up_s or 0.0)
+                    delay_s = retry_delay_s(failures, self._retry_s, draw=random.random())
+                    self._report_down(gone, delay_s)
                     try:
-                        async with asyncio.timeout(self._retry_s):  # wait_for may lose a cancel on 3.11
+                        async with asyncio.timeout(delay_s):  # wait_for may lose a cancel on 3.11
                             await self._stopping.wait()
                     except TimeoutError:
                         pass
@@ -206,21 +275,24 @@ class MqttLink:
             self._running = False
             self._done.set()
 
-    def _report_down(self, gone: _BrokerGone) -> None:
+    def _report_down(self, gone: _BrokerGone, delay_s: float) -> None:
         now = time.monotonic()
         if gone.was_up or self._down_since is None:
             word = "lost" if gone.was_up else "unreachable"
-            log.warning("MQTT broker %s %s (%s); retrying every %g s", self.broker, word, gone.reason, self._retry_s)
+            log.warning(
+                "MQTT broker %s %s (%s); retrying in %.1f s, backing off to every %g s",
+                self.broker, word, gone.reason, delay_s, self._retry_s,
+            )
             self._down_since, self._next_down_log = now, now + 60
             self._on_event(BrokerLost(at=self._clock(), reason=gone.reason))
         elif now >= self._next_down_log:
             log.warning(
-                "MQTT broker %s still unreachable after %.0f s (%s); retrying every %g s",
-                self.broker, now - self._down_since, gone.reason, self._retry_s,
+                "MQTT broker %s still unreachable after %.0f s (%s); next try in %.1f s",
+                self.broker, now - self._down_since, gone.reason, delay_s,
             )
             self._next_down_log = now + 60
         else:
-            log.debug("MQTT broker %s: connect failed (%s)", self.broker, gone.reason)
+            log.debug("MQTT broker %s: connect failed (%s); next try in %.1f s", self.broker, gone.reason, delay_s)
 
     def _new_client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -239,8 +311,10 @@ class MqttLink:
     async def _connection(self) -> None:
         """One connection, from CONNECT to loss (raises _BrokerGone) or close() (returns)."""
         was_up = False
+        client: aiomqtt.Client | None = None
         try:
-            async with self._new_client() as client:
+            client = self._new_client()
+            async with client:
                 try:
                     await client.publish(status_topic(self._root), b"online", qos=1, retain=True)
                     granted = await client.subscribe(
@@ -261,12 +335,16 @@ class MqttLink:
                     await self._say_offline(client, budget_s=1.0)
                     raise
         except (aiomqtt.MqttError, OSError) as exc:
-            raise _BrokerGone(describe_mqtt_error(exc), was_up=was_up) from None
+            up_s = time.monotonic() - self._up_since if was_up else None
+            raise _BrokerGone(describe_mqtt_error(exc), up_s=up_s) from None
         finally:
             self._connected = False
+            if client is not None:
+                _abandon(client)  # a no-op after a clean disconnect or a loss paho noticed itself
 
     def _came_up(self) -> None:
         self._connected = True
+        self._up_since = time.monotonic()
         self._lights_due = dict.fromkeys(sorted(self._lights))
         self._lights_wake.set()
         if self._state is not None:
@@ -286,6 +364,7 @@ class MqttLink:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._read(client), name="mqtt-read")
+                tg.create_task(self._pass_held_occupancy(), name="mqtt-sensors")
                 tg.create_task(self._send_lights(client), name="mqtt-lights")
                 tg.create_task(self._send_state(client), name="mqtt-state")
                 tg.create_task(self._wait_stop(), name="mqtt-stop")
@@ -354,7 +433,8 @@ class MqttLink:
             return
         bay, kind = parsed
         if bay not in self._bays:
-            self._complain(bay, "unknown", f"message on {topic} for a bay not in the config; ignored", logging.INFO)
+            # one key for every unknown bay: made-up bay ids must not grow the table
+            self._complain("*", "unknown", f"message on {topic} for a bay not in the config; ignored", logging.INFO)
             return
         at = self._clock()
         if kind == "occupancy":
@@ -363,7 +443,7 @@ class MqttLink:
             except MqttPayloadError as exc:
                 self._complain(bay, kind, f"{topic}: {exc}; bay {bay} counts as sensor fault (occupied)")
                 occupied = None
-            self._on_event(OccupancyChanged(bay_id=bay, occupied=occupied, at=at))
+            self._offer_occupancy(OccupancyChanged(bay_id=bay, occupied=occupied, at=at))
         elif kind == "ack":
             try:
                 seq, color = parse_ack(payload)
@@ -371,6 +451,23 @@ class MqttLink:
                 self._complain(bay, kind, f"{topic}: {exc}; ack ignored")
                 return
             self._on_event(LightAcked(bay_id=bay, seq=seq, color=color, at=at))
+
+    def _offer_occupancy(self, event: OccupancyChanged) -> None:
+        """Pass a reading on, or hold it for its turn: a sensor flapping a thousand times a second must not stall the cycle."""
+        passed = self._occupancy.offer(event.bay_id, event, time.monotonic())
+        if passed is None:
+            self._occupancy_held.set()
+        else:
+            self._on_event(passed)
+
+    async def _pass_held_occupancy(self) -> None:
+        while True:
+            while (due_s := self._occupancy.next_due_s()) is not None:
+                await asyncio.sleep(max(0.0, due_s - time.monotonic()))
+                for event in self._occupancy.take_due(time.monotonic()):
+                    self._on_event(event)
+            await self._occupancy_held.wait()
+            self._occupancy_held.clear()
 
     def _complain(self, bay: str, kind: str, text: str, level: int = logging.WARNING) -> None:
         """Log once per bay and kind per minute, with how many were held back since."""

@@ -39,12 +39,21 @@ _ws_logger.setLevel(logging.WARNING)
 
 SUBPROTOCOLS: tuple[str, ...] = ("ocpp1.6",)
 DROP_LOG_INTERVAL_S = 60.0
+# After sending a Close frame (a keepalive ping timed out, a newer connection replaced this one, the
+# gateway stops), how long to wait for the charger's side of the close before dropping the socket. A
+# charger that missed its pong is presumed gone: the library's 10 s would only delay the news.
+CLOSE_TIMEOUT_S = 1.0
 
 __all__ = ["OcppServer", "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected"]
 
 
 class OcppServer:
-    """WebSocket endpoint for OCPP 1.6J chargers at ws://host:port<path>/<charger id>."""
+    """WebSocket endpoint for OCPP 1.6J chargers at ws://host:port<path>/<charger id>.
+
+    Every connection is pinged every `ping_interval_s`; one whose pong has not come `ping_timeout_s`
+    after its ping is closed and its charger reported disconnected: a half-open link (a cut cable,
+    a charger that froze) is noticed within ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S.
+    """
 
     def __init__(
         self,
@@ -97,6 +106,7 @@ class OcppServer:
                     max_size=self._max_frame_bytes,
                     ping_interval=self._ping_interval_s,
                     ping_timeout=self._ping_timeout_s,
+                    close_timeout=CLOSE_TIMEOUT_S,
                     logger=_ws_logger,
                 ) as server:
                     self._port = next(iter(server.sockets)).getsockname()[1]
