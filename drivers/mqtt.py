@@ -11,8 +11,6 @@ import logging
 import math
 import random
 import secrets
-import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,13 +18,43 @@ from typing import Any
 
 import aiomqtt
 
-from controller.events import BrokerConnected, BrokerLost, Event, LightAcked, OccupancyChanged
-from drivers.mqtt_wire import (
-    LIGHT_COLORS, MAX_PAYLOAD_BYTES, SEQ_MAX, MqttLinkError, MqttPayloadError, ack_topic, bay_from_topic,
-    check_seq_color, check_topic_level, encode_json, light_topic, occupancy_topic, parse_ack,
-    parse_light_command, parse_occupancy, site_root, state_topic, status_topic,
+from controller.events import (
+    BrokerConnected,
+    BrokerLost,
+    Event,
+    LightAcked,
+    OccupancyChanged,
 )
-from drivers.mqtt_wire import OCCUPANCY_EVERY_S, Throttle
+from drivers.mqtt_retry import (
+    FIRST_RETRY_S,
+    RETRY_JITTER,
+    STABLE_AFTER_S,
+    abandon_socket,
+    failures_after_loss,
+    retry_delay_s,
+)
+from drivers.mqtt_wire import (
+    LIGHT_COLORS,
+    MAX_PAYLOAD_BYTES,
+    OCCUPANCY_EVERY_S,
+    SEQ_MAX,
+    MqttLinkError,
+    MqttPayloadError,
+    Throttle,
+    ack_topic,
+    bay_from_topic,
+    check_seq_color,
+    check_topic_level,
+    encode_json,
+    light_topic,
+    occupancy_topic,
+    parse_ack,
+    parse_light_command,
+    parse_occupancy,
+    site_root,
+    state_topic,
+    status_topic,
+)
 
 __all__ = [
     "FIRST_RETRY_S", "JUNK_LOG_EVERY_S", "LIGHT_COLORS", "MAX_PAYLOAD_BYTES", "OP_TIMEOUT_S", "PAHO_LOG",
@@ -40,9 +68,6 @@ log = logging.getLogger(__name__)
 
 OP_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK: a healthy broker answers in milliseconds
 JUNK_LOG_EVERY_S = 60.0
-FIRST_RETRY_S = 0.5  # a broker that restarts is back within a second or two: do not make the lights wait
-RETRY_JITTER = 0.2  # each wait is shortened by up to this share, so gateways that lost one broker spread out
-STABLE_AFTER_S = 10.0  # a connection up this long was a real one: the next loss starts the backoff afresh
 
 
 class _Demote(logging.Filter):
@@ -60,50 +85,6 @@ PAHO_LOG.addFilter(_Demote())
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def retry_delay_s(failures: int, cap_s: float, *, draw: float = 0.0) -> float:
-    """Seconds to wait before the next attempt after `failures` (>= 1) failed ones in a row.
-
-    FIRST_RETRY_S, doubling with every failure, never more than `cap_s`; `draw` (in [0, 1), a random
-    number in the link) shortens the wait by up to RETRY_JITTER of it, so the jitter never breaks the cap.
-    """
-    if failures < 1:
-        raise ValueError(f"failures must be >= 1, got {failures}")
-    if cap_s <= 0:
-        raise ValueError(f"cap_s must be > 0, got {cap_s}")
-    if not 0 <= draw < 1:
-        raise ValueError(f"draw must be in [0, 1), got {draw}")
-    base_s = min(FIRST_RETRY_S * 2 ** min(failures - 1, 32), cap_s)
-    return base_s * (1 - RETRY_JITTER * draw)
-
-
-def failures_after_loss(failures: int, up_s: float) -> int:
-    """Failed attempts in a row once a connection that was up for `up_s` s (0: never up) is lost.
-
-    A connection that lasted STABLE_AFTER_S counts as a success and the backoff starts again at its
-    first step; one that drops at once (a broker that accepts and then throws us out) is one more failure.
-    """
-    return 1 if up_s >= STABLE_AFTER_S else failures + 1
-
-
-def _abandon(client: aiomqtt.Client) -> None:
-    """Reset the socket of a connection that did not end cleanly (no CONNACK, or no answer to DISCONNECT).
-
-    aiomqtt leaves it open after a timeout, and a broker that wakes up later would then act on the
-    CONNECT still in flight: a ghost with the gateway's client id that takes the live connection's
-    session over (and fires its Last Will). A reset drops whatever was not yet delivered.
-    """
-    paho = getattr(client, "_client", None)  # neither aiomqtt nor paho has a public way to drop the socket
-    close = getattr(paho, "_sock_close", None)  # it also takes the socket off aiomqtt's event loop
-    sock = paho.socket() if close is not None else None
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass  # already closed by the peer: nothing left to drop
-    close()
 
 
 class _BrokerGone(Exception):
@@ -340,7 +321,7 @@ class MqttLink:
         finally:
             self._connected = False
             if client is not None:
-                _abandon(client)  # a no-op after a clean disconnect or a loss paho noticed itself
+                abandon_socket(client)  # a no-op after a clean disconnect or a loss paho noticed itself
 
     def _came_up(self) -> None:
         self._connected = True
