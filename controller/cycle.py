@@ -373,7 +373,9 @@ class Cycle:
         if key not in self._alarms:
             self._alarms.add(key)
             if await self.state.store.raise_alarm(key, since, message, action, **where):
-                log.warning("ALARM %s: %s; %s", key, message, action)
+                # A full car that stops drawing is the usual reason for not resuming: no warning.
+                level = logging.INFO if key.startswith("not_resuming:") else logging.WARNING
+                log.log(level, "ALARM %s: %s; %s", key, message, action)
 
     async def _clear(self, key: str, now: datetime) -> None:
         if key in self._alarms:

@@ -233,7 +233,10 @@ class SimSquare:
         visit = Visit(arrival, bay_id, car, n)
         self.visits[bay_id] = visit
         if bay.sensor:
-            await self.fixtures.set_occupancy(bay_id, True)
+            try:
+                await self.fixtures.set_occupancy(bay_id, True)
+            except Exception as exc:  # the broker may be gone: the car parks all the same
+                log.warning("sensor %s could not report the car: %s", bay_id, exc)
         try:
             if car is not None:
                 self.stats.ev_sessions += 1
