@@ -51,6 +51,8 @@ class Verdict:
 def _fmt(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
+    if abs(value) >= 1e9:  # garbage registers: forty digits tell no more than three
+        return f"{value:.3g}"
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 

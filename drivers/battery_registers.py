@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_READ_REGS = 125  # Modbus limit for one read of registers
 MAX_RETRY_S = 10.0  # control.md: an untrusted battery is retried at least every 10 s
+FAULT_LOG_EVERY_S = 60.0  # a battery that fails every poll gets a line per kind a minute, not one per poll
 EXCEPTION_NAMES = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "device failure",
     5: "acknowledge", 6: "device busy", 10: "gateway path unavailable", 11: "gateway target failed to respond",
@@ -193,6 +195,7 @@ class ModbusBattery:
         self._setpoint_changed = False
         self._status: BatteryStatus | None = None
         self._logged_distrust: str | None = None
+        self._fault_lines: dict[str, tuple[float, int]] = {}  # kind -> (last logged at, held back since)
         self._setpoint_w: float | None = None  # held: written after every poll
         self._written_w: float | None = None
         self._logged_setpoint_w: float | None = None
@@ -306,7 +309,7 @@ class ModbusBattery:
         except CannotSteer as exc:
             problem = f"battery at {self.where}: cannot write the setpoint: {exc}"
             if problem != self._logged_write_problem:
-                self._log.warning("%s", problem)
+                self._log_fault("steer", logging.WARNING, "%s", problem)
                 self._logged_write_problem = problem
             return
         self._logged_write_problem = None
@@ -354,23 +357,35 @@ class ModbusBattery:
         """Log changes of link and trust (and a new reason for either), never a repeated state."""
         if not now.online:
             if before is None or before.online or before.reason != now.reason:
-                self._log.warning(
-                    "battery at %s offline: %s; retrying every %s s", self.where, now.reason, self.retry_s
+                self._log_fault(
+                    "offline", logging.WARNING, "battery at %s offline: %s; retrying every %s s",
+                    self.where, now.reason, self.retry_s,
                 )
             self._logged_distrust = None
             return
         if before is not None and not before.online:
-            self._log.info("battery at %s answers again", self.where)
+            self._log_fault("back", logging.INFO, "battery at %s answers again", self.where)
         if now.trusted:
             if before is None or not before.trusted:
-                self._log.info(
-                    "battery at %s trusted: SoC %s %%, power %s W, %s (%s)",
+                self._log_fault(
+                    "trusted", logging.INFO, "battery at %s trusted: SoC %s %%, power %s W, %s (%s)",
                     self.where, now.soc_pct, now.power_w, now.state, now.reason,
                 )
             self._logged_distrust = None
         elif self._tracker.good_in_row == 0 and now.reason != self._logged_distrust:
-            self._log.warning("battery at %s not trusted: %s", self.where, now.reason)
+            self._log_fault("distrust", logging.WARNING, "battery at %s not trusted: %s", self.where, now.reason)
             self._logged_distrust = now.reason
+
+    def _log_fault(self, kind: str, level: int, message: str, *args: object) -> None:
+        """Log a line of this kind at most once per FAULT_LOG_EVERY_S, saying how many were held back since."""
+        now = time.monotonic()
+        last, held = self._fault_lines.get(kind, (-math.inf, 0))
+        if now - last < FAULT_LOG_EVERY_S:
+            self._fault_lines[kind] = (last, held + 1)
+            return
+        more = f" ({held} more like it in the last minute)" if held else ""
+        self._log.log(level, message + "%s", *args, more)
+        self._fault_lines[kind] = (now, 0)
 
 
 class RegisterBattery(ModbusBattery):

@@ -1,14 +1,18 @@
 """The MQTT wire format of interfaces.md §4: topic names, payload encoding and strict parsing.
 
-Pure functions without I/O, shared by the gateway's link and the simulated fixtures.
+Pure functions without I/O, shared by the gateway's link and the simulated fixtures; and the
+throttle that turns a flapping sensor's burst into its latest reading.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from typing import Any, Generic, TypeVar
 
 MAX_PAYLOAD_BYTES = 4096
+OCCUPANCY_EVERY_S = 0.1
+"""A sensor's readings reach the square at most this often (s): a car takes seconds to park, so faster is a fault."""
 LIGHT_COLORS = frozenset({"blue", "green", "off"})
 SEQ_MAX = 2**63 - 1
 _FORBIDDEN_IN_LEVEL = frozenset("/+#\0")
@@ -152,3 +156,42 @@ def parse_light_command(payload: bytes) -> dict[str, Any]:
     obj = _load_object(payload, "light command")
     check_seq_color(obj, "light command")
     return obj
+
+
+# ---------------------------------------------------------------- bursts
+
+T = TypeVar("T")
+
+
+class Throttle(Generic[T]):
+    """Passes on at most one value per key every `every_s` seconds: the first at once, the latest of a burst when its turn comes.
+
+    Pure: the caller says what time it is (`now_s`, monotonic) and asks for the held values once
+    `next_due_s` has come, so a flapping sensor's last word is never lost, only delayed.
+    """
+
+    def __init__(self, every_s: float) -> None:
+        if not every_s > 0:
+            raise ValueError(f"every_s must be > 0 s, got {every_s!r}")
+        self.every_s = every_s
+        self._free_at: dict[str, float] = {}  # key -> when it may pass on again
+        self._held: dict[str, T] = {}
+
+    def offer(self, key: str, value: T, now_s: float) -> T | None:
+        """`value` when it may pass on now; otherwise None, and it waits (replacing an older one) for `take_due`."""
+        if key not in self._held and now_s >= self._free_at.get(key, -math.inf):
+            self._free_at[key] = now_s + self.every_s
+            return value
+        self._held[key] = value
+        return None
+
+    def next_due_s(self) -> float | None:
+        """When the first held value may pass on (on the `now_s` clock); None when nothing waits."""
+        return min((self._free_at[key] for key in self._held), default=None)
+
+    def take_due(self, now_s: float) -> list[T]:
+        """The held values whose turn has come (at `next_due_s` or later), by key."""
+        due = sorted(key for key in self._held if now_s >= self._free_at[key])
+        for key in due:
+            self._free_at[key] = now_s + self.every_s
+        return [self._held.pop(key) for key in due]

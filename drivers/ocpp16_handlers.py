@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
+import time
 import uuid
+import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +36,7 @@ from drivers.ocpp_frames import (
     parse_meter_values,
     parse_time,
     schema_error_code,
+    value_problem,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +45,47 @@ if TYPE_CHECKING:
 # The central system's log lines keep one logger name, whichever module writes them.
 logger = logging.getLogger("drivers.ocpp_server")
 
-__all__ = ["ChargerLink", "peer_address", "utc_now"]
+__all__ = ["ChargerLink", "FaultLog", "peer_address", "utc_now"]
+
+FAULT_LOG_INTERVAL_S = 60.0
+MAX_TRANSACTIONS_PER_CHARGER = 16  # more open at once can only be made-up transaction ids
+
+
+class FaultLog:
+    """Which faults get a log line: the first of each (charger, kind) per `interval_s`, then one saying how many followed.
+
+    A charger that sends the same bad message a thousand times a second must not fill the disk
+    with a thousand lines a second; one line a minute tells the technician as much.
+    """
+
+    def __init__(self, interval_s: float = FAULT_LOG_INTERVAL_S, max_keys: int = 4096) -> None:
+        self.interval_s = interval_s
+        self._max_keys = max_keys
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # key -> (last logged at, held back since)
+
+    def admit(self, charger_id: str, kind: str, now_s: float) -> int | None:
+        """None: hold this one back. Otherwise log it, mentioning the returned number held back since the last line."""
+        key = (charger_id, kind)
+        last, held = self._seen.get(key, (-math.inf, 0))
+        if now_s - last < self.interval_s:
+            self._seen[key] = (last, held + 1)
+            return None
+        if key not in self._seen and len(self._seen) >= self._max_keys:
+            # forget the quiet ones rather than grow without bound
+            self._seen = {k: v for k, v in self._seen.items() if now_s - v[0] < self.interval_s}
+        self._seen[key] = (now_s, 0)
+        return held
+
+
+_fault_logs: weakref.WeakKeyDictionary[object, FaultLog] = weakref.WeakKeyDictionary()
+
+
+def _fault_log(server: object) -> FaultLog:
+    """The server's FaultLog: it outlives each connection, so a charger that reconnects is still held to it."""
+    faults = _fault_logs.get(server)
+    if faults is None:
+        faults = _fault_logs[server] = FaultLog()
+    return faults
 
 
 def utc_now() -> datetime:
@@ -55,6 +99,11 @@ def peer_address(connection: ServerConnection) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address or "?")
+
+
+def _printable(text: str) -> str:
+    """A charger's own words for a log line: control characters escaped, so no line break can forge a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _describe_close(exc: ConnectionClosed) -> str:
@@ -82,6 +131,15 @@ class ChargerLink(ChargePoint):
         self.peer = peer_address(connection)
         self.closed = False
         self._pending: dict[str, asyncio.Future[list[Any]]] = {}
+        self._faults = _fault_log(server)
+
+    def _fault(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
+        """Log a fault of this charger at most once per kind and minute, with how many more came since."""
+        held = self._faults.admit(self.id, kind, time.monotonic())
+        if held is None:
+            return
+        more = f" ({held} more like it in the last minute)" if held else ""
+        logger.log(level, "charger %s: " + message + "%s", self.id, *args, more, exc_info=exc_info)
 
     async def serve(self) -> str:
         """Handle frames until the connection ends; return why it ended."""
@@ -95,7 +153,7 @@ class ChargerLink(ChargePoint):
                 except ConnectionClosed:
                     raise
                 except Exception:
-                    logger.exception("charger %s: failed to handle a frame; the connection stays up", self.id)
+                    self._fault("frame", logging.ERROR, "failed to handle a frame; the connection stays up", exc_info=True)
         except ConnectionClosed as exc:
             return _describe_close(exc)
 
@@ -131,6 +189,10 @@ class ChargerLink(ChargePoint):
             raise ChargerNotConnected(f"connection of charger {self.id} closed") from None
         finally:
             self._pending.pop(unique_id, None)
+            if future.done() and not future.cancelled():
+                # fail_pending may have failed it while the send was still under way: the error
+                # raised here says it all, asyncio must not report it again as never retrieved
+                future.exception()
         if answer[0] == CALLERROR:
             raise CallErrorReceived(answer[2], answer[3], answer[4])
         return answer[2]
@@ -151,7 +213,7 @@ class ChargerLink(ChargePoint):
         if message[0] != CALL:
             future = self._pending.get(message[1])
             if future is None or future.done():
-                logger.warning("charger %s: answer to an unknown or expired message id, ignored", self.id)
+                self._fault("unknown id", logging.WARNING, "answer to an unknown or expired message id, ignored")
             else:
                 future.set_result(message)
             return
@@ -160,7 +222,7 @@ class ChargerLink(ChargePoint):
         except ConnectionClosed:
             raise
         except Exception:
-            logger.exception("charger %s: %s failed; answered InternalError", self.id, message[2])
+            self._fault(f"failed {message[2]}", logging.ERROR, "%s failed; answered InternalError", message[2], exc_info=True)
             await self._send(call_error_frame(message[1], "InternalError", "the gateway could not handle this request"))
 
     async def _answer_call(self, msg: Call) -> None:
@@ -176,8 +238,14 @@ class ChargerLink(ChargePoint):
                 await validate_payload(msg, self._ocpp_version)
             except OCPPError as error:
                 code = schema_error_code(error.code, self._ocpp_version)
-                logger.info("charger %s: %s breaks the schema (%s)", self.id, msg.action, code)
+                self._server.note_malformed(self.id, "answered", f"{msg.action} breaks the OCPP schema ({code})")
                 await self._send(call_error_frame(msg.unique_id, code, f"payload of {msg.action} does not fit the OCPP schema"))
+                return
+            problem = value_problem(msg.payload)
+            if problem is not None:
+                code, description = problem
+                self._server.note_malformed(self.id, "answered", f"{msg.action}: {description} ({code})")
+                await self._send(call_error_frame(msg.unique_id, code, description))
                 return
         result = handler(**camel_to_snake_case(msg.payload))
         if inspect.isawaitable(result):
@@ -192,19 +260,30 @@ class ChargerLink(ChargePoint):
     def _time(self, text: str | None, received_at: datetime, action: str) -> datetime:
         at = parse_time(text)
         if at is None:
-            logger.warning("charger %s: unreadable timestamp in %s, using the time of receipt", self.id, action)
+            self._fault(f"time {action}", logging.WARNING, "unreadable timestamp in %s, using the time of receipt", action)
             return received_at
         return at
 
     def _report(self, problems: list[str], action: str) -> None:
         if problems:
-            logger.warning("charger %s: %s: %s", self.id, action, "; ".join(sorted(set(problems))))
+            self._fault(f"values {action}", logging.WARNING, "%s: %s", action, "; ".join(sorted(set(problems))))
+
+    def _remember_transaction(self, transaction_id: int, connector_id: int) -> None:
+        """Note the connector of a transaction (StopTransaction does not say it), keeping the newest few per charger."""
+        known = self._server.tx_connectors
+        known[(self.id, transaction_id)] = connector_id
+        mine = [key for key in known if key[0] == self.id]
+        for key in mine[:-MAX_TRANSACTIONS_PER_CHARGER]:
+            del known[key]
 
     @on(Action.boot_notification)
     def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, firmware_version: str = "", **_: Any) -> Any:
         now = utc_now()
         self._backend.record(ChargerBooted(self.id, now, charge_point_vendor, charge_point_model, firmware_version))
-        logger.info("charger %s booted: %s %s, firmware %s", self.id, charge_point_vendor, charge_point_model, firmware_version or "?")
+        logger.info(
+            "charger %s booted: %s %s, firmware %s",
+            self.id, _printable(charge_point_vendor), _printable(charge_point_model), _printable(firmware_version) or "?",
+        )
         return call_result.BootNotification(
             current_time=format_time(now), interval=self._server.heartbeat_interval_s, status=RegistrationStatus.accepted
         )
@@ -227,7 +306,7 @@ class ChargerLink(ChargePoint):
     async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any) -> Any:
         at = self._time(timestamp, utc_now(), "StartTransaction")
         answer = await self._backend.start_transaction(self.id, connector_id, id_tag, meter_start, at)
-        self._server.tx_connectors[(self.id, answer.transaction_id)] = connector_id
+        self._remember_transaction(answer.transaction_id, connector_id)
         logger.info("charger %s: transaction %s started on connector %s (%s)", self.id, answer.transaction_id, connector_id, answer.status)
         return call_result.StartTransaction(transaction_id=answer.transaction_id, id_tag_info=IdTagInfo(status=answer.status))
 
@@ -257,8 +336,8 @@ class ChargerLink(ChargePoint):
 
     @on(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list[Any], transaction_id: int | None = None, **_: Any) -> Any:
-        if transaction_id is not None:
-            self._server.tx_connectors.setdefault((self.id, transaction_id), connector_id)
+        if transaction_id is not None and (self.id, transaction_id) not in self._server.tx_connectors:
+            self._remember_transaction(transaction_id, connector_id)
         samples, problems = parse_meter_values(
             self.id, connector_id, transaction_id, snake_to_camel_case(meter_value), utc_now()
         )

@@ -140,6 +140,35 @@ def check_frame(raw: str | bytes, version: str) -> FrameVerdict:
     return FrameVerdict("answer", problem, reply=reply, unique_id=unique_id)
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+"""OCPP 1.6 integers are 32-bit; the JSON schemas only say "integer"."""
+
+
+def value_problem(payload: Any, key: str = "") -> tuple[str, str] | None:
+    """`(error code, description)` for a value the schema lets through but OCPP does not, or None.
+
+    An integer beyond 32 bits breaks the type (TypeConstraintViolation); a negative connectorId
+    is a value no connector has (PropertyConstraintViolation).
+    """
+    if isinstance(payload, dict):
+        items: Any = payload.items()
+    elif isinstance(payload, list):
+        items = ((key, v) for v in payload)
+    else:
+        if isinstance(payload, bool) or not isinstance(payload, int):
+            return None
+        if not INT32_MIN <= payload <= INT32_MAX:
+            return "TypeConstraintViolation", f"{key or 'a value'} does not fit in a 32-bit integer"
+        if key == "connectorId" and payload < 0:
+            return "PropertyConstraintViolation", "connectorId must be 0 or more"
+        return None
+    for inner_key, value in items:
+        problem = value_problem(value, inner_key)
+        if problem is not None:
+            return problem
+    return None
+
+
 def _shape_problem(message: list[Any]) -> str | None:
     """What is wrong with the shape of a frame whose message id is readable, or None."""
     type_id = message[0]
@@ -185,11 +214,11 @@ def parse_time(text: object) -> datetime | None:
         cleaned = cleaned[:-1] + "+00:00"
     try:
         at = datetime.fromisoformat(cleaned)
-    except ValueError:
+        if at.tzinfo is None:
+            return at.replace(tzinfo=timezone.utc)
+        return at.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # 9999-12-31T23:00-05:00 is past the last day Python knows in UTC
         return None
-    if at.tzinfo is None:
-        return at.replace(tzinfo=timezone.utc)
-    return at.astimezone(timezone.utc)
 
 
 # --- meter values ------------------------------------------------------------------------
@@ -206,6 +235,15 @@ _DEFAULT_UNIT = {
     "Current.Offered": "A",
     "Power.Active.Import": "W",
     "Energy.Active.Import.Register": "Wh",
+}
+# Beyond these (A, W, Wh; either sign) no charger's meter reads: a register of a terawatt-hour
+# would be a lifetime of a thousand fast chargers. Such a value is garbage, and kept out of the
+# sums and the database, where it would overflow an integer.
+_MAX_MAGNITUDE = {
+    "Current.Import": 1e4,
+    "Current.Offered": 1e4,
+    "Power.Active.Import": 1e7,
+    "Energy.Active.Import.Register": 1e12,
 }
 
 
@@ -238,8 +276,9 @@ def parse_meter_values(
     Per timestamp: Current.Import per phase (L1 and L1-N are phase 1; without a phase it
     counts as L1), Power.Active.Import and Energy.Active.Import.Register (a value without a
     phase is the total; otherwise the phases are summed), Current.Offered. Other measurands
-    and signed values are ignored; values that are not finite numbers are skipped and
-    reported. A timestamp that cannot be read becomes `received_at`.
+    and signed values are ignored; values that are not finite numbers, or beyond what a
+    charger's meter can read, are skipped and reported. A timestamp that cannot be read
+    becomes `received_at`.
     """
     samples: list[MeterSample] = []
     problems: list[str] = []
@@ -293,12 +332,13 @@ def _collect(reading: _Reading, value: object) -> str | None:
         return f"{measurand}: unit {unit!r} not understood"
     raw = value.get("value")
     try:
-        number = float(raw) if isinstance(raw, str) else math.nan
+        number = float(raw) * factor if isinstance(raw, str) else math.nan
     except ValueError:
         number = math.nan
-    if not math.isfinite(number):
+    if not math.isfinite(number):  # 1e308 kW is no number of W either
         return f"{measurand}: value {str(raw)[:20]!r} is not a number"
-    number *= factor
+    if abs(number) > _MAX_MAGNITUDE[measurand]:
+        return f"{measurand}: value {str(raw)[:20]!r} is beyond what a charger's meter reads"
     phase = value.get("phase")
     index = _PHASE_INDEX.get(phase) if isinstance(phase, str) else None
     if phase is not None and index is None:
