@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from controller.clock import local_text, wire_ts
@@ -35,7 +35,7 @@ class LightPublisher(Protocol):
     def published_at(self, bay_id: str) -> datetime | None: ...
 
 
-RELEASE_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
+RELEASE_DATE = datetime(2026, 11, 1, tzinfo=UTC)
 """A gateway clock before this is wrong: the software did not exist yet."""
 CLOCK_JUMP_S = 60.0
 CLOCK_SETTLE_S = 300.0
@@ -386,8 +386,7 @@ class Cycle:
     async def _flush_log(self) -> None:
         st = self.state
         entries, st.pending_log = st.pending_log, []
-        for e in entries:
-            await st.store.add_event(e.kind, e.at, bay_id=e.bay_id, charger_id=e.charger_id, message=e.message, data=e.data)
+        await st.store.add_events([(e.kind, e.at, e.bay_id, e.charger_id, e.message, e.data) for e in entries])
 
     # ---- views -----------------------------------------------------------------------------
 

@@ -62,4 +62,4 @@ async def close_unseen(state: SquareState, charger_id: str, connector_id: int, t
         bay_id=bay.id if bay else None,
         data={"transaction_id": tx_id, "energy_wh": row["energy_wh"], "why": why},
     )
-    log.warning("%s: transaction %d closed by the gateway: %s", where, tx_id, why)
+    state.rare(logging.WARNING, charger_id, "reconciled", "%s: transaction %d closed by the gateway: %s", where, tx_id, why)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from controller import events as ev
 from controller.clock import parse_ts, utc_now
 from controller.reconcile import close_unseen
 from controller.store import Store
+from drivers.fault_log import FaultLog
 from drivers.ocpp_backend import TransactionAnswer
 from signage.rules import Light, Override, track_session_over
 
@@ -118,6 +120,7 @@ class SquareState:
         self._passwords: dict[str, str | None] = {c.id: c.password for c in cfg.chargers}
         self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
         self.reconciled = 0  # sessions closed by the gateway since start
+        self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind
 
     # ---- restore -------------------------------------------------------------------------
 
@@ -162,6 +165,12 @@ class SquareState:
         """Queue an event for the log (written by the cycle) and wake the cycle."""
         self.pending_log.append(LogEntry(kind, at or self.clock(), message, bay_id, charger_id, data))
         self.wake.set()
+
+    def rare(self, level: int, source: str, kind: str, msg: str, *args) -> None:
+        """Log `msg` once per source and kind a minute, with how many like it were held back."""
+        held = self._faults.admit(source, kind, time.monotonic())
+        if held is not None:
+            log.log(level, msg + (f" ({held} more like it since the last such line)" if held else ""), *args)
 
     def charger_online(self, charger_id: str, now: datetime) -> bool:
         """Online: connected, or closed for less than `offline_after_s` (a quick reconnect changes no light)."""
@@ -280,10 +289,10 @@ class SquareState:
             return
         conn = c.connectors.get(n)
         if conn is None:
-            log.warning("charger %s reports status for connector %d, which the config does not have", cid, n)
+            self.rare(logging.WARNING, cid, "status-connector", "charger %s reports status for connector %d, which the config does not have", cid, n)
             return
         if status not in _STATUS_WORDS:
-            log.warning("charger %s/%d: unknown status %r treated as Faulted", cid, n, status)
+            self.rare(logging.WARNING, cid, "status-word", "charger %s/%d: unknown status %r treated as Faulted", cid, n, status)
             status = "Faulted"
         conn.session_over_at = track_session_over(conn.status, status, conn.session_over_at, at)
         if status != conn.status:
@@ -317,7 +326,7 @@ class SquareState:
 
     async def authorize(self, charger_id: str, id_tag: str) -> str:
         status = await self._tag_status(id_tag)
-        log.info("charger %s: tag %s… authorized: %s", charger_id, self.store.hash_tag(id_tag)[:8], status)
+        self.rare(logging.INFO, charger_id, f"authorize-{status}", "charger %s: tag %s… authorized: %s", charger_id, self.store.hash_tag(id_tag)[:8], status)
         return status
 
     async def _tag_status(self, id_tag: str) -> str:
@@ -366,7 +375,7 @@ class SquareState:
             await self.store.add_meter_samples([_sample_row(s, transaction_id) for s in samples])
         row = await self.store.stop_transaction(transaction_id, int(meter_stop_wh), timestamp, reason)
         if row is None:
-            log.warning("charger %s stopped transaction %s, which the gateway does not know", charger_id, transaction_id)
+            self.rare(logging.WARNING, charger_id, "stop-unknown", "charger %s stopped transaction %s, which the gateway does not know", charger_id, transaction_id)
         else:
             conn = self._connector(row["charger"], row["connector"])
             if conn is not None and conn.transaction_id == transaction_id:
@@ -395,7 +404,7 @@ class SquareState:
             self.record(s)
 
     def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
-        log.info("charger %s: DataTransfer from vendor %r message %r rejected (unknown)", charger_id, vendor_id, message_id)
+        self.rare(logging.INFO, charger_id, "datatransfer", "charger %s: DataTransfer from vendor %r message %r rejected (unknown)", charger_id, vendor_id, message_id)
         return "Rejected"
 
     # ---- derived views -------------------------------------------------------------------

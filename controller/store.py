@@ -20,10 +20,17 @@ from typing import Any, Self
 import aiosqlite
 
 from controller.secrets import TagVault
-from controller.store_schema import (
-    MIGRATIONS, SCHEMA_VERSION, StoreError, from_z, migrate, pragma, read_schema_version, to_z,
-)
 from controller.store_runs import RECONCILED, RunsMixin
+from controller.store_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    StoreError,
+    from_z,
+    migrate,
+    pragma,
+    read_schema_version,
+    to_z,
+)
 from controller.store_tokens import TOKEN_STATUSES, TokensMixin
 
 __all__ = [
@@ -153,9 +160,8 @@ class Store(TokensMixin, RunsMixin):
                     await db.execute("PRAGMA synchronous=NORMAL")
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            async with self._db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+        async with self._lock, self._db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
 
     async def info(self) -> dict[str, Any]:
         """For health checks: `{"schema_version", "journal_mode", "synchronous"}`."""
@@ -266,6 +272,14 @@ class Store(TokensMixin, RunsMixin):
         """Append to the event log and return the event's id."""
         async with self._write() as db:
             return await _insert_event(db, kind, at, bay_id, charger_id, message, data)
+
+    async def add_events(self, entries: Sequence[tuple[str, datetime, str | None, str | None, str, dict[str, Any] | None]]) -> None:
+        """Append many events (kind, at, bay, charger, message, data) in one transaction."""
+        if not entries:
+            return
+        async with self._write() as db:
+            for kind, at, bay_id, charger_id, message, data in entries:
+                await _insert_event(db, kind, at, bay_id, charger_id, message, data)
 
     async def events(
         self, since: datetime | None = None, limit: int = 500, kind: str | None = None,

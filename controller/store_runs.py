@@ -3,6 +3,7 @@ restart, and the daemon's runs (a run that never recorded its stop ended unclean
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +18,10 @@ from controller.store_schema import from_z, to_z
 RECONCILED = "Reconciled"
 """The stop reason of a session the gateway closed itself: its charger reported the connector free
 and sent no StopTransaction (it ended while the gateway was down, and the charger lost the message)."""
+
+
+MAX_METER_WH = 1e12
+"""1 TWh: beyond any charger's energy register."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,10 @@ class RunsMixin:
             if row is None:
                 return None
             start_wh = row["meter_start_wh"]
-            stop_wh = max(start_wh, round(row["last_wh"])) if row["last_wh"] is not None else start_wh
+            last_wh = row["last_wh"]
+            # A reading no meter can show (stored before such readings were refused) is not trusted.
+            usable = last_wh is not None and math.isfinite(last_wh) and start_wh <= last_wh < MAX_METER_WH
+            stop_wh = round(last_wh) if usable else start_wh
             await db.execute(
                 "UPDATE sessions SET meter_stop_wh = ?, stopped_at = ?, stop_reason = ? WHERE id = ?",
                 (stop_wh, to_z(stopped_at), RECONCILED, tx_id),

@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
 import uuid
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, validate_payload
 from ocpp.routing import on
@@ -26,6 +30,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from controller.events import ChargerBooted, ChargerHeard, ConnectorStatusChanged
+from drivers.fault_log import FaultLog
 from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
 from drivers.ocpp_frames import (
     CALL,
@@ -47,34 +52,7 @@ logger = logging.getLogger("drivers.ocpp_server")
 
 __all__ = ["ChargerLink", "FaultLog", "peer_address", "utc_now"]
 
-FAULT_LOG_INTERVAL_S = 60.0
 MAX_TRANSACTIONS_PER_CHARGER = 16  # more open at once can only be made-up transaction ids
-
-
-class FaultLog:
-    """Which faults get a log line: the first of each (charger, kind) per `interval_s`, then one saying how many followed.
-
-    A charger that sends the same bad message a thousand times a second must not fill the disk
-    with a thousand lines a second; one line a minute tells the technician as much.
-    """
-
-    def __init__(self, interval_s: float = FAULT_LOG_INTERVAL_S, max_keys: int = 4096) -> None:
-        self.interval_s = interval_s
-        self._max_keys = max_keys
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # key -> (last logged at, held back since)
-
-    def admit(self, charger_id: str, kind: str, now_s: float) -> int | None:
-        """None: hold this one back. Otherwise log it, mentioning the returned number held back since the last line."""
-        key = (charger_id, kind)
-        last, held = self._seen.get(key, (-math.inf, 0))
-        if now_s - last < self.interval_s:
-            self._seen[key] = (last, held + 1)
-            return None
-        if key not in self._seen and len(self._seen) >= self._max_keys:
-            # forget the quiet ones rather than grow without bound
-            self._seen = {k: v for k, v in self._seen.items() if now_s - v[0] < self.interval_s}
-        self._seen[key] = (now_s, 0)
-        return held
 
 
 _fault_logs: weakref.WeakKeyDictionary[object, FaultLog] = weakref.WeakKeyDictionary()
@@ -90,7 +68,7 @@ def _fault_log(server: object) -> FaultLog:
 
 def utc_now() -> datetime:
     """The time now, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def peer_address(connection: ServerConnection) -> str:

@@ -20,6 +20,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from controller.events import ChargerConnected, ChargerDisconnected
+from drivers.fault_log import FaultLog
 from drivers.ocpp16_handlers import ChargerLink, peer_address, utc_now
 from drivers.ocpp_backend import (
     CallErrorReceived,
@@ -44,7 +45,7 @@ DROP_LOG_INTERVAL_S = 60.0
 # charger that missed its pong is presumed gone: the library's 10 s would only delay the news.
 CLOSE_TIMEOUT_S = 1.0
 
-__all__ = ["OcppServer", "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected"]
+__all__ = ["SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer"]
 
 
 class OcppServer:
@@ -79,7 +80,7 @@ class OcppServer:
         self._ping_timeout_s = ping_timeout_s
         self._links: dict[str, ChargerLink] = {}
         self._tasks: asyncio.TaskGroup | None = None
-        self._malformed: dict[tuple[str, str], tuple[float, int]] = {}  # (charger, what) -> (last logged, count since)
+        self._faults = FaultLog(DROP_LOG_INTERVAL_S)  # (charger, kind): one line a minute
         self.tx_connectors: dict[tuple[str, int], int] = {}  # (charger, transaction) -> connector
 
     @property
@@ -200,19 +201,16 @@ class OcppServer:
         except ChargerNotConnected:
             logger.info("charger %s went away before it could be asked for its connector status", link.id)
         except CallFailed as exc:
-            logger.warning("charger %s: asking for its connector status failed: %s", link.id, exc)
+            if self._faults.admit(link.id, "trigger-status", time.monotonic()) is not None:
+                logger.warning("charger %s: asking for its connector status failed: %s", link.id, exc)
 
     def note_malformed(self, charger_id: str, what: str, reason: str) -> None:
         """Log a malformed frame (`what`: dropped or answered), at most once per charger and kind per minute."""
-        now = time.monotonic()
-        key = (charger_id, what)
-        last, count = self._malformed.get(key, (-DROP_LOG_INTERVAL_S, 0))
-        if now - last < DROP_LOG_INTERVAL_S:
-            self._malformed[key] = (last, count + 1)
+        count = self._faults.admit(charger_id, what, time.monotonic())
+        if count is None:
             return
         more = f" ({count} more in the last minute)" if count else ""
         logger.warning("charger %s: %s a malformed frame: %s%s", charger_id, what, reason, more)
-        self._malformed[key] = (now, 0)
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol:
