@@ -79,6 +79,7 @@ class SmartCharging:
         self._refusals: dict[str, int] = {}  # charger -> leases refused in a row
         self._hold_until: dict[str, datetime] = {}  # key -> no new lease before (after a refusal)
         self._clearing: set[str] = set()  # leases being taken back
+        self._sending: set[str] = set()  # leases on their way (never taken back meanwhile)
         self.journal: LeaseJournal | None = None  # set by the daemon: leases written down before they go out
 
     def _compute_safe_defaults(self) -> None:
@@ -280,8 +281,8 @@ class SmartCharging:
     def clear_lease(self, key: str) -> None:
         """Take a lease back (ClearChargingProfile by its id, which needs no clock): the charger
         returns to its safe default. Until the charger confirms, the book keeps counting the lease."""
-        if key in self._clearing:
-            return
+        if key in self._clearing or key in self._sending:
+            return  # one call at a time per connector: the clock check asks again next cycle
         self._clearing.add(key)
         charger_id, connector = key.split("/")
         self._spawn(self._clear_lease(key, charger_id, int(connector)), f"clear-{key}", on_crash=lambda: self._clearing.discard(key))
@@ -307,11 +308,25 @@ class SmartCharging:
 
     async def _send_lease(self, order: Order, charger_id: str, connector_id: int, transaction_id: int, now: datetime) -> None:
         payload = p16.lease(order, connector_id, transaction_id, now, self.cfg.control.lease_s)
-        if self.journal is not None and not await self.journal.before_send(order, charger_id, connector_id, transaction_id, now):
+        safe_a = self.safe_defaults.get(order.key, 0.0)
+        if self.journal is not None and not await self.journal.before_send(
+            order, charger_id, connector_id, transaction_id, now, safe_a
+        ):
             # Without the bound on disk a restart could not know what the charger holds: do not send.
             self.book.sent(order, self.clock(), False)
             self._hold_until[order.key] = self.clock() + timedelta(seconds=10)
             return
+        self._sending.add(order.key)
+        try:
+            await self._call_lease(order, charger_id, connector_id, transaction_id, payload)
+        finally:
+            self._sending.discard(order.key)
+        if self.journal is not None:
+            await self.journal.after_send(order, charger_id, connector_id, transaction_id, now)
+
+    async def _call_lease(
+        self, order: Order, charger_id: str, connector_id: int, transaction_id: int, payload: dict[str, Any],
+    ) -> None:
         try:
             answer = await self._call(charger_id, "SetChargingProfile", payload)
         except ChargerNotConnected:

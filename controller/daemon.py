@@ -153,7 +153,8 @@ async def run_daemon(
                 await asyncio.wait_for(asyncio.gather(ocpp_ready.wait(), api_ready.wait()), timeout=15)
                 tg.create_task(cycle.run(), name="cycle")
                 tg.create_task(_retention(store, cfg.storage.retention_days), name="retention")
-                tg.create_task(keep_alive(store, run.id, state.clock), name="run-alive")
+                if run is not None:
+                    tg.create_task(keep_alive(store, run.id, state.clock), name="run-alive")
                 log.info(
                     "square %s up: OCPP on ws://%s:%d%s/<charger id>, %d charger(s), %d bay(s)",
                     cfg.site.id, cfg.ocpp.host, ocpp.port, cfg.ocpp.path, len(cfg.chargers), len(cfg.bays),
@@ -163,7 +164,8 @@ async def run_daemon(
                     ready.set()
         except asyncio.CancelledError:
             # SIGTERM/SIGINT (or a caller's cancel): a clean stop, unlike a task's crash.
-            await end_run(store, run.id, state.clock)
+            if run is not None:
+                await end_run(store, run.id, state.clock)
             raise
         finally:
             notifier.stopping()  # also on a crash; said once when a signal already said it

@@ -24,6 +24,7 @@ from drivers.ocpp16_profiles import grid_phase
 log = logging.getLogger("laadplein.power")
 
 ACTIVE_STATUSES = frozenset({"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE"})
+DRAWING_STATUSES = frozenset({"Charging", "SuspendedEV", "SuspendedEVSE"})
 ONE_PHASE_BELOW_A = 0.5  # a charger phase under this while another draws >= 1 A carries no car current
 
 
@@ -110,6 +111,10 @@ class PowerControl:
                 # A charger the gateway cannot steer now may start a session on any connector (offline
                 # chargers do): each connector counts at what it would give a car that plugs in.
                 active, in_force_a = True, self._unsteered_a(charger_id, key, now)
+            elif not active and conn.status in DRAWING_STATUSES:
+                # A car takes current on a transaction the gateway does not know (its start was lost,
+                # or closed by mistake): it cannot get a lease, but it counts at what it may draw.
+                active, in_force_a = True, ch.book.in_force_a(key, now)
             # A meter value may have been measured up to a cycle before it was read.
             draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, cfg.control.reaction_s,
                                     lag_s=cfg.control.period_s)

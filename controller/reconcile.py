@@ -21,8 +21,10 @@ RECONCILE_AFTER_S = 60.0
 """How long a connector with an open session must be reported free, by a charger connected that
 long, before the gateway closes the session itself (a charger sends its queued StopTransaction
 within seconds of reconnecting)."""
-FREE_STATUSES = frozenset({"Available", "Preparing", "Finishing"})
-"""OCPP 1.6 statuses in which a connector has no running transaction (Finishing: it has stopped)."""
+FREE_STATUSES = frozenset({"Available", "Finishing"})
+"""OCPP 1.6 statuses in which a connector has no running transaction (Finishing: it has stopped).
+Not Preparing: some chargers start the transaction at the badge and stay Preparing until the car
+takes current."""
 
 
 async def reconcile_sessions(state: SquareState, now: datetime, after_s: float = RECONCILE_AFTER_S) -> None:
@@ -34,6 +36,11 @@ async def reconcile_sessions(state: SquareState, now: datetime, after_s: float =
         for n, conn in c.connectors.items():
             tx = conn.transaction_id
             if tx is None or conn.status not in FREE_STATUSES or conn.status_at is None:
+                continue
+            # Only a status reported after the gateway learnt of the transaction says it is over:
+            # an older one (Available before a slow badge) says nothing about it.
+            seen = conn.tx_seen_at
+            if seen is None or conn.status_at <= seen:
                 continue
             if (now - max(conn.status_at, c.connected_at)).total_seconds() >= after_s:
                 await close_unseen(

@@ -18,10 +18,15 @@ RESTART_ALARM = "daemon_restart"
 ALIVE_EVERY_S = 60.0
 
 
-async def start_run(store, state, lease_bounds: int) -> Run:
-    """Record this start; raise the restart alarm when the run before it did not stop cleanly."""
+async def start_run(store, state, lease_bounds: int) -> Run | None:
+    """Record this start; raise the restart alarm when the run before it did not stop cleanly.
+    None when the disk refuses (the square runs all the same; the next start cannot tell)."""
     now = state.clock()
-    run, prev = await store.begin_run(now, os.getpid())
+    try:
+        run, prev = await store.begin_run(now, os.getpid())
+    except sqlite3.Error as exc:
+        log.error("could not record this start of the daemon (%s); running without it", exc)
+        return None
     if prev is None or prev.stopped_at is not None:
         await store.clear_alarm(RESTART_ALARM, now)
         return run

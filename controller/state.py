@@ -49,6 +49,7 @@ class ConnectorLive:
     error_code: str = "NoError"
     session_over_at: datetime | None = None
     transaction_id: int | None = None
+    tx_seen_at: datetime | None = None  # when the gateway learnt of the transaction (start, or restore)
     current_a: tuple[float | None, float | None, float | None] = (None, None, None)
     power_w: float | None = None
     energy_wh: float | None = None
@@ -135,7 +136,7 @@ class SquareState:
                 # one transaction per connector); close it at its last reading.
                 await close_unseen(self, s["charger"], s["connector"], conn.transaction_id, self.clock(),
                                       "a newer transaction was recorded on the same connector")
-            conn.transaction_id = s["id"]
+            conn.transaction_id, conn.tx_seen_at = s["id"], self.clock()
             if not s["leases_tracked"]:
                 self.untracked_tx.add(s["id"])
         self.commands = await self.store.light_commands()
@@ -350,7 +351,7 @@ class SquareState:
             if conn.transaction_id is not None and conn.transaction_id != tx_id:
                 await close_unseen(self, charger_id, connector_id, conn.transaction_id, timestamp,
                                       f"the charger started transaction {tx_id} on the same connector")
-            conn.transaction_id = tx_id
+            conn.transaction_id, conn.tx_seen_at = tx_id, self.clock()
         self.note(
             "transaction_started",
             f"{self._where(charger_id, connector_id)}: transaction {tx_id} started, tag {tag_hash[:8]}…, {status}",

@@ -83,10 +83,10 @@ class RunsMixin:
                 (limit_a, key, tx_id, limit_a),
             )
 
-    async def drop_lease_bound(self, key: str) -> None:
-        """The connector's lease ended with its session, or was taken back."""
+    async def drop_lease_bound(self, key: str, tx_id: int) -> None:
+        """The connector's lease for transaction `tx_id` ended with its session, or was taken back."""
         async with self._write() as db:
-            await db.execute("DELETE FROM leases WHERE key = ?", (key,))
+            await db.execute("DELETE FROM leases WHERE key = ? AND tx_id = ?", (key, tx_id))
 
     async def lease_bounds(self) -> dict[str, LeaseBound]:
         """Every lease bound on record, by connector key."""

@@ -4,7 +4,9 @@ It connects to the gateway like a real charger (Basic Auth, reconnects with back
 reports its connectors, heartbeats, sends meter values while charging and answers the
 gateway's requests; follow-up messages go out from its own task, never from inside a handler.
 Like a real charger it applies a new limit only after its reaction time, and goes on applying
-its profiles (which run out by time as usual) and charging while the gateway is gone.
+its profiles (which run out by time as usual) and charging while the gateway is gone. Its
+transaction-related messages (OCPP 1.6 §4.x) wait in an outbox while the gateway is gone and
+go out in order once it is back; a transaction cannot start while it is gone (no local auth).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
@@ -29,8 +32,19 @@ from websockets.typing import Subprotocol
 
 from drivers.aio import cancel_count, raise_if_cancelled
 from drivers.ocpp_frames import format_time
+from drivers.sim_outbox import (
+    TX_RETRY_S,
+    CallLost,
+    Confirmed,
+    Outbox,
+    SimChargerError,
+    TxMessage,
+    _settle,
+)
 from drivers.sim_profiles import (
     MIN_CURRENT_A,
+    TX_PURPOSE,
+    VOLTAGE_V,
     Follow,
     ProfileStore,
     charging_status,
@@ -38,7 +52,9 @@ from drivers.sim_profiles import (
     follow_limit,
     parse_profile,
     plain_draw,
+    profile_limit_a,
     sampled_values,
+    schedule_start,
 )
 
 logging.getLogger("ocpp").setLevel(logging.WARNING)  # the library logs every frame, id tags included
@@ -56,10 +72,6 @@ _UNIQUE_ID = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]*)"')
 Work = Callable[[], Awaitable[None]]
 
 
-class SimChargerError(Exception):
-    """The simulated charger cannot do what it was asked (not connected, tag refused, no transaction)."""
-
-
 class Car(Protocol):
     """A car model: `step` charges for `dt_s` at `offered_a` (A) and gives (power W, A on L1, L2, L3)."""
 
@@ -69,7 +81,7 @@ class Car(Protocol):
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _now() -> str:
@@ -106,6 +118,13 @@ class SimCharger(ChargePoint):
         self.profiles = ProfileStore(connectors=connectors)
         self.limits_a: dict[int, float] = {c: max_current_a for c in range(1, connectors + 1)}  # applied (A)
         self.applied_history: list[tuple[datetime, int, float]] = []  # every change of an applied limit
+        # connector -> (monotonic s, applied A) from the start on: what the charger let its car draw when
+        self.applied_log: dict[int, list[tuple[float, float]]] = {
+            c: [(time.monotonic(), max_current_a)] for c in range(1, connectors + 1)
+        }
+        self.link_log: list[tuple[float, bool]] = []  # (monotonic s, True: a connection opened, False: it ended)
+        self.outbox = Outbox()
+        self.confirmed: list[Confirmed] = []  # transaction messages the gateway answered, in order
         self.energy_wh: dict[int, float] = {c: 0.0 for c in range(1, connectors + 1)}
         self.heartbeat_interval_s = 300.0
         self.configuration: dict[str, str] = {
@@ -125,14 +144,40 @@ class SimCharger(ChargePoint):
         self._deferred: list[Work] = []
         self._rebooting = False
         self._starting: set[int] = set()  # connectors whose StartTransaction awaits its answer
+        self._in_flight: set[asyncio.Timeout] = set()  # calls waiting for an answer
+        self._link_lost: asyncio.Future[None] | None = None  # done once the current connection ends
 
-    async def call(self, *args: Any, **kwargs: Any) -> Any:
-        """The library's call, which waits with asyncio.wait_for: on Python 3.11 that can swallow a
-        cancellation arriving with the answer, and a simulator that ignores its cancel never stops."""
+    async def call(self, payload: Any, suppress: bool = True, unique_id: Any = None, skip_schema_validation: bool = False) -> Any:
+        """The library's call, ended by CallLost as soon as the link goes (the library would wait for
+        its timeout, holding its call lock over the reconnect).
+
+        The library waits with asyncio.wait_for: on Python 3.11 that can swallow a cancellation
+        arriving with the answer, and a simulator that ignores its cancel never stops.
+        """
         base = cancel_count()
-        result = await super().call(*args, **kwargs)
+        deadline: asyncio.Timeout | None = None
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self._in_flight.add(deadline)
+                result = await super().call(payload, suppress, unique_id, skip_schema_validation)
+        except TimeoutError:
+            if deadline is not None and deadline.expired():
+                raise CallLost(f"sim {self.id}: link lost before the answer to {type(payload).__name__}") from None
+            raise
+        except ConnectionClosed as exc:
+            raise CallLost(f"sim {self.id}: link lost sending {type(payload).__name__}") from exc
+        finally:
+            self._in_flight.discard(deadline)  # type: ignore[arg-type]
         raise_if_cancelled(base)
         return result
+
+    def _abandon_calls(self) -> None:
+        """The link went: calls still waiting end now (CallLost), waiters on the outbox hear of it."""
+        now = asyncio.get_running_loop().time()
+        for deadline in list(self._in_flight):
+            deadline.reschedule(now)
+        if self._link_lost is not None and not self._link_lost.done():
+            self._link_lost.set_result(None)
 
     @property
     def charger_id(self) -> str:
@@ -160,12 +205,16 @@ class SimCharger(ChargePoint):
                     max_size=2**20,
                 ) as connection:
                     backoff_s = 0.1
+                    self.link_log.append((time.monotonic(), True))
                     await self._session(connection, ready)
             except Exception as exc:  # noqa: BLE001 - a simulator keeps trying, like a charger
                 logger.info("sim %s: connection ended (%s); retrying in %.1f s", self.id, _why(exc), backoff_s)
             finally:
+                if self.link_log and self.link_log[-1][1]:
+                    self.link_log.append((time.monotonic(), False))
                 self.connected = False
                 self._work = None
+                self._abandon_calls()
             if self._rebooting:  # a reset charger comes back at once, then backs off as usual
                 self._rebooting = False
                 continue
@@ -176,11 +225,21 @@ class SimCharger(ChargePoint):
         self._connection = connection
         self._response_queue = asyncio.Queue()
         self._work = asyncio.Queue()
+        self._link_lost = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._read(connection), name=f"sim-{self.id}-read")
             tasks.create_task(self._worker(), name=f"sim-{self.id}-work")
             await self._boot()
             self.connected = True
+            # What waited while the gateway was gone goes first, so that the statuses that follow
+            # find the transactions they speak of already started or stopped.
+            backlog = self.outbox.last_seq
+            tasks.create_task(self._deliver(), name=f"sim-{self.id}-outbox")
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT_S):
+                    await self.outbox.settled(backlog)
+            except TimeoutError:
+                logger.warning("sim %s: %d queued messages still unanswered", self.id, len(self.outbox))
             for connector in sorted(self.statuses):
                 await self._status(connector, self.statuses[connector])
             if ready is not None:
@@ -220,10 +279,62 @@ class SimCharger(ChargePoint):
             work = await self._work.get()
             try:
                 await work()
-            except ConnectionClosed:
+            except (ConnectionClosed, CallLost):
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed follow-up must not end the link
                 logger.warning("sim %s: follow-up failed: %s", self.id, _why(exc))
+
+    async def _deliver(self) -> None:
+        """Send the outbox oldest first while connected; a message the link took with it stays for the next one."""
+        while True:
+            message = await self.outbox.next()
+            try:
+                result = await self.call(message.payload, suppress=False)
+            except OCPPError as exc:
+                if message.action == "StartTransaction":  # the driver hears at once, and may tap again
+                    given_up = self.outbox.withdraw(message)
+                else:
+                    given_up = self.outbox.refused(message)
+                logger.warning("sim %s: %s refused (%s)%s", self.id, message.action, exc, ", given up" if given_up else "")
+                if given_up:
+                    _settle(message, exc=SimChargerError(f"sim {self.id}: {message.action} refused ({exc})"))
+                else:
+                    await asyncio.sleep(TX_RETRY_S)
+                continue
+            except TimeoutError:
+                # No answer while the link stays up: the gateway may have it or not; send it again
+                # (a start is given up: the driver does not wait, the car is not charging yet).
+                if message.action == "StartTransaction":
+                    self.outbox.withdraw(message)
+                    _settle(message, exc=SimChargerError(f"sim {self.id}: no answer to StartTransaction"))
+                else:
+                    await asyncio.sleep(TX_RETRY_S)
+                continue
+            if not self.outbox.delivered(message) and message.action == "StartTransaction":
+                logger.warning("sim %s: the answer to a start the driver gave up on came after all", self.id)
+                continue
+            tx_id = result.transaction_id if message.action == "StartTransaction" else message.transaction_id
+            self.confirmed.append(Confirmed(message.action, message.connector, tx_id, message.timestamp, message.meter_wh))
+            _settle(message, result=result)
+
+    def _send_later(self, action: str, payload: Any, connector: int, tx_id: int | None, at: str, meter_wh: float,
+                    *, answer: bool = False) -> TxMessage:
+        """Put a transaction-related message in the outbox; with `answer`, a caller will wait for it."""
+        future = asyncio.get_running_loop().create_future() if answer else None
+        return self.outbox.put(TxMessage(action, payload, connector, tx_id, at, meter_wh, answer=future))
+
+    async def _answer_to(self, message: TxMessage) -> Any:
+        """The gateway's answer to a queued message; None when the link goes first or it takes too long
+        (the message stays queued). Raises SimChargerError when the message was given up."""
+        assert message.answer is not None
+        lost = self._link_lost
+        if self.connected and lost is not None and not lost.done():
+            await asyncio.wait((message.answer, lost), timeout=2 * CALL_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        if message.answer.done():
+            return message.answer.result()
+        message.answer.cancel()  # nobody waits for it any more
+        message.answer = None
+        return None
 
     async def _boot(self) -> None:
         while True:
@@ -249,10 +360,15 @@ class SimCharger(ChargePoint):
     # --- what a driver at the charger does ----------------------------------------------------
 
     async def set_status(self, connector: int, status: str, error_code: str = "NoError") -> None:
-        """Report a connector status (Available, Preparing, Charging, Faulted, ...)."""
+        """Report a connector status (Available, Preparing, Charging, Faulted, ...); while the gateway is
+        gone it is kept and reported with the others on reconnecting, as a charger does."""
         self.statuses[connector] = status
-        self._require_connection()
-        await self._status(connector, status, error_code)
+        if not self.connected:
+            return
+        try:
+            await self._status(connector, status, error_code)
+        except CallLost:
+            pass  # reported again after the reconnect
 
     async def _status(self, connector: int, status: str, error_code: str = "NoError") -> None:
         await self.call(
@@ -266,6 +382,9 @@ class SimCharger(ChargePoint):
         """A car plugs in and its driver taps a card: Preparing, Authorize, StartTransaction, Charging; the transaction id.
 
         Without a `car` model the car draws the applied limit, at most `car_max_a`, on `car_phases`.
+        Refused (SimChargerError) while the gateway is gone or if it goes before the start is
+        answered: without a local authorization list a charger cannot start on its own. The car
+        stays plugged in (Preparing).
         """
         self._require_connection()
         await self.set_status(connector, "Preparing")
@@ -276,11 +395,18 @@ class SimCharger(ChargePoint):
         return await self._start(connector, id_tag, car_max_a, car_phases or self.phases, car)
 
     async def _start(self, connector: int, id_tag: str, car_max_a: float, car_phases: int, car: Car | None = None) -> int:
+        self._require_connection()
+        meter_start, at = int(self.energy_wh[connector]), _now()
+        payload = call.StartTransaction(connector_id=connector, id_tag=id_tag, meter_start=meter_start, timestamp=at)
+        message = self._send_later("StartTransaction", payload, connector, None, at, meter_start, answer=True)
         self._starting.add(connector)
         try:
-            result = await self._call_start(connector, id_tag)
+            result = await self._answer_to(message)
         finally:
             self._starting.discard(connector)
+        if result is None:
+            self.outbox.withdraw(message)
+            raise SimChargerError(f"sim {self.id}: the gateway went before the start on connector {connector} was answered")
         self.transactions[connector] = result.transaction_id
         self._tx_start[connector] = _utcnow()
         self._tags[connector] = id_tag
@@ -291,24 +417,17 @@ class SimCharger(ChargePoint):
         # answer), not at the charger's maximum followed by a correction.
         target = self.profiles.limit_a(connector, _utcnow(), result.transaction_id, self._tx_start[connector], self.max_current_a, self.phases)
         self._follow[connector] = Follow(target)
-        if self.limits_a[connector] != target:
-            self.limits_a[connector] = target
-            self.applied_history.append((_utcnow(), connector, target))
+        self._apply(connector, target)
         self._update_limits()
         await self.set_status(connector, charging_status(self.applied_a(connector), getattr(car, "full", False)))
         return result.transaction_id
 
-    async def _call_start(self, connector: int, id_tag: str):
-        return await self.call(
-            call.StartTransaction(
-                connector_id=connector, id_tag=id_tag, meter_start=int(self.energy_wh[connector]), timestamp=_now()
-            ),
-            suppress=False,
-        )
-
     async def stop(self, connector: int, reason: str = "Local") -> None:
-        """The driver ends charging: StopTransaction (with the final register reading), status Finishing."""
-        self._require_connection()
+        """The driver ends charging: StopTransaction (with the final register reading), status Finishing.
+
+        Also while the gateway is gone: the StopTransaction waits in the outbox with its own time
+        and reading. Connected, this returns once the gateway answered it (or the link went).
+        """
         transaction_id = self.transactions.pop(connector, None)
         if transaction_id is None:
             raise SimChargerError(f"sim {self.id}: no transaction on connector {connector}")
@@ -316,24 +435,22 @@ class SimCharger(ChargePoint):
             per_connector.pop(connector, None)  # type: ignore[attr-defined]
         self.profiles.end_transaction(connector)
         self._update_limits()
-        energy = int(self.energy_wh[connector])
+        energy, at = int(self.energy_wh[connector]), _now()
         final = {
-            "timestamp": _now(),
+            "timestamp": at,
             "sampledValue": [
                 {"value": str(energy), "context": "Transaction.End", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
             ],
         }
-        await self.call(
-            call.StopTransaction(
-                meter_stop=energy,
-                timestamp=_now(),
-                transaction_id=transaction_id,
-                reason=reason,
-                id_tag=self._tags.pop(connector, None),
-                transaction_data=[final],
-            ),
-            suppress=False,
+        payload = call.StopTransaction(
+            meter_stop=energy, timestamp=at, transaction_id=transaction_id, reason=reason,
+            id_tag=self._tags.pop(connector, None), transaction_data=[final],
         )
+        message = self._send_later("StopTransaction", payload, connector, transaction_id, at, energy, answer=True)
+        try:
+            await self._answer_to(message)
+        except SimChargerError as exc:
+            logger.warning("sim %s: %s", self.id, exc)  # the charger has stopped whatever the gateway says
         await self.set_status(connector, "Finishing")
 
     async def unplug(self, connector: int) -> None:
@@ -365,6 +482,22 @@ class SimCharger(ChargePoint):
         """The limit the charger applies to the car on a connector (A per phase)."""
         return self.limits_a.get(connector, self.max_current_a)
 
+    def tx_profile_in_force(self, connector: int, now: datetime) -> tuple[datetime | None, float] | None:
+        """The TxProfile (the gateway's lease) giving the connector's limit at `now`: (when it runs out,
+        None if never; its highest limit A per phase); None when no TxProfile gives one."""
+        tx_id, tx_start = self.transactions.get(connector), self._tx_start.get(connector)
+        if tx_id is None:
+            return None
+        for p in self.profiles.profiles(connector):
+            if p.purpose != TX_PURPOSE or p.transaction_id not in (None, tx_id):
+                continue
+            if profile_limit_a(p, now, tx_start, self.phases) is None:
+                continue
+            ends = None if p.duration_s is None else schedule_start(p, now, tx_start) + timedelta(seconds=p.duration_s)
+            per_a = 1.0 if p.rate_unit == "A" else 1.0 / (VOLTAGE_V * self.phases)
+            return ends, max(period.limit * per_a for period in p.periods)
+        return None
+
     def offered_a(self, connector: int) -> float:
         """The current the charger offers on a connector (A): the applied limit."""
         return self.applied_a(connector)
@@ -379,9 +512,14 @@ class SimCharger(ChargePoint):
         for c in range(1, self.connectors + 1):
             target = self.profiles.limit_a(c, now, self.transactions.get(c), self._tx_start.get(c), self.max_current_a, self.phases)
             self._follow[c] = follow_limit(self._follow[c], target, now_s, self.reaction_s)
-            if self._follow[c].applied_a != self.limits_a[c]:
-                self.limits_a[c] = self._follow[c].applied_a
-                self.applied_history.append((now, c, self.limits_a[c]))
+            self._apply(c, self._follow[c].applied_a)
+
+    def _apply(self, connector: int, limit_a: float) -> None:
+        """The charger now lets the car on `connector` draw up to `limit_a` (A per phase)."""
+        if limit_a != self.limits_a[connector]:
+            self.limits_a[connector] = limit_a
+            self.applied_history.append((_utcnow(), connector, limit_a))
+            self.applied_log[connector].append((time.monotonic(), limit_a))
 
     async def _limit_loop(self) -> None:
         while True:
@@ -397,7 +535,7 @@ class SimCharger(ChargePoint):
         return plain_draw(self.applied_a(connector), car_max_a, car_phases, self.phases)
 
     async def _meter_loop(self) -> None:
-        """Charge the cars every `meter_interval_s`, connected or not; report when connected."""
+        """Charge the cars every `meter_interval_s` and report to the outbox, connected or not."""
         last = time.monotonic()
         while True:
             await asyncio.sleep(self.meter_interval_s)
@@ -413,20 +551,24 @@ class SimCharger(ChargePoint):
                     self.statuses[connector] = status
                     if self.connected:
                         self._queue(lambda c=connector, s=status: self._status(c, s))
-                if self.connected:
-                    self._queue(lambda c=connector: self._send_meter_values(c))
+                at, register_wh, payload = self._meter_values(connector)
+                self._send_later("MeterValues", payload, connector, self.transactions[connector], at, register_wh)
 
-    async def _send_meter_values(self, connector: int) -> None:
+    def _meter_values(self, connector: int) -> tuple[str, float, Any]:
+        """A MeterValues request with the connector's reading now; its timestamp and register (Wh) as sent."""
         power_w, currents = self._reading(connector)
         values = sampled_values(power_w, currents, self.energy_wh[connector], self.offered_a(connector))
-        await self.call(
-            call.MeterValues(
-                connector_id=connector,
-                meter_value=[{"timestamp": _now(), "sampledValue": values}],
-                transaction_id=self.transactions.get(connector),
-            ),
-            suppress=False,
+        at = _now()
+        register_wh = float(next(v["value"] for v in values if v["measurand"] == "Energy.Active.Import.Register"))
+        return at, register_wh, call.MeterValues(
+            connector_id=connector,
+            meter_value=[{"timestamp": at, "sampledValue": values}],
+            transaction_id=self.transactions.get(connector),
         )
+
+    async def _send_meter_values(self, connector: int) -> None:
+        """A reading the gateway asked for (TriggerMessage): sent at once, not queued."""
+        await self.call(self._meter_values(connector)[2], suppress=False)
 
     # --- the gateway's requests: answer at once, follow up from the worker -------------------------
 
@@ -469,7 +611,7 @@ class SimCharger(ChargePoint):
         return call_result.SetChargingProfile(status=status)
 
     @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None, **kw: Any) -> Any:  # noqa: A002
+    def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None, **kw: Any) -> Any:
         removed = self.profiles.clear(id, connector_id, kw.get("charging_profile_purpose"), kw.get("stack_level"))
         self._update_limits()
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
@@ -507,7 +649,7 @@ class SimCharger(ChargePoint):
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
     @on(Action.reset)
-    def on_reset(self, type: str, **_: Any) -> Any:  # noqa: A002 - the OCPP field name
+    def on_reset(self, type: str, **_: Any) -> Any:
         self._later(lambda: self._reset(f"{type}Reset"))
         return call_result.Reset(status="Accepted")
 

@@ -3,22 +3,29 @@
 `SimRig` plays every device with the simulators (the default, and what CI runs).
 `HardwareRig` drives real equipment described in a TOML file: it does what the hardware
 allows (a sensor is only MQTT, so the rig can always play it) and raises `Unsupported`
-for the rest, which the scenario turns into a skip.
+for the rest, which the scenario turns into a skip. Only a rig that plays the chargers can
+show what they saw (limits applied, messages answered): the failover scenarios' evidence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
+import signal
+import sqlite3
 import subprocess
 import time
 import tomllib
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from config.loader import load_config_text
+from drivers.sim_charger import SimCharger
+from drivers.sim_outbox import Confirmed
 from drivers.sim_square import SimSquare
 from tests.integration.harness import Daemon, MqttWatcher, free_port, wait_until
 from tests.integration.mosquitto import Mosquitto
@@ -57,22 +64,27 @@ class Report:
         head = ("t (s)", "what", "expected", "seen", "ok")
         body = [(f"{r.t_s:6.1f}", r.what, r.expected, r.seen, "yes" if r.ok else "NO") for r in self.rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
         return "\n".join([f"scenario {self.name} on {self.rig}", line(head), line(["-" * w for w in widths])]
                          + [line(b) for b in body])
 
 
 def rig_square_toml(*, ocpp_port: int, api_port: int, mqtt_host: str, mqtt_port: int, battery: tuple[str, int] | None,
-                    chargers: list[dict], signage: dict) -> str:
-    """The daemon's config for the rig's square: every bay with a sensor."""
+                    chargers: list[dict], signage: dict, grid_limit_a: float = 80, control: dict | None = None) -> str:
+    """The daemon's config for the rig's square: every bay with a sensor.
+
+    `grid_limit_a` (A per phase) and `control` (keys of `[control]`, over `period_s = 0.5`) make
+    the variants a scenario needs, such as a short `lease_s` or a small grid.
+    """
+    control = {"period_s": 0.5, **(control or {})}
     parts = [
         '[site]\nid = "hilplein"\nname = "HIL rig"\ntimezone = "Europe/Amsterdam"\n',
-        "[grid]\nphases = 3\nlimit_a = 80\n",
+        f"[grid]\nphases = 3\nlimit_a = {grid_limit_a:g}\n",
         f'[ocpp]\nhost = "0.0.0.0"\nport = {ocpp_port}\npath = "/ocpp"\nheartbeat_interval_s = 60\ncall_timeout_s = 5\n',
         f'[mqtt]\nhost = "{mqtt_host}"\nport = {mqtt_port}\ntopic_prefix = "lp"\n',
         f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n',
         '[storage]\npath = "state/laadplein.db"\n',
-        "[control]\nperiod_s = 0.5\n",
+        "[control]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in control.items()),
         "[signage]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in signage.items()),
     ]
     if battery is not None:
@@ -147,30 +159,80 @@ class Rig:
     async def restart_broker(self, down_s: float) -> None:
         raise Unsupported("no way to restart the broker on this rig")
 
+    async def kill_broker(self, down_s: float) -> None:
+        """SIGKILL the broker (no clean disconnect, no persistence), start it again after `down_s`."""
+        raise Unsupported("no way to kill the broker on this rig")
+
+    # What the chargers themselves saw: only a rig that plays them can tell.
+
+    def applied_log(self, bay_id: str) -> list[tuple[float, float]]:
+        """(monotonic s, A) every change of the limit the bay's charger applied to its car, from the start."""
+        raise Unsupported("the chargers' applied limits are not visible on this rig")
+
+    def lease_in_force(self, bay_id: str) -> tuple[float | None, float] | None:
+        """The lease the bay's charger holds now: (monotonic s it runs out or None, highest limit A); None without one."""
+        raise Unsupported("the chargers' charging profiles are not visible on this rig")
+
+    def transaction_of(self, bay_id: str) -> int | None:
+        """The transaction the bay's charger runs now (None: none)."""
+        raise Unsupported("the chargers' transactions are not visible on this rig")
+
+    def confirmed(self) -> list[tuple[str, Confirmed]]:
+        """(charger id, message) for every transaction message a charger got an answer to, in order."""
+        raise Unsupported("the chargers' message logs are not visible on this rig")
+
+    def backlog(self) -> int:
+        """Transaction messages the chargers still hold for the gateway."""
+        raise Unsupported("the chargers' message queues are not visible on this rig")
+
+    def link_log(self, charger_id: str) -> list[tuple[float, bool]]:
+        """(monotonic s, up) every time the charger's link to the daemon opened or ended."""
+        raise Unsupported("the chargers' links are not visible on this rig")
+
+    def chargers_connected(self) -> bool:
+        """Every charger's link to the daemon is up (booted)."""
+        raise Unsupported("the chargers' links are not visible on this rig")
+
+    async def stored_meter_samples(self) -> list[tuple[int | None, str, float | None]]:
+        """(transaction id, time, energy Wh) of every meter sample in the daemon's database.
+
+        Read-only, straight from SQLite: the admin API has no per-session meter values.
+        """
+        path = self.daemon.folder / "state" / "laadplein.db"
+
+        def read() -> list[tuple[int | None, str, float | None]]:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                return [tuple(r) for r in db.execute("SELECT tx_id, at, energy_wh FROM meter_samples")]
+
+        return await asyncio.to_thread(read)
+
 
 class SimRig(Rig):
     """The daemon against mosquitto and the simulated devices, all on this machine."""
 
     name = "simulator"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, reaction_s: float = 0.5, **square) -> None:
+        """`square`: `grid_limit_a` and `control` for rig_square_toml; `reaction_s`: the chargers' (s)."""
         self.folder = folder
         (folder / "mosquitto").mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(workdir=folder / "mosquitto")
         self.ocpp_port, self.api_port = free_port(), free_port()
         self.battery_port = free_port()
+        self.reaction_s = reaction_s
+        self.square = square
 
     async def __aenter__(self) -> SimRig:
         self.broker.start()
         text = rig_square_toml(
             ocpp_port=self.ocpp_port, api_port=self.api_port, mqtt_host="127.0.0.1", mqtt_port=self.broker.port,
-            battery=("127.0.0.1", self.battery_port), chargers=SIM_CHARGERS, signage=SIGNAGE,
+            battery=("127.0.0.1", self.battery_port), chargers=SIM_CHARGERS, signage=SIGNAGE, **self.square,
         )
         self.cfg = load_config_text(text, "rig.toml", base_dir=self.folder)
         self.daemon = Daemon(self.folder / "daemon", text, api_port=self.api_port, ocpp_port=self.ocpp_port)
         await asyncio.to_thread(self.daemon.start)
         self.sim = SimSquare(self.cfg, [], ocpp_url=self.daemon.ocpp_url, battery_port=self.battery_port,
-                             control_port=None, reaction_s=0.5)
+                             control_port=None, reaction_s=self.reaction_s)
         self._sim_task = asyncio.create_task(self._run_sim(), name="hil-sim")
         ready = asyncio.Event()
         self._sim_ready = ready
@@ -224,14 +286,57 @@ class SimRig(Rig):
         await asyncio.sleep(down_s)
         await asyncio.to_thread(self.broker.start)
 
+    async def kill_broker(self, down_s: float) -> None:
+        proc = self.broker._proc  # Mosquitto stops cleanly (SIGTERM); a crash is a SIGKILL to its process
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(self.broker.stop)  # reaps it; the port stays the broker's
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(self.broker.start)
+
+    def _charger(self, bay_id: str) -> tuple[SimCharger, int]:
+        cid, n = self.bay_of(bay_id)
+        return self.sim.chargers[cid], n
+
+    def applied_log(self, bay_id: str) -> list[tuple[float, float]]:
+        charger, n = self._charger(bay_id)
+        return list(charger.applied_log[n])
+
+    def lease_in_force(self, bay_id: str) -> tuple[float | None, float] | None:
+        charger, n = self._charger(bay_id)
+        now_utc, now_s = datetime.now(UTC), time.monotonic()
+        lease = charger.tx_profile_in_force(n, now_utc)
+        if lease is None:
+            return None
+        ends, highest_a = lease
+        return (None if ends is None else now_s + (ends - now_utc).total_seconds()), highest_a
+
+    def transaction_of(self, bay_id: str) -> int | None:
+        charger, n = self._charger(bay_id)
+        return charger.transactions.get(n)
+
+    def confirmed(self) -> list[tuple[str, Confirmed]]:
+        return [(cid, m) for cid, c in self.sim.chargers.items() for m in c.confirmed]
+
+    def backlog(self) -> int:
+        return sum(len(c.outbox) for c in self.sim.chargers.values())
+
+    def link_log(self, charger_id: str) -> list[tuple[float, bool]]:
+        return list(self.sim.chargers[charger_id].link_log)
+
+    def chargers_connected(self) -> bool:
+        return all(c.connected for c in self.sim.chargers.values())
+
 
 class HardwareRig(Rig):
     """Real chargers, battery and broker, described in a TOML file (see hil_tests/hardware.example.toml)."""
 
     name = "hardware"
 
-    def __init__(self, folder: Path, description: Path) -> None:
+    def __init__(self, folder: Path, description: Path, **square) -> None:
+        """`square`: `grid_limit_a` and `control` for rig_square_toml (the scenario's variant)."""
         self.folder = folder
+        self.square = square
         self.hw = tomllib.loads(description.read_text())
         self.state_folder = description.resolve().parent / f"{description.stem}-gateway"
         self.ocpp_port = int(self.hw.get("daemon", {}).get("ocpp_port", 9000))
@@ -243,7 +348,7 @@ class HardwareRig(Rig):
         text = rig_square_toml(
             ocpp_port=self.ocpp_port, api_port=self.api_port, mqtt_host=broker["host"], mqtt_port=int(broker["port"]),
             battery=(battery["host"], int(battery["port"])) if battery else None,
-            chargers=self.hw["chargers"], signage={**SIGNAGE, **self.hw.get("signage", {})},
+            chargers=self.hw["chargers"], signage={**SIGNAGE, **self.hw.get("signage", {})}, **self.square,
         )
         self.cfg = load_config_text(text, "rig.toml", base_dir=self.folder)
         # One gateway for the whole run, as on a real rig: its database (light seq, sessions) lives
@@ -306,6 +411,12 @@ class HardwareRig(Rig):
 
     async def restart_broker(self, down_s: float) -> None:
         await asyncio.to_thread(self._action, "broker", "restart_command", {"device": "broker", "mode": "restart"})
+
+    async def kill_broker(self, down_s: float) -> None:
+        cmd = self.hw.get("broker", {}).get("kill_command")
+        if not cmd:
+            raise Unsupported("the hardware file has no broker.kill_command (a clean restart is not a crash)")
+        await asyncio.to_thread(subprocess.run, shlex.split(cmd.format(down_s=down_s)), check=True, timeout=60)
 
 
 def _post(url: str, body: dict) -> object:

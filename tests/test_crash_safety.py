@@ -90,7 +90,7 @@ class SpyStore:
     def __init__(self, fail: bool = False) -> None:
         self.puts: list[LeaseBound] = []
         self.lowered: list[tuple[str, int, float]] = []
-        self.dropped: list[str] = []
+        self.dropped: list[tuple[str, int]] = []
         self.fail = fail
 
     async def put_lease_bound(self, bound, at):
@@ -101,55 +101,62 @@ class SpyStore:
     async def lower_lease_bound(self, key, tx_id, limit_a):
         self.lowered.append((key, tx_id, limit_a))
 
-    async def drop_lease_bound(self, key):
-        self.dropped.append(key)
+    async def drop_lease_bound(self, key, tx_id):
+        self.dropped.append((key, tx_id))
 
 
-async def test_journal_writes_only_when_a_lease_goes_beyond_the_bound() -> None:
+async def test_journal_writes_before_a_lease_goes_above_the_bound_and_never_holds_up_one_within_it() -> None:
     spy = SpyStore()
     j = LeaseJournal(spy, lease_s=60)
     first = Order("CP01/1", 16.0, 16.0, "first")
-    assert await j.before_send(first, "CP01", 1, 7, at(0))
+    assert await j.before_send(first, "CP01", 1, 7, at(0), 8.0)
     assert [(b.limit_a, b.tx_id) for b in spy.puts] == [(16.0, 7)]
     # one lease ahead: the bound runs until the lease ends (start 5 s before sending) plus lease_s
     assert spy.puts[0].ends_at == at(60 - 5 + 60)
-    # a decrease and a renewal within the bound need no write
-    assert await j.before_send(Order("CP01/1", 10.0, 10.0, "decrease"), "CP01", 1, 7, at(10))
-    assert await j.before_send(Order("CP01/1", 16.0, 16.0, "renew"), "CP01", 1, 7, at(40))
+    # a decrease and a renewal within the bound need no write, before or after sending
+    for order, t in ((Order("CP01/1", 10.0, 10.0, "decrease"), 10), (Order("CP01/1", 16.0, 16.0, "renew"), 40)):
+        assert await j.before_send(order, "CP01", 1, 7, at(t), 8.0)
+        await j.after_send(order, "CP01", 1, 7, at(t))
     assert len(spy.puts) == 1
-    # a rise above the bound is written first
-    assert await j.before_send(Order("CP01/1", 20.0, 20.0, "increase"), "CP01", 1, 7, at(50))
-    assert spy.puts[-1].limit_a == 20.0
-    # a renewal past the bound's end is written, keeping the higher limit the charger may still hold
-    assert await j.before_send(Order("CP01/1", 12.0, 12.0, "renew"), "CP01", 1, 7, at(120))
-    assert spy.puts[-1].limit_a == 20.0 and spy.puts[-1].ends_at == at(120 + 55 + 60)
+    # a rise above the bound's limit is written first, even by 0.1 A
+    assert await j.before_send(Order("CP01/1", 16.1, 16.1, "increase"), "CP01", 1, 7, at(50), 8.0)
+    assert spy.puts[-1].limit_a == 16.1 and len(spy.puts) == 2
+    # a decrease that runs past the bound's end goes out at once; the end is extended after it
+    late = Order("CP01/1", 12.0, 12.0, "decrease")
+    assert await j.before_send(late, "CP01", 1, 7, at(120), 8.0)  # the bound of t=50 ends at 165
+    assert len(spy.puts) == 2
+    await j.after_send(late, "CP01", 1, 7, at(120))
+    assert spy.puts[-1].limit_a == 16.1 and spy.puts[-1].ends_at == at(120 + 55 + 60)
     # a new transaction starts from its own first lease
-    assert await j.before_send(Order("CP01/1", 8.0, 8.0, "first"), "CP01", 1, 8, at(130))
+    assert await j.before_send(Order("CP01/1", 8.0, 8.0, "first"), "CP01", 1, 8, at(130), 8.0)
     assert (spy.puts[-1].limit_a, spy.puts[-1].tx_id) == (8.0, 8)
 
 
 async def test_journal_lowers_the_bound_when_a_lower_lease_is_accepted_and_drops_it_at_the_end() -> None:
     spy = SpyStore()
     j = LeaseJournal(spy, lease_s=60)
-    await j.before_send(Order("CP01/1", 20.0, 20.0, "first"), "CP01", 1, 7, at(0))
+    await j.before_send(Order("CP01/1", 20.0, 20.0, "first"), "CP01", 1, 7, at(0), 8.0)
     down = Order("CP01/1", 9.0, 9.0, "decrease")
-    await j.before_send(down, "CP01", 1, 7, at(5))
+    await j.before_send(down, "CP01", 1, 7, at(5), 8.0)
     await j.accepted(down, 7)
     assert spy.lowered == [("CP01/1", 7, 9.0)] and j.bound("CP01/1").limit_a == 9.0
     await j.accepted(Order("CP01/1", 9.0, 9.0, "renew"), 7)  # not lower: nothing to write
     assert len(spy.lowered) == 1
     await j.ended("CP01/1")
     await j.ended("CP01/1")
-    assert spy.dropped == ["CP01/1"] and j.bound("CP01/1") is None
+    assert spy.dropped == [("CP01/1", 7)] and j.bound("CP01/1") is None
 
 
-async def test_journal_that_cannot_write_lets_only_decreases_out() -> None:
+async def test_journal_that_cannot_write_lets_out_only_leases_within_the_bound_or_the_safe_default() -> None:
     j = LeaseJournal(SpyStore(fail=True), lease_s=60, restored={
         "CP01/1": LeaseBound("CP01/1", "CP01", 1, 7, 20.0, at(30)),
     })
-    assert not await j.before_send(Order("CP01/1", 16.0, 16.0, "first"), "CP01", 2, 9, at(0))
-    assert not await j.before_send(Order("CP01/1", 24.0, 24.0, "increase"), "CP01", 1, 7, at(0))
-    assert await j.before_send(Order("CP01/1", 10.0, 10.0, "decrease"), "CP01", 1, 7, at(40))
+    assert not await j.before_send(Order("CP01/1", 16.0, 16.0, "first"), "CP01", 2, 9, at(0), 8.0)
+    assert not await j.before_send(Order("CP01/1", 24.0, 24.0, "increase"), "CP01", 1, 7, at(0), 8.0)
+    assert await j.before_send(Order("CP01/1", 18.0, 18.0, "decrease"), "CP01", 1, 7, at(10), 8.0)
+    # the bound has run out: only a lease a restart would count anyway (the safe default) goes
+    assert not await j.before_send(Order("CP01/1", 10.0, 10.0, "decrease"), "CP01", 1, 7, at(40), 8.0)
+    assert await j.before_send(Order("CP01/1", 8.0, 8.0, "first"), "CP01", 2, 9, at(0), 8.0)
 
 
 # ---- the store ------------------------------------------------------------------------------------
@@ -292,3 +299,21 @@ async def test_a_new_transaction_on_a_connector_closes_the_one_left_open(cfg, st
     old = await store.session(tx1)
     assert old["stop_reason"] == RECONCILED and old["stopped"] == "2026-11-28T13:00:05.000Z"
     assert state.chargers["CP01"].connectors[1].transaction_id == answer.transaction_id != tx1
+
+
+async def test_a_status_older_than_the_transaction_never_closes_it(cfg, store: Store) -> None:
+    clock = Clock()
+    state = SquareState(cfg, store, clock=clock)
+    await state.restore()
+    state.record(ev.ChargerConnected(charger_id="CP01", ocpp_version="ocpp1.6", at=at(0), remote="x"))
+    # plugged in and reported Available/Preparing long ago; the badge comes 100 s later
+    state.record(ev.ConnectorStatusChanged(charger_id="CP01", connector_id=1, status="Available", at=at(100), error_code="NoError"))
+    clock.now = at(200)
+    answer = await state.start_transaction("CP01", 1, TAG, 0, at(200))
+    await reconcile_sessions(state, at(200.1), after_s=60)
+    await reconcile_sessions(state, at(400), after_s=60)
+    assert (await store.session(answer.transaction_id))["stopped"] is None
+    # some chargers stay Preparing after the start until the car takes current: not a sign either
+    state.record(ev.ConnectorStatusChanged(charger_id="CP01", connector_id=1, status="Preparing", at=at(401), error_code="NoError"))
+    await reconcile_sessions(state, at(600), after_s=60)
+    assert (await store.session(answer.transaction_id))["stopped"] is None
