@@ -159,10 +159,15 @@ def fallback_seen(rig, safe: dict[str, float], t_kill: float, held: dict) -> tup
         ups = [at for at, up in rig.link_log(charger) if up and at > t_kill]
         end = ups[0] if ups else time.monotonic()
         log = rig.applied_log(bay)
-        highest = max_over(log, t_kill, end)
-        worst = max(worst, highest)
+        worst = max(worst, max_over(log, t_kill, end) or 0.0)
         cap = max(applied_at_kill, lease[1] if lease else safe[bay])
-        if highest > cap + EPS_A:
+        if rig.transaction_of(bay) != tx:
+            # the car stopped while the daemon was gone: its lease ended with its transaction
+            cap = max(cap, safe[bay])
+        # until the lease runs out; after that the check below holds it to the safe default
+        lease_end = lease[0] if lease is not None and lease[0] is not None else None
+        highest = max_over(log, t_kill, end if lease_end is None else min(end, lease_end))
+        if highest is not None and highest > cap + EPS_A:
             problems.append(f"{bay}: {highest} A while down, above its last lease {cap} A")
         ran_out = t_kill if lease is None or lease[0] is None else lease[0]
         if lease is not None and lease[0] is None:
