@@ -35,18 +35,18 @@ from ocpp.v16 import call as ocpp_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.soak_faults import (  # noqa: E402
+from bench.soak_faults import (
     FaultInjector,
     FaultPlan,
-    KillableBroker,
     Recovery,
     plan_faults,
     tidy_simulator,
 )
-from config.loader import load_config_text  # noqa: E402
-from drivers.sim_cars import arrivals  # noqa: E402
-from drivers.sim_square import SimSquare  # noqa: E402
-from tests.integration.harness import Daemon, free_port  # noqa: E402
+from config.loader import load_config_text
+from drivers.sim_cars import arrivals
+from drivers.sim_square import SimSquare
+from tests.integration.harness import Daemon, free_port
+from tests.integration.mosquitto import Mosquitto
 
 PROBE_ID = "CP07"  # in the daemon's config, not run by the simulator: the malformed-frame client's id
 LEASE_S = 30
@@ -348,7 +348,7 @@ class Soak:
         self.tail_s = min(60.0, max(5.0, 0.05 * self.total_s))
         self.speed = args.speed or 86400.0 / self.total_s
         (folder / "mosquitto").mkdir(parents=True)
-        self.broker = KillableBroker(workdir=folder / "mosquitto")
+        self.broker = Mosquitto(workdir=folder / "mosquitto")
         self.records: list[FaultRecord] = []
         self.crashed: dict[str, str] = {}
         self.tidied: dict[str, int] = {}

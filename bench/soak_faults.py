@@ -104,16 +104,6 @@ def plan_faults(*, total_s: float, warmup_s: float, tail_s: float, every_s: floa
         t_s, i = t_s + max(every_s, cost_s(kind)), i + 1
 
 
-class KillableBroker(Mosquitto):
-    """The test broker, which can also die without a word (SIGKILL: no clean disconnects)."""
-
-    def kill9(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-
-
 # ---- junk -----------------------------------------------------------------------------------
 
 def junk_frames() -> list[tuple[str | bytes, bool | None]]:
@@ -227,7 +217,7 @@ async def mqtt_junk_burst(port: int, root: str, bays: list[str], rounds: int = 2
 class FaultInjector:
     """Does one planned fault to the running square and heals it."""
 
-    def __init__(self, *, daemon: Daemon, broker: KillableBroker, sim: SimSquare, root: str, probe_url: str,
+    def __init__(self, *, daemon: Daemon, broker: Mosquitto, sim: SimSquare, root: str, probe_url: str,
                  lease_s: float, safe_default_a: float) -> None:
         self.daemon, self.broker, self.sim = daemon, broker, sim
         self.root, self.probe_url = root, probe_url
@@ -311,7 +301,7 @@ class FaultInjector:
 
     async def _broker_kill(self, plan: FaultPlan, before: set[str]) -> Injected:
         done = Injected(f"mosquitto SIGKILL, down {plan.hold_s:g} s")
-        await asyncio.to_thread(self.broker.kill9)
+        await asyncio.to_thread(self.broker.kill)
         await asyncio.sleep(plan.hold_s)
         done.healed_at = time.monotonic()
         await asyncio.to_thread(self.broker.start)

@@ -31,6 +31,7 @@ from battery.vendors import (
 )
 from config.schema_devices import RegisterConfig
 from drivers.aio import cancel_count, raise_if_cancelled
+from drivers.fault_log import FaultLog
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class ModbusBattery:
         self._setpoint_changed = False
         self._status: BatteryStatus | None = None
         self._logged_distrust: str | None = None
-        self._fault_lines: dict[str, tuple[float, int]] = {}  # kind -> (last logged at, held back since)
+        self._fault_lines = FaultLog(FAULT_LOG_EVERY_S)  # one line per kind a minute
         self._setpoint_w: float | None = None  # held: written after every poll
         self._written_w: float | None = None
         self._logged_setpoint_w: float | None = None
@@ -378,14 +379,11 @@ class ModbusBattery:
 
     def _log_fault(self, kind: str, level: int, message: str, *args: object) -> None:
         """Log a line of this kind at most once per FAULT_LOG_EVERY_S, saying how many were held back since."""
-        now = time.monotonic()
-        last, held = self._fault_lines.get(kind, (-math.inf, 0))
-        if now - last < FAULT_LOG_EVERY_S:
-            self._fault_lines[kind] = (last, held + 1)
+        held = self._fault_lines.admit(self.where, kind, time.monotonic())
+        if held is None:
             return
         more = f" ({held} more like it in the last minute)" if held else ""
         self._log.log(level, message + "%s", *args, more)
-        self._fault_lines[kind] = (now, 0)
 
 
 class RegisterBattery(ModbusBattery):

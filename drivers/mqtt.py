@@ -25,6 +25,7 @@ from controller.events import (
     LightAcked,
     OccupancyChanged,
 )
+from drivers.fault_log import FaultLog
 from drivers.mqtt_retry import (
     FIRST_RETRY_S,
     RETRY_JITTER,
@@ -172,7 +173,7 @@ class MqttLink:
         self._down_since: float | None = None
         self._up_since = 0.0
         self._next_down_log = 0.0
-        self._junk_seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._junk_seen = FaultLog(JUNK_LOG_EVERY_S)  # (bay, kind): one line a minute
         self._occupancy: Throttle[OccupancyChanged] = Throttle(OCCUPANCY_EVERY_S)
         self._occupancy_held = asyncio.Event()
 
@@ -452,11 +453,8 @@ class MqttLink:
 
     def _complain(self, bay: str, kind: str, text: str, level: int = logging.WARNING) -> None:
         """Log once per bay and kind per minute, with how many were held back since."""
-        now = time.monotonic()
-        last, held = self._junk_seen.get((bay, kind), (-math.inf, 0))
-        if now - last < JUNK_LOG_EVERY_S:
-            self._junk_seen[bay, kind] = (last, held + 1)
+        held = self._junk_seen.admit(bay, kind, time.monotonic())
+        if held is None:
             return
         more = f" ({held} more like it in the last minute)" if held else ""
         log.log(level, "MQTT %s%s", text, more)
-        self._junk_seen[bay, kind] = (now, 0)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
-import signal
 import sqlite3
 import subprocess
 import time
@@ -287,10 +285,7 @@ class SimRig(Rig):
         await asyncio.to_thread(self.broker.start)
 
     async def kill_broker(self, down_s: float) -> None:
-        proc = self.broker._proc  # Mosquitto stops cleanly (SIGTERM); a crash is a SIGKILL to its process
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(self.broker.stop)  # reaps it; the port stays the broker's
+        await asyncio.to_thread(self.broker.kill)  # a crash, not a clean stop; the port stays the broker's
         await asyncio.sleep(down_s)
         await asyncio.to_thread(self.broker.start)
 

@@ -109,6 +109,15 @@ class Mosquitto:
             proc.kill()
             proc.wait(timeout_s)
 
+    def kill(self, timeout_s: float = 5.0) -> None:
+        """Kill it without a word (SIGKILL: no clean disconnects, retained messages gone without
+        persistence), as a crash or a power cut would; the port stays reserved for start()."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait(timeout_s)
+
     def restart(self) -> None:
         self.stop()
         self.start()

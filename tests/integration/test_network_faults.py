@@ -10,14 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from drivers.sim_charger import SimCharger
-from tests.integration.harness import Daemon, MqttWatcher, chargers, free_port, square_toml, wait_until
+from tests.integration.harness import (
+    Daemon,
+    MqttWatcher,
+    chargers,
+    free_port,
+    square_toml,
+    wait_until,
+)
 from tests.integration.mosquitto import Mosquitto
 from tests.integration.tcp_proxy import TcpProxy
 
@@ -33,16 +39,6 @@ OFFLINE_AFTER_S = 2  # square_toml's signage.offline_after_s
 MARGIN_S = 3.0
 BROKER_DOWN_S = 8.0  # long enough for the reconnect backoff to reach its 5 s cap
 BROKER_OFFLINE_ACTION = "control goes on; light commands are published again on reconnect"
-
-
-class KillableMosquitto(Mosquitto):
-    """A broker that can also die without a word (SIGKILL), and come back on the same port."""
-
-    def kill(self) -> None:
-        proc, self._proc = self._proc, None
-        assert proc is not None and proc.poll() is None, "the broker is not running"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
 
 
 @pytest.fixture
@@ -186,7 +182,7 @@ async def test_half_open_charger_with_the_default_ping_is_noticed_within_60_s(ma
 
 
 async def test_broker_killed_and_back_gets_online_lights_and_state_within_5_s(make_daemon, tmp_path):
-    broker = KillableMosquitto(workdir=tmp_path / "broker")
+    broker = Mosquitto(workdir=tmp_path / "broker")
     broker.workdir.mkdir()
     with broker:
         d = make_daemon(broker.port)
@@ -202,6 +198,7 @@ async def test_broker_killed_and_back_gets_online_lights_and_state_within_5_s(ma
             assert all(mq.last_light(bay)["seq"] == seqs[bay] for bay in BAYS), (seqs, mq.seen[-10:])
             before = {bay: mq.last_light(bay) for bay in BAYS}
 
+            assert broker.running, "the broker is not running"
             broker.kill()
             await wait_until(lambda: f"MQTT broker 127.0.0.1:{broker.port} lost" in d.log(), 5, "the broker noticed gone")
             await asyncio.sleep(BROKER_DOWN_S)
