@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from config.loader import ConfigError, load_config
+from config.loader import ConfigError, ConfigIssue, key_line, load_config
 from config.schema import SquareConfig
 
 __all__ = ["check_main", "summary_rows"]
@@ -26,6 +27,10 @@ def check_main(path: str) -> int:
         for issue in exc.issues:
             print(issue)
         return EXIT_BAD_CONFIG
+    tls_issue = _tls_issue(path, square)
+    if tls_issue is not None:
+        print(tls_issue)
+        return EXIT_BAD_CONFIG
     console = Console(highlight=False, soft_wrap=False)
     table = Table(title=f"{escape(path)}: valid", show_header=False, title_justify="left", expand=False)
     table.add_column("what", style="bold", no_wrap=True)
@@ -34,6 +39,25 @@ def check_main(path: str) -> int:
         table.add_row(escape(what), escape(value))
     console.print(table)
     return EXIT_OK
+
+
+def _tls_issue(path: str, square: SquareConfig) -> ConfigIssue | None:
+    """The daemon would not start with these TLS files (missing, unreadable, not a certificate or key, no match)."""
+    ocpp = square.ocpp
+    if ocpp.tls_cert_file is None or ocpp.tls_key_file is None:
+        return None
+    # Imported here: only a config with TLS needs the OCPP driver loaded to check it.
+    from drivers.ocpp_server import TlsFileError, tls_server_context
+
+    try:
+        tls_server_context(ocpp.tls_cert_file, ocpp.tls_key_file)
+    except TlsFileError as exc:
+        try:
+            line = key_line(Path(path).read_text(encoding="utf-8"), exc.key)
+        except (OSError, UnicodeDecodeError):
+            line = 0
+        return ConfigIssue(path, line, exc.key, exc.message)
+    return None
 
 
 def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
@@ -68,6 +92,7 @@ def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
         meter_text = f"{meter.driver} at {meter.host}:{meter.tcp_port}" + (f" unit {meter.unit_id}" if meter.driver == "sdm630" else "")
     ocpp = square.ocpp
     with_password = sum(1 for charger in square.chargers if charger.password)
+    scheme, profile = ("wss", 2) if ocpp.tls_cert_file is not None else ("ws", 1)
     mqtt = square.mqtt
     api = square.api
     signage = square.signage
@@ -80,8 +105,10 @@ def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
         ("bays", f"{len(square.bays)}, {sensors} with a sensor"),
         ("battery", battery_text),
         ("grid meter", meter_text),
-        ("ocpp", f"ws://{ocpp.host}:{ocpp.port}{ocpp.path}/<charger id>"),
-        ("ocpp auth", f"{ocpp.auth}, {with_password} charger(s) with a password"),
+        ("ocpp", f"{scheme}://{ocpp.host}:{ocpp.port}{ocpp.path}/<charger id>"
+                 + (f" (certificate {ocpp.tls_cert_file})" if scheme == "wss" else "")),
+        ("ocpp auth", f"{ocpp.auth}, {with_password} charger(s) with a password"
+                      + (f" (security profile {profile})" if with_password else "")),
         ("mqtt", f"{mqtt.host}:{mqtt.port}, topics under {square.topic_root}/"),
         ("api", f"http://{api.host}:{api.port}" + (f", token from {api.token_file}" if api.token_file else ", no token")),
         ("storage", f"{square.storage.path} (sessions kept {square.storage.retention_days} days)"),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from config.schema import CrossCheckError, SquareConfig, cross_issues
 
-__all__ = ["ConfigError", "ConfigIssue", "load_config", "load_config_text"]
+__all__ = ["ConfigError", "ConfigIssue", "key_line", "load_config", "load_config_text"]
 
 Loc = tuple[str | int, ...]
 
@@ -87,7 +87,16 @@ def _resolve_paths(square: SquareConfig, base_dir: Path) -> SquareConfig:
     token_file = square.api.token_file
     if token_file is not None and not token_file.is_absolute():
         update["api"] = square.api.model_copy(update={"token_file": base_dir / token_file})
+    tls = {key: base_dir / path for key in ("tls_cert_file", "tls_key_file")
+           if (path := getattr(square.ocpp, key)) is not None and not path.is_absolute()}
+    if tls:
+        update["ocpp"] = square.ocpp.model_copy(update=tls)
     return square.model_copy(update=update) if update else square
+
+
+def key_line(text: str, key_path: str) -> int:
+    """The line of config `text` that sets the dotted `key_path` (or its table; 1 when neither is there)."""
+    return _Locator(text.removeprefix("\ufeff")).line_of(tuple(key_path.split(".")))
 
 
 def _syntax_issue(exc: tomllib.TOMLDecodeError, file_name: str, locator: _Locator) -> ConfigIssue:

@@ -97,8 +97,16 @@ class GridConfig(BaseModel):
         return self
 
 
+def _ocpp_issues(ocpp: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    cert, key = ocpp.get("tls_cert_file"), ocpp.get("tls_key_file")
+    if (cert is None) == (key is None):
+        return []
+    given, missing = ("tls_cert_file", "tls_key_file") if key is None else ("tls_key_file", "tls_cert_file")
+    return [((missing,), f"missing: {given} is set, and TLS needs both the certificate and its key")]
+
+
 class OcppConfig(BaseModel):
-    """The OCPP endpoint: chargers connect to ws://host:port/path/<charger id>."""
+    """The OCPP endpoint: chargers connect to ws://host:port/path/<charger id> (wss:// with a TLS certificate)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -115,6 +123,20 @@ class OcppConfig(BaseModel):
     # A connector reported free this long (by a charger connected this long) while the gateway still
     # has a session open on it: the session ended unseen and the gateway closes it itself.
     reconcile_after_s: float = Field(60, ge=5, le=3600)
+    # Security profile 2: the gateway's certificate (PEM, chain after it) and its unencrypted key make
+    # the endpoint wss://, TLS 1.2 or newer. Both or neither; relative to the config file's folder.
+    tls_cert_file: Path | None = Field(None, strict=False)
+    tls_key_file: Path | None = Field(None, strict=False)
+    # Failed Basic Auth logins count for this long: 5 of one charger id from one host, or 20 from one
+    # host, and it is refused (HTTP 429) for as long again without a password check.
+    login_lockout_s: float = Field(60, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> OcppConfig:
+        issues = _ocpp_issues(self.model_dump())
+        if issues:
+            raise CrossCheckError(issues)
+        return self
 
 
 class MqttConfig(BaseModel):
@@ -198,6 +220,9 @@ class ChargerConfig(BaseModel):
     phases: Literal[1, 3] = 3
     connectors: int = Field(1, ge=1, le=8)
     password: str | None = Field(None, min_length=1, max_length=64)
+    # Real chargers break the OCPP schemas (numeric meter values, "+00:00" times, missing fields): a
+    # lenient charger's payloads are mended and accepted with a warning instead of a CALLERROR.
+    lenient: bool = False
     # How the charger's L1, L2, L3 are wired to the grid's (OCPP ConnectorPhaseRotation): "STR" puts
     # a one-phase car on the grid's L2. Unset: read from the charger, else taken as RST.
     phase_rotation: Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"] | None = None
@@ -273,7 +298,7 @@ def cross_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     on the raw data too. Missing or ill-typed values are skipped here: their own field errors report them.
     """
     issues: list[tuple[Loc, str]] = []
-    for section, check in (("grid", _grid_issues), ("battery", battery_issues)):
+    for section, check in (("grid", _grid_issues), ("ocpp", _ocpp_issues), ("battery", battery_issues)):
         table = data.get(section)
         if isinstance(table, Mapping):
             issues.extend(((section, *loc), message) for loc, message in check(table))

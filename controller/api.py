@@ -16,6 +16,8 @@ from aiohttp import web
 
 from controller.clock import local_text, parse_ts, wire_ts
 from controller.cycle import Cycle
+from controller.local_list import LocalListKeeper
+from controller.passwords import change_password, password_problem
 from controller.state import SquareState
 from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
 from signage.rules import Override
@@ -60,11 +62,17 @@ async def _body(request: web.Request) -> dict:
 class AdminApi:
     """The HTTP server; `run()` serves until cancelled."""
 
-    def __init__(self, state: SquareState, cycle: Cycle, ocpp: ChargerCaller, *, token: str | None) -> None:
+    def __init__(
+        self, state: SquareState, cycle: Cycle, ocpp: ChargerCaller, *, token: str | None,
+        local_list: LocalListKeeper | None = None,
+    ) -> None:
         self.state = state
         self.cycle = cycle
         self.ocpp = ocpp
         self.token = token
+        # Token changes go through the keeper: it numbers them and carries them to chargers (one
+        # that is not running still numbers them, and chargers catch up when it runs).
+        self.local_list = local_list if local_list is not None else LocalListKeeper(state, ocpp)
         self.port: int | None = None
         self.app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
         r = self.app.router
@@ -77,6 +85,7 @@ class AdminApi:
         r.add_get("/api/alarms", self.alarms)
         r.add_get("/api/chargers", self.chargers)
         r.add_post("/api/chargers/{charger}/call/{action}", self.call_charger)
+        r.add_put("/api/chargers/{charger}/password", self.set_charger_password)
         r.add_get("/api/events", self.events)
         r.add_get("/api/sessions", self.sessions)
         r.add_get("/api/tokens", self.tokens)
@@ -262,6 +271,20 @@ class AdminApi:
         log.info("charger %s: %s sent by the admin API", charger_id, action)
         return _json(answer)
 
+    async def set_charger_password(self, request: web.Request) -> web.Response:
+        """A new Basic Auth password for a charger of the config, stored hashed; it replaces the config's."""
+        charger_id = request.match_info["charger"]
+        if not any(c.id == charger_id for c in self.state.cfg.chargers):
+            return _error(404, f"no charger {charger_id!r}")
+        password = (await _body(request)).get("password")
+        problem = password_problem(password)
+        if problem is not None:
+            raise BadRequest(problem)
+        await change_password(self.state.store, self.state.passwords, charger_id, password, self._now())
+        self.state.note("charger_password", f"charger {charger_id}: new Basic Auth password set through the API "
+                        "(it counts from the charger's next connect)", charger_id=charger_id)
+        return _json({"ok": True, "charger": charger_id})
+
     def _since(self, request: web.Request) -> datetime | None:
         raw = request.query.get("since")
         if not raw:
@@ -281,7 +304,9 @@ class AdminApi:
         return _json(await self.state.store.events(since=self._since(request), limit=self._limit(request)))
 
     async def sessions(self, request: web.Request) -> web.Response:
-        return _json(await self.state.store.sessions(since=self._since(request), limit=self._limit(request)))
+        sessions = await self.state.store.sessions(since=self._since(request), limit=self._limit(request))
+        # `id` is the transaction id the charger knows: an OCPP 2.0.1 charger's own string
+        return _json([{**s, "id": s.pop("charger_tx") or s["id"]} for s in sessions])
 
     async def tokens(self, request: web.Request) -> web.Response:
         return _json(await self.state.store.tokens())
@@ -303,8 +328,7 @@ class AdminApi:
         group = body.get("group")
         if group is not None and (not isinstance(group, str) or len(group) > 36):
             raise BadRequest("group must be a string of at most 36 characters")
-        await self.state.store.put_token(tag, status, expiry, group)
-        tag_hash = self.state.store.hash_tag(tag)
+        tag_hash = await self.local_list.put(tag, status, expiry, group)
         self.state.note("token_set", f"local list: tag {tag_hash[:8]}… set to {status}", data={"tag_hash": tag_hash})
         return _json({"tag_hash": tag_hash, "status": status, "expiry": wire_ts(expiry) if expiry else None, "group": group})
 
@@ -314,7 +338,7 @@ class AdminApi:
         if not isinstance(tag, str) or not tag.strip():
             raise BadRequest("tag must be a non-empty string")
         tag_hash = self.state.store.hash_tag(tag)
-        if not await self.state.store.delete_token(tag):
+        if not await self.local_list.remove(tag):
             return _error(404, f"tag {tag_hash[:8]}… is not in the local list")
         self.state.note("token_deleted", f"local list: tag {tag_hash[:8]}… removed", data={"tag_hash": tag_hash})
         return _json({"tag_hash": tag_hash, "deleted": True})

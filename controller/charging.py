@@ -21,6 +21,7 @@ from controller.lease_journal import LeaseJournal
 from controller.leases import LeaseBook, Order
 from controller.sharing import safe_default_a
 from drivers import ocpp16_profiles as p16
+from drivers.ocpp_dialects import Dialect, dialect
 from drivers.ocpp_backend import (
     CallErrorReceived,
     CallFailed,
@@ -37,6 +38,9 @@ class ChargerCalls(Protocol):
     """What smart charging needs of the OCPP server: a request to a charger, answered or raising CallFailed."""
 
     async def call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+    def connected(self) -> dict[str, str]:
+        """Charger id -> negotiated subprotocol ("ocpp1.6", "ocpp2.0.1") of every open connection."""
 
 
 @dataclass
@@ -137,6 +141,11 @@ class SmartCharging:
             self.setups[charger_id] = ChargerSetup(connected_at)
             self._spawn(self._set_up(charger_id, connected_at), f"setup-{charger_id}")
 
+    def dialect(self, charger_id: str) -> Dialect:
+        """The charger's OCPP version's adapter (1.6 while it is not connected)."""
+        connected = getattr(self.calls, "connected", None)
+        return dialect(connected().get(charger_id) if connected is not None else None)
+
     def mode(self, charger_id: str) -> str:
         """tx | max | none | setting up (also for a charger never seen)."""
         setup = self.setups.get(charger_id)
@@ -165,40 +174,34 @@ class SmartCharging:
 
     async def _set_up_once(self, charger_id: str, setup: ChargerSetup) -> None:
         charger = self.cfg.charger(charger_id)
+        words = self.dialect(charger_id)
+
+        async def call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+            return await self._call(charger_id, action, payload)
+
         try:
-            await self._call(charger_id, "ClearChargingProfile", p16.clear_defaults())
+            await call("ClearChargingProfile", words.clear_defaults())
         except CallErrorReceived as exc:
             log.info("charger %s: clearing its default profiles failed (%s); the safe default replaces them", charger_id, exc)
         refused: list[str] = []
-        for n in range(1, charger.connectors + 1):
-            limit_a = self.safe_defaults[connector_key(charger_id, n)]
+        limits = {n: self.safe_defaults[connector_key(charger_id, n)] for n in range(1, charger.connectors + 1)}
+        for label, payload in words.safe_defaults(limits):
             try:
-                answer = await self._call(charger_id, "SetChargingProfile", p16.safe_default(n, limit_a))
+                answer = await call("SetChargingProfile", payload)
                 if answer.get("status") != "Accepted":
-                    refused.append(f"connector {n}: {answer.get('status')}")
+                    refused.append(f"{label}: {answer.get('status')}")
             except CallErrorReceived as exc:
-                refused.append(f"connector {n}: {exc.code}")
+                refused.append(f"{label}: {exc.code}")
         if not refused:
             try:  # a ChargePointMaxProfile of an earlier fallback would cap it for good
-                await self._call(charger_id, "ClearChargingProfile", {"id": p16.MAX_PROFILE_ID})
+                await call("ClearChargingProfile", words.clear_profile(p16.MAX_PROFILE_ID))
             except CallErrorReceived:
                 pass
-        for payload in p16.meter_settings(self.cfg.control.meter_interval_s):
-            try:
-                answer = await self._call(charger_id, "ChangeConfiguration", payload)
-                status = answer.get("status")
-                if status == "Rejected" and payload["key"] == "MeterValuesSampledData":
-                    # some chargers refuse a measurand they lack (Current.Offered): ask without it
-                    payload = {**payload, "value": p16.SAMPLED_DATA_BASIC}
-                    status = (await self._call(charger_id, "ChangeConfiguration", payload)).get("status")
-                if status not in ("Accepted", "RebootRequired"):
-                    log.warning("charger %s: %s = %s %s", charger_id, payload["key"], payload["value"], status)
-            except CallErrorReceived as exc:
-                log.warning("charger %s: setting %s failed: %s", charger_id, payload["key"], exc)
+        for problem in await words.configure_meter(call, self.cfg.control.meter_interval_s):
+            log.warning("charger %s: %s", charger_id, problem)
         if charger.phase_rotation is None:
             try:
-                answer = await self._call(charger_id, "GetConfiguration", {"key": ["ConnectorPhaseRotation"]})
-                for n, rotation in p16.phase_rotation(answer, charger.connectors).items():
+                for n, rotation in (await words.read_rotation(call, charger.connectors)).items():
                     self.rotations[connector_key(charger_id, n)] = rotation
             except CallErrorReceived as exc:
                 log.info("charger %s: no phase rotation (%s)", charger_id, exc)
@@ -227,7 +230,7 @@ class SmartCharging:
         charger = self.cfg.charger(charger_id)
         share_a = self.charger_share_a(charger_id)
         try:
-            answer = await self._call(charger_id, "SetChargingProfile", p16.charger_max(share_a, self.clock()))
+            answer = await self._call(charger_id, "SetChargingProfile", self.dialect(charger_id).charger_max(share_a, self.clock()))
             accepted = answer.get("status") == "Accepted"
         except CallFailed:
             accepted = False
@@ -264,8 +267,11 @@ class SmartCharging:
 
     # ---- leases ---------------------------------------------------------------------------
 
-    def send(self, orders: list[Order], transactions: dict[str, int], now: datetime) -> None:
-        """Carry out the book's orders of `now`, each in its own task (its schedule counts from `now`)."""
+    def send(self, orders: list[Order], transactions: dict[str, int], now: datetime, wire_ids: dict[str, str] | None = None) -> None:
+        """Carry out the book's orders of `now`, each in its own task (its schedule counts from `now`).
+
+        `transactions` are the gateway's ids; `wire_ids` the names OCPP 2.0.1 chargers gave them.
+        """
         for order in orders:
             tx = transactions.get(order.key)
             if tx is None:
@@ -273,7 +279,7 @@ class SmartCharging:
                 continue
             charger_id, connector = order.key.split("/")
             self._spawn(
-                self._send_lease(order, charger_id, int(connector), tx, now),
+                self._send_lease(order, charger_id, int(connector), tx, now, (wire_ids or {}).get(order.key)),
                 f"lease-{order.key}",
                 on_crash=lambda o=order: self.book.sent(o, self.clock(), None),
             )
@@ -289,7 +295,7 @@ class SmartCharging:
 
     async def _clear_lease(self, key: str, charger_id: str, connector_id: int) -> None:
         try:
-            answer = await self._call(charger_id, "ClearChargingProfile", {"id": p16.lease_profile_id(connector_id)})
+            answer = await self._call(charger_id, "ClearChargingProfile", self.dialect(charger_id).clear_profile(p16.lease_profile_id(connector_id)))
             if answer.get("status") in ("Accepted", "Unknown"):
                 self.book.end_session(key)
                 if self.journal is not None:
@@ -306,8 +312,11 @@ class SmartCharging:
         until = self._hold_until.get(key)
         return until is None or now >= until
 
-    async def _send_lease(self, order: Order, charger_id: str, connector_id: int, transaction_id: int, now: datetime) -> None:
-        payload = p16.lease(order, connector_id, transaction_id, now, self.cfg.control.lease_s)
+    async def _send_lease(
+        self, order: Order, charger_id: str, connector_id: int, transaction_id: int, now: datetime, wire_id: str | None = None,
+    ) -> None:
+        wire_tx = wire_id if wire_id is not None else transaction_id
+        payload = self.dialect(charger_id).lease(order, connector_id, wire_tx, now, self.cfg.control.lease_s)
         safe_a = self.safe_defaults.get(order.key, 0.0)
         if self.journal is not None and not await self.journal.before_send(
             order, charger_id, connector_id, transaction_id, now, safe_a

@@ -22,6 +22,7 @@ from controller.charging import SmartCharging
 from controller.clock import utc_now
 from controller.cycle import Cycle
 from controller.lease_journal import LeaseJournal
+from controller.local_list import LocalListKeeper
 from controller.power import PowerControl
 from controller.restart import end_run, keep_alive, start_run
 from controller.secrets import TagVault, load_or_create_secret
@@ -31,7 +32,8 @@ from controller.store import Store
 from drivers.battery_factory import make_battery
 from drivers.grid_meter import make_grid_meter
 from drivers.mqtt import MqttLink
-from drivers.ocpp_server import OcppServer
+from drivers.login_guard import LoginGuard
+from drivers.ocpp_server import OcppServer, TlsFileError, tls_server_context
 
 log = logging.getLogger("laadplein.daemon")
 
@@ -120,6 +122,12 @@ async def run_daemon(
             keepalive_s=cfg.mqtt.keepalive_s,
             client_id=f"laadplein-{cfg.site.id}",
         )
+        tls = None
+        if cfg.ocpp.tls_cert_file is not None and cfg.ocpp.tls_key_file is not None:
+            try:
+                tls = tls_server_context(cfg.ocpp.tls_cert_file, cfg.ocpp.tls_key_file)
+            except TlsFileError as exc:
+                raise DaemonError(str(exc)) from None
         ocpp = OcppServer(
             cfg.ocpp.host,
             cfg.ocpp.port,
@@ -129,6 +137,8 @@ async def run_daemon(
             call_timeout_s=cfg.ocpp.call_timeout_s,
             ping_interval_s=cfg.ocpp.ping_interval_s,
             ping_timeout_s=cfg.ocpp.ping_interval_s,
+            ssl_context=tls,
+            login_guard=LoginGuard(window_s=cfg.ocpp.login_lockout_s),
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
         charging.journal = journal
@@ -136,7 +146,8 @@ async def run_daemon(
         meter = make_grid_meter(cfg.grid_meter, state.record_grid) if cfg.grid_meter is not None else None
         power = PowerControl(state, charging, battery)
         cycle = Cycle(state, mqtt, power, notifier=notifier)
-        api = AdminApi(state, cycle, ocpp, token=token)
+        local_list = LocalListKeeper(state, ocpp)
+        api = AdminApi(state, cycle, ocpp, token=token, local_list=local_list)
         ocpp_ready, api_ready = asyncio.Event(), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -144,6 +155,7 @@ async def run_daemon(
                 tg.create_task(api.run(cfg.api.host, cfg.api.port, api_ready), name="admin-api")
                 tg.create_task(mqtt.run(), name="mqtt-link")
                 tg.create_task(charging.run(), name="smart-charging")
+                tg.create_task(local_list.run(), name="local-list")
                 if battery is not None:
                     tg.create_task(battery.run(), name="battery")
                     log.info("battery: %s driver at %s", cfg.battery.driver, battery.where)
@@ -156,8 +168,9 @@ async def run_daemon(
                 if run is not None:
                     tg.create_task(keep_alive(store, run.id, state.clock), name="run-alive")
                 log.info(
-                    "square %s up: OCPP on ws://%s:%d%s/<charger id>, %d charger(s), %d bay(s)",
-                    cfg.site.id, cfg.ocpp.host, ocpp.port, cfg.ocpp.path, len(cfg.chargers), len(cfg.bays),
+                    "square %s up: OCPP 1.6J and 2.0.1 on %s://%s:%d%s/<charger id>, %d charger(s), %d bay(s)",
+                    cfg.site.id, "wss" if tls is not None else "ws", cfg.ocpp.host, ocpp.port, cfg.ocpp.path,
+                    len(cfg.chargers), len(cfg.bays),
                 )
                 notifier.ready(f"square {cfg.site.id}: {len(cfg.chargers)} charger(s), {len(cfg.bays)} bay(s)")
                 if ready is not None:

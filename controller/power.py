@@ -82,6 +82,7 @@ class PowerControl:
             ch.charger_seen(c.id, live.connected_at, live.online)
         connectors: list[ConnectorInput] = []
         transactions: dict[str, int] = {}
+        wire_ids: dict[str, str] = {}  # OCPP 2.0.1: the charger's own transaction names
         leasable: set[str] = set()
         cars_a = [0.0, 0.0, 0.0]  # the cars' fresh phase currents on the grid's phases, for the meter balance
         for key in ch.keys:
@@ -140,6 +141,8 @@ class PowerControl:
             if controllable and ch.may_lease(key, now):
                 leasable.add(key)
                 transactions[key] = conn.transaction_id
+                if conn.charger_tx is not None:
+                    wire_ids[key] = conn.charger_tx
         battery_in = self._battery_input(now)
         grid_a, source = self._grid_a(now, cars_a)
         budget = Budget(
@@ -162,7 +165,7 @@ class PowerControl:
                     order.limit_a, order.why, d.reason if d else "",
                 )
             self._last_limits[order.key] = order.limit_a
-        ch.send(orders, transactions, now)
+        ch.send(orders, transactions, now, wire_ids)
         if not leases_allowed:
             # An insane clock: leases are Absolute, so take them back; only the safe defaults hold.
             for key in ch.keys:

@@ -54,7 +54,7 @@ async def close_unseen(state: SquareState, charger_id: str, connector_id: int, t
     row = await state.store.reconcile_session(tx_id, stopped_at)
     conn = state.chargers.get(charger_id).connectors.get(connector_id) if charger_id in state.chargers else None
     if conn is not None and conn.transaction_id == tx_id:
-        conn.transaction_id = None
+        conn.transaction_id, conn.charger_tx = None, None
     if row is None:
         return
     state.reconciled += 1

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from config.schema import SquareConfig
 from controller import events as ev
 from controller.clock import parse_ts, utc_now
+from controller.passwords import ChargerPasswords, restore_passwords
 from controller.reconcile import close_unseen
 from controller.store import Store
 from drivers.fault_log import FaultLog
@@ -49,6 +50,7 @@ class ConnectorLive:
     error_code: str = "NoError"
     session_over_at: datetime | None = None
     transaction_id: int | None = None
+    charger_tx: str | None = None  # an OCPP 2.0.1 charger's own name of that transaction
     tx_seen_at: datetime | None = None  # when the gateway learnt of the transaction (start, or restore)
     current_a: tuple[float | None, float | None, float | None] = (None, None, None)
     power_w: float | None = None
@@ -118,7 +120,7 @@ class SquareState:
         self.grid_reading_at: datetime | None = None
         self.tz = ZoneInfo(cfg.site.timezone)
         self.pending_log: list[LogEntry] = []
-        self._passwords: dict[str, str | None] = {c.id: c.password for c in cfg.chargers}
+        self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.passwords)
         self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
         self.reconciled = 0  # sessions closed by the gateway since start
         self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind
@@ -126,7 +128,8 @@ class SquareState:
     # ---- restore -------------------------------------------------------------------------
 
     async def restore(self) -> None:
-        """Load what must survive a restart: open sessions, last light commands, overrides."""
+        """Load what must survive a restart: open sessions, last light commands, overrides, API-set passwords."""
+        await restore_passwords(self.store, self.passwords)
         for s in await self.store.open_sessions():
             conn = self._connector(s["charger"], s["connector"])
             if conn is None:
@@ -137,6 +140,7 @@ class SquareState:
                 await close_unseen(self, s["charger"], s["connector"], conn.transaction_id, self.clock(),
                                       "a newer transaction was recorded on the same connector")
             conn.transaction_id, conn.tx_seen_at = s["id"], self.clock()
+            conn.charger_tx = s["charger_tx"]
             if not s["leases_tracked"]:
                 self.untracked_tx.add(s["id"])
         self.commands = await self.store.light_commands()
@@ -216,14 +220,13 @@ class SquareState:
         return charger_id in self.chargers or self.cfg.ocpp.allow_unknown_chargers
 
     def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
-        import hmac
+        return self.passwords.check(charger_id, password)
 
-        expected = self._passwords.get(charger_id)
-        if expected is None:
-            return True
-        if password is None:
-            return False
-        return hmac.compare_digest(expected.encode(), password.encode())
+    def charger_lenient(self, charger_id: str) -> bool:
+        return charger_id in self.chargers and self.cfg.charger(charger_id).lenient
+
+    def connector_count(self, charger_id: str) -> int:
+        return self.cfg.charger(charger_id).connectors if charger_id in self.chargers else 0
 
     def record(self, event: ev.Event) -> None:
         try:
@@ -336,25 +339,32 @@ class SquareState:
         return await self.store.token_status(id_tag, self.clock())
 
     async def start_transaction(
-        self, charger_id: str, connector_id: int, id_tag: str, meter_start_wh: int, timestamp: datetime
+        self, charger_id: str, connector_id: int, id_tag: str | None, meter_start_wh: int, timestamp: datetime,
+        *, charger_tx: str | None = None,
     ) -> TransactionAnswer:
-        status = await self._tag_status(id_tag)
+        if charger_tx is not None:
+            known = await self.store.session_by_charger_tx(charger_id, charger_tx)
+            if known is not None:  # the charger sent its start again
+                return TransactionAnswer(known["id"], await self._tag_status(id_tag) if id_tag else "Accepted")
+        status = await self._tag_status(id_tag) if id_tag is not None else "Accepted"
         bay = self.cfg.bay_for(charger_id, connector_id)
-        tag_hash = self.store.hash_tag(id_tag)
+        tag_hash = self.store.hash_tag(id_tag or "")
         # The charger holds a transaction id whatever the status: record the session in every case
         # so that its StopTransaction finds it (OCPP 1.6 §4.8: the charger may stop it itself).
         tx_id = await self.store.start_transaction(
-            charger_id, connector_id, bay.id if bay else None, tag_hash, int(meter_start_wh), timestamp
+            charger_id, connector_id, bay.id if bay else None, tag_hash, int(meter_start_wh), timestamp,
+            charger_tx=charger_tx,
         )
         conn = self._connector(charger_id, connector_id)
         if conn is not None:
             if conn.transaction_id is not None and conn.transaction_id != tx_id:
                 await close_unseen(self, charger_id, connector_id, conn.transaction_id, timestamp,
                                       f"the charger started transaction {tx_id} on the same connector")
-            conn.transaction_id, conn.tx_seen_at = tx_id, self.clock()
+            conn.transaction_id, conn.tx_seen_at, conn.charger_tx = tx_id, self.clock(), charger_tx
         self.note(
             "transaction_started",
-            f"{self._where(charger_id, connector_id)}: transaction {tx_id} started, tag {tag_hash[:8]}…, {status}",
+            f"{self._where(charger_id, connector_id)}: transaction {tx_id} started, "
+            + (f"tag {tag_hash[:8]}…, {status}" if id_tag is not None else "no tag yet"),
             at=self.clock(),
             charger_id=charger_id,
             bay_id=bay.id if bay else None,
@@ -380,7 +390,7 @@ class SquareState:
         else:
             conn = self._connector(row["charger"], row["connector"])
             if conn is not None and conn.transaction_id == transaction_id:
-                conn.transaction_id = None
+                conn.transaction_id, conn.charger_tx = None, None
             energy = row.get("energy_wh")
             self.note(
                 "transaction_stopped",
@@ -392,6 +402,17 @@ class SquareState:
                 data={"transaction_id": transaction_id, "energy_wh": energy, "reason": reason},
             )
         return await self._tag_status(id_tag) if id_tag else None
+
+    async def transaction_for(self, charger_id: str, charger_tx: str) -> tuple[int, int, bool] | None:
+        row = await self.store.session_by_charger_tx(charger_id, charger_tx)
+        return None if row is None else (row["id"], row["connector"], row["stopped"] is not None)
+
+    async def transaction_tag(self, charger_id: str, transaction_id: int, id_tag: str) -> str:
+        status = await self._tag_status(id_tag)
+        await self.store.set_tag_hash(transaction_id, self.store.hash_tag(id_tag))
+        self.rare(logging.INFO, charger_id, f"tx-tag-{status}", "charger %s: transaction %s got its tag %s…: %s",
+                  charger_id, transaction_id, self.store.hash_tag(id_tag)[:8], status)
+        return status
 
     async def meter_values(self, charger_id: str, samples: list[ev.MeterSample]) -> None:
         rows = []

@@ -74,6 +74,7 @@ def _session(row: sqlite3.Row) -> dict[str, Any]:
         "meter_start_wh": row["meter_start_wh"],
         "meter_stop_wh": row["meter_stop_wh"],
         "stop_reason": row["stop_reason"],
+        "charger_tx": row["charger_tx"],
     }
 
 
@@ -176,9 +177,12 @@ class Store(TokensMixin, RunsMixin):
 
     async def start_transaction(
         self, charger_id: str, connector_id: int, bay_id: str | None, tag_hash: str,
-        meter_start_wh: int, started_at: datetime,
+        meter_start_wh: int, started_at: datetime, charger_tx: str | None = None,
     ) -> int:
-        """Record a started session, durably, and return its transaction id (never reused)."""
+        """Record a started session, durably, and return its transaction id (never reused).
+
+        `charger_tx` is the name an OCPP 2.0.1 charger gave the transaction (unique per charger).
+        """
         if not _TAG_HASH.fullmatch(tag_hash):
             # The value is not echoed: if it is not a hash, it may be a tag.
             raise ValueError("tag_hash must be a TagVault.hash_tag value")
@@ -186,8 +190,8 @@ class Store(TokensMixin, RunsMixin):
         async with self._write(durable=True) as db:
             cur = await db.execute(
                 "INSERT INTO sessions (charger_id, connector_id, bay_id, tag_hash, meter_start_wh,"
-                " started_at, leases_tracked) VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (charger_id, connector_id, bay_id, tag_hash, meter_start_wh, started),
+                " started_at, leases_tracked, charger_tx) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                (charger_id, connector_id, bay_id, tag_hash, meter_start_wh, started, charger_tx),
             )
             tx_id = cur.lastrowid
         assert tx_id is not None
@@ -213,6 +217,27 @@ class Store(TokensMixin, RunsMixin):
     async def session(self, tx_id: int) -> dict[str, Any] | None:
         rows = await self._fetch(_SESSION_SELECT + " WHERE s.id = ?", (tx_id,))
         return _session(rows[0]) if rows else None
+
+    async def session_by_charger_tx(self, charger_id: str, charger_tx: str) -> dict[str, Any] | None:
+        """The session an OCPP 2.0.1 charger calls `charger_tx`, or None."""
+        rows = await self._fetch(_SESSION_SELECT + " WHERE s.charger_id = ? AND s.charger_tx = ?", (charger_id, charger_tx))
+        return _session(rows[0]) if rows else None
+
+    async def set_tag_hash(self, tx_id: int, tag_hash: str) -> None:
+        """Name the tag of a session that started without one (OCPP 2.0.1: the car was plugged in first)."""
+        if not _TAG_HASH.fullmatch(tag_hash):
+            raise ValueError("tag_hash must be a TagVault.hash_tag value")
+        async with self._write(durable=True) as db:
+            await db.execute("UPDATE sessions SET tag_hash = ? WHERE id = ?", (tag_hash, tx_id))
+
+    async def setting(self, key: str) -> str | None:
+        """A small named value (see the `settings` table), or None."""
+        rows = await self._fetch("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    async def put_setting(self, key: str, value: str) -> None:
+        async with self._write(durable=True) as db:
+            await db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
 
     async def open_sessions(self) -> list[dict[str, Any]]:
         """Sessions not yet stopped, oldest first; each also says whether its leases were written

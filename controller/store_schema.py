@@ -99,6 +99,20 @@ MIGRATIONS: list[tuple[str, ...]] = [
             stopped_at TEXT,
             pid INTEGER NOT NULL)""",
     ),
+    (
+        # An OCPP 2.0.1 charger names its transactions itself (a string); `id` stays the gateway's
+        # handle, and the charger's name is kept to find the session by.
+        "ALTER TABLE sessions ADD COLUMN charger_tx TEXT",
+        "CREATE UNIQUE INDEX sessions_charger_tx ON sessions(charger_id, charger_tx) WHERE charger_tx IS NOT NULL",
+        # Small named values: the local authorization list's version, ...
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # Chargers' Basic Auth passwords set through the API, hashed (controller.passwords); they
+        # replace the config's.
+        """CREATE TABLE charger_passwords (
+            charger_id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL,
+            set_at TEXT NOT NULL)""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,5 +1,5 @@
 """Two groups of `Store` methods: the local authorization list, the one place tags are kept
-(encrypted), and the retention purge of old rows."""
+(encrypted), with the version number chargers hold it under, and the retention purge of old rows."""
 
 from __future__ import annotations
 
@@ -15,6 +15,17 @@ from controller.secrets import TagVault
 from controller.store_schema import from_z, to_z, z_or_none
 
 TOKEN_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid"})
+LIST_VERSION_KEY = "local_list_version"
+
+# Every change of the list raises its version by one, in the same transaction. Before the first
+# change (or in a database older than the `settings` table) the version counts as one more than
+# the number of tags: so the version is always above the number of tags, and a list sent in n
+# parts can number its parts n consecutive versions ending at the list's own (OCPP numbers every
+# SendLocalList, and a Differential must raise the number).
+_CURRENT_VERSION = (
+    "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?),"
+    " (SELECT COUNT(*) FROM tokens) + 1)"
+)
 
 
 class TokensMixin:
@@ -30,25 +41,42 @@ class TokensMixin:
     async def put_token(
         self, tag: str, status: str, expiry: datetime | None, group: str | None,
         *, at: datetime | None = None,
-    ) -> None:
-        """Add or change a tag of the local list; `at` (default: now) is kept as its update time."""
+    ) -> int:
+        """Add or change a tag of the local list; `at` (default: now) is kept as its update time.
+
+        Returns the list's new version, raised with the change and committed durably with it:
+        chargers are told the list under that number, so it must never go back after a power cut.
+        """
         if status not in TOKEN_STATUSES:
             raise ValueError(f"token status must be one of {sorted(TOKEN_STATUSES)}, got {status!r}")
         if not tag.strip():
             raise ValueError("an empty tag cannot be put on the local list")
         updated = to_z(at if at is not None else datetime.now(UTC))
-        async with self._write() as db:
+        async with self._write(durable=True) as db:
+            version = await _raise_version(db)  # counted before the change: see _CURRENT_VERSION
             await db.execute(
                 "INSERT OR REPLACE INTO tokens (tag_hash, tag_enc, status, expiry, grp, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (self._vault.hash_tag(tag), self._vault.encrypt(tag), status, z_or_none(expiry), group, updated),
             )
+            return version
 
     async def delete_token(self, tag: str) -> bool:
-        """Remove a tag from the local list; False if it was not on it."""
-        async with self._write() as db:
-            cur = await db.execute("DELETE FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
-            return cur.rowcount > 0
+        """Remove a tag from the local list, raising the list's version with it (durably);
+        False if it was not on it (the version stays)."""
+        tag_hash = self._vault.hash_tag(tag)
+        async with self._write(durable=True) as db:
+            async with db.execute("SELECT 1 FROM tokens WHERE tag_hash = ?", (tag_hash,)) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            await _raise_version(db)  # counted before the change: see _CURRENT_VERSION
+            await db.execute("DELETE FROM tokens WHERE tag_hash = ?", (tag_hash,))
+            return True
+
+    async def list_version(self) -> int:
+        """The version of the local list as chargers are to hold it (at least 1)."""
+        rows = await self._fetch(_CURRENT_VERSION, (LIST_VERSION_KEY,))
+        return int(rows[0][0])
 
     async def token_status(self, tag: str, now: datetime) -> str:
         """Accepted, Blocked, Expired or Invalid; an Accepted tag past its expiry is Expired,
@@ -95,3 +123,12 @@ class TokensMixin:
                 cur = await db.execute(sql, (z,))
                 deleted += cur.rowcount
         return deleted
+
+
+async def _raise_version(db: aiosqlite.Connection) -> int:
+    """Raise the local list's version by one inside the caller's transaction; the new version."""
+    async with db.execute(_CURRENT_VERSION, (LIST_VERSION_KEY,)) as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) + 1
+    await db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (LIST_VERSION_KEY, str(version)))
+    return version

@@ -1,250 +1,41 @@
-"""One charger's OCPP 1.6J connection: reads its frames, answers its requests through the backend
-and carries the gateway's requests to it. Handlers only record and answer, because a request awaited
-inside a handler would deadlock that charger's connection.
+"""OCPP 1.6J handlers of a charger's connection: each records what the charger said and answers it
+through the backend; the connection itself (frames, calls, lenient mode) is `drivers.ocpp_link`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-import time
-import uuid
-import weakref
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ocpp.charge_point import (
-    camel_to_snake_case,
-    remove_nones,
-    serialize_as_dict,
-    snake_to_camel_case,
-)
-from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, validate_payload
+from ocpp.charge_point import snake_to_camel_case
 from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16 import call, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, RegistrationStatus
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
-from controller.events import ChargerBooted, ChargerHeard, ConnectorStatusChanged
-from drivers.fault_log import FaultLog
-from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
-from drivers.ocpp_frames import (
-    CALL,
-    CALLERROR,
-    call_error_frame,
-    check_frame,
-    format_time,
-    parse_meter_values,
-    parse_time,
-    schema_error_code,
-    value_problem,
-)
+from controller.events import ChargerBooted, ConnectorStatusChanged
+from drivers.ocpp_frames import format_time, parse_meter_values
+from drivers.ocpp_link import ChargerLink, printable, utc_now
 
-if TYPE_CHECKING:
-    from drivers.ocpp_server import OcppServer
-
-# The central system's log lines keep one logger name, whichever module writes them.
 logger = logging.getLogger("drivers.ocpp_server")
 
-__all__ = ["ChargerLink", "FaultLog", "peer_address", "utc_now"]
+__all__ = ["ChargerLink16"]
 
 MAX_TRANSACTIONS_PER_CHARGER = 16  # more open at once can only be made-up transaction ids
 
 
-_fault_logs: weakref.WeakKeyDictionary[object, FaultLog] = weakref.WeakKeyDictionary()
+class ChargerLink16(ChargerLink):
+    """A charger speaking OCPP 1.6J."""
 
+    _ocpp_version = "1.6"
+    _call = call
+    _call_result = call_result
 
-def _fault_log(server: object) -> FaultLog:
-    """The server's FaultLog: it outlives each connection, so a charger that reconnects is still held to it."""
-    faults = _fault_logs.get(server)
-    if faults is None:
-        faults = _fault_logs[server] = FaultLog()
-    return faults
-
-
-def utc_now() -> datetime:
-    """The time now, in UTC."""
-    return datetime.now(UTC)
-
-
-def peer_address(connection: ServerConnection) -> str:
-    """The far end of a connection as host:port, for log lines and events."""
-    address = connection.remote_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address or "?")
-
-
-def _printable(text: str) -> str:
-    """A charger's own words for a log line: control characters escaped, so no line break can forge a line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _describe_close(exc: ConnectionClosed) -> str:
-    """A few words on why a connection ended, for the log and ChargerDisconnected."""
-    rcvd, sent = exc.rcvd, exc.sent
-    if rcvd is None and sent is None:
-        return "connection lost (no close frame)"
-    by_charger = rcvd is not None and (sent is None or bool(exc.rcvd_then_sent))
-    frame = rcvd if by_charger else sent
-    assert frame is not None
-    if frame.code == 1009:
-        return f"frame too big ({frame.code})"
-    reason = f": {frame.reason}" if frame.reason else ""
-    return f"closed by the {'charger' if by_charger else 'gateway'} ({frame.code}{reason})"
-
-
-class ChargerLink(ChargePoint):
-    """One charger's open connection: reads its frames, answers its requests, carries ours."""
-
-    def __init__(self, charger_id: str, connection: ServerConnection, server: OcppServer) -> None:
-        super().__init__(charger_id, connection, response_timeout=server.call_timeout_s)
-        self._server = server
-        self._backend = server._backend
-        self.subprotocol = str(connection.subprotocol or "")
-        self.peer = peer_address(connection)
-        self.closed = False
-        self._pending: dict[str, asyncio.Future[list[Any]]] = {}
-        self._faults = _fault_log(server)
-
-    def _fault(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
-        """Log a fault of this charger at most once per kind and minute, with how many more came since."""
-        held = self._faults.admit(self.id, kind, time.monotonic())
-        if held is None:
-            return
-        more = f" ({held} more like it in the last minute)" if held else ""
-        logger.log(level, "charger %s: " + message + "%s", self.id, *args, more, exc_info=exc_info)
-
-    async def serve(self) -> str:
-        """Handle frames until the connection ends; return why it ended."""
-        connection: ServerConnection = self._connection
-        try:
-            while True:
-                raw = await connection.recv()
-                self._backend.record(ChargerHeard(self.id, utc_now()))
-                try:
-                    await self._handle_frame(raw)
-                except ConnectionClosed:
-                    raise
-                except Exception:
-                    self._fault("frame", logging.ERROR, "failed to handle a frame; the connection stays up", exc_info=True)
-        except ConnectionClosed as exc:
-            return _describe_close(exc)
-
-    async def close(self, reason: str) -> None:
-        """Close this connection (code 1000) and fail the requests waiting on it."""
-        self.closed = True
-        self.fail_pending()
-        try:
-            await self._connection.close(1000, reason)
-        except Exception:  # a dead link is as good as a closed one
-            logger.warning("charger %s: closing the connection from %s failed", self.id, self.peer, exc_info=True)
-
-    def fail_pending(self) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ChargerNotConnected(f"connection of charger {self.id} closed"))
-
-    async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send a CALL and wait for its answer (see OcppServer.call)."""
-        unique_id = str(uuid.uuid4())
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(self._server.call_timeout_s):
-                async with self._call_lock:  # OCPP-J: one request in flight per direction
-                    if self.closed:
-                        raise ChargerNotConnected(f"charger {self.id} is not connected")
-                    self._pending[unique_id] = future
-                    await self._send(Call(unique_id, action, payload).to_json())
-                    answer = await future
-        except TimeoutError:
-            raise CallTimedOut(f"charger {self.id} did not answer {action} within {self._server.call_timeout_s} s") from None
-        except ConnectionClosed:
-            raise ChargerNotConnected(f"connection of charger {self.id} closed") from None
-        finally:
-            self._pending.pop(unique_id, None)
-            if future.done() and not future.cancelled():
-                # fail_pending may have failed it while the send was still under way: the error
-                # raised here says it all, asyncio must not report it again as never retrieved
-                future.exception()
-        if answer[0] == CALLERROR:
-            raise CallErrorReceived(answer[2], answer[3], answer[4])
-        return answer[2]
-
-    async def _send(self, message: str) -> None:
-        await self._connection.send(message)
-
-    async def _handle_frame(self, raw: str | bytes) -> None:
-        verdict = check_frame(raw, self._ocpp_version)
-        if verdict.kind == "drop":
-            self._server.note_malformed(self.id, "dropped", verdict.reason)
-            return
-        if verdict.kind == "answer":
-            self._server.note_malformed(self.id, "answered", verdict.reason)
-            await self._send(verdict.reply or "")
-            return
-        message = verdict.message or []
-        if message[0] != CALL:
-            future = self._pending.get(message[1])
-            if future is None or future.done():
-                self._fault("unknown id", logging.WARNING, "answer to an unknown or expired message id, ignored")
-            else:
-                future.set_result(message)
-            return
-        try:
-            await self._answer_call(Call(message[1], message[2], message[3]))
-        except ConnectionClosed:
-            raise
-        except Exception:
-            self._fault(f"failed {message[2]}", logging.ERROR, "%s failed; answered InternalError", message[2], exc_info=True)
-            await self._send(call_error_frame(message[1], "InternalError", "the gateway could not handle this request"))
-
-    async def _answer_call(self, msg: Call) -> None:
-        """Validate, dispatch to the @on handler, validate the answer and send it."""
-        handlers = self.route_map.get(msg.action, {})
-        handler = handlers.get("_on_action")
-        if handler is None:
-            await self._send(call_error_frame(msg.unique_id, "NotImplemented", f"{msg.action} is not supported here"))
-            return
-        validate = not handlers.get("_skip_schema_validation", False)
-        if validate:
-            try:
-                await validate_payload(msg, self._ocpp_version)
-            except OCPPError as error:
-                code = schema_error_code(error.code, self._ocpp_version)
-                self._server.note_malformed(self.id, "answered", f"{msg.action} breaks the OCPP schema ({code})")
-                await self._send(call_error_frame(msg.unique_id, code, f"payload of {msg.action} does not fit the OCPP schema"))
-                return
-            problem = value_problem(msg.payload)
-            if problem is not None:
-                code, description = problem
-                self._server.note_malformed(self.id, "answered", f"{msg.action}: {description} ({code})")
-                await self._send(call_error_frame(msg.unique_id, code, description))
-                return
-        result = handler(**camel_to_snake_case(msg.payload))
-        if inspect.isawaitable(result):
-            result = await result
-        response = msg.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(result))))
-        if validate:
-            await validate_payload(response, self._ocpp_version)
-        await self._send(response.to_json())
+    async def ask_status(self) -> None:
+        """Ask for the status of all connectors (raises CallFailed)."""
+        await self.request("TriggerMessage", {"requestedMessage": "StatusNotification"})
 
     # --- handlers: record, ask the backend, answer --------------------------------------------
-
-    def _time(self, text: str | None, received_at: datetime, action: str) -> datetime:
-        at = parse_time(text)
-        if at is None:
-            self._fault(f"time {action}", logging.WARNING, "unreadable timestamp in %s, using the time of receipt", action)
-            return received_at
-        return at
-
-    def _report(self, problems: list[str], action: str) -> None:
-        if problems:
-            self._fault(f"values {action}", logging.WARNING, "%s: %s", action, "; ".join(sorted(set(problems))))
 
     def _remember_transaction(self, transaction_id: int, connector_id: int) -> None:
         """Note the connector of a transaction (StopTransaction does not say it), keeping the newest few per charger."""
@@ -260,7 +51,7 @@ class ChargerLink(ChargePoint):
         self._backend.record(ChargerBooted(self.id, now, charge_point_vendor, charge_point_model, firmware_version))
         logger.info(
             "charger %s booted: %s %s, firmware %s",
-            self.id, _printable(charge_point_vendor), _printable(charge_point_model), _printable(firmware_version) or "?",
+            self.id, printable(charge_point_vendor), printable(charge_point_model), printable(firmware_version) or "?",
         )
         return call_result.BootNotification(
             current_time=format_time(now), interval=self._server.heartbeat_interval_s, status=RegistrationStatus.accepted

@@ -26,6 +26,10 @@ class CallTimedOut(CallFailed):
     """The charger did not answer in time."""
 
 
+class InvalidRequest(ValueError):
+    """A request the gateway was asked to send does not fit the charger's OCPP version (never sent)."""
+
+
 class CallErrorReceived(CallFailed):
     """The charger answered with a CALLERROR."""
 
@@ -53,6 +57,12 @@ class CentralSystemBackend(Protocol):
     def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
         """True when the Basic Auth password fits (or the charger has none set)."""
 
+    def charger_lenient(self, charger_id: str) -> bool:
+        """True when the charger's schema breaks are to be mended rather than refused (config `lenient`)."""
+
+    def connector_count(self, charger_id: str) -> int:
+        """How many connectors (OCPP 2.0.1: EVSEs) the charger has in the config; 0 when unknown."""
+
     def record(self, event: Event) -> None:
         """Take a domain event (status, connect, boot, heartbeat...); never blocks, never raises."""
 
@@ -60,9 +70,21 @@ class CentralSystemBackend(Protocol):
         """The status for an id tag: Accepted | Blocked | Expired | Invalid."""
 
     async def start_transaction(
-        self, charger_id: str, connector_id: int, id_tag: str, meter_start_wh: int, timestamp: datetime
+        self, charger_id: str, connector_id: int, id_tag: str | None, meter_start_wh: int, timestamp: datetime,
+        *, charger_tx: str | None = None,
     ) -> TransactionAnswer:
-        """Open a session, committed to storage (synchronous=FULL) before returning."""
+        """Open a session, committed to storage (synchronous=FULL) before returning.
+
+        `charger_tx` is an OCPP 2.0.1 charger's own name of the transaction: a second start with the
+        same name (a replayed event) returns the session already open. `id_tag` None: no tag yet.
+        """
+
+    async def transaction_for(self, charger_id: str, charger_tx: str) -> tuple[int, int, bool] | None:
+        """An OCPP 2.0.1 charger's transaction as the gateway knows it: (the gateway's transaction id,
+        connector, stopped), or None when unknown."""
+
+    async def transaction_tag(self, charger_id: str, transaction_id: int, id_tag: str) -> str:
+        """A tag presented during a transaction that started without one: its status, recorded with the session."""
 
     async def stop_transaction(
         self,

@@ -1,14 +1,16 @@
-"""The OCPP 1.6J central system: accepts chargers' WebSockets, keeps one connection per charger and
-sends chargers requests on the gateway's behalf, each in its own supervised task. Each connection's
-OCPP 1.6 handlers are in `drivers.ocpp16_handlers`.
+"""The OCPP central system (1.6J and 2.0.1 on one endpoint): accepts chargers' WebSockets, keeps one
+connection per charger and sends chargers requests on the gateway's behalf, each in its own
+supervised task. Each version's handlers are in `drivers.ocpp16_handlers` and `drivers.ocpp201_handlers`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -21,7 +23,11 @@ from websockets.typing import Subprotocol
 
 from controller.events import ChargerConnected, ChargerDisconnected
 from drivers.fault_log import FaultLog
-from drivers.ocpp16_handlers import ChargerLink, peer_address, utc_now
+from drivers.login_guard import LoginGuard, Refusal
+from drivers.ocpp16_handlers import ChargerLink16
+from drivers.ocpp201_evse import ChargerBook
+from drivers.ocpp201_handlers import ChargerLink201
+from drivers.ocpp_link import ChargerLink, peer_address, printable, utc_now
 from drivers.ocpp_backend import (
     CallErrorReceived,
     CallFailed,
@@ -38,22 +44,29 @@ logger = logging.getLogger(__name__)
 _ws_logger = logging.getLogger(__name__ + ".websocket")
 _ws_logger.setLevel(logging.WARNING)
 
-SUBPROTOCOLS: tuple[str, ...] = ("ocpp1.6",)
+SUBPROTOCOLS: tuple[str, ...] = ("ocpp1.6", "ocpp2.0.1")
+LINKS: dict[str, type[ChargerLink]] = {"ocpp1.6": ChargerLink16, "ocpp2.0.1": ChargerLink201}
 DROP_LOG_INTERVAL_S = 60.0
 # After sending a Close frame (a keepalive ping timed out, a newer connection replaced this one, the
 # gateway stops), how long to wait for the charger's side of the close before dropping the socket. A
 # charger that missed its pong is presumed gone: the library's 10 s would only delay the news.
 CLOSE_TIMEOUT_S = 1.0
 
-__all__ = ["SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer"]
+__all__ = [
+    "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer", "TlsFileError",
+    "tls_server_context",
+]
 
 
 class OcppServer:
-    """WebSocket endpoint for OCPP 1.6J chargers at ws://host:port<path>/<charger id>.
+    """WebSocket endpoint for OCPP 1.6J and 2.0.1 chargers at ws://host:port<path>/<charger id>.
 
     Every connection is pinged every `ping_interval_s`; one whose pong has not come `ping_timeout_s`
     after its ping is closed and its charger reported disconnected: a half-open link (a cut cable,
     a charger that froze) is noticed within ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S.
+
+    With `ssl_context` the endpoint is wss:// (a charger with a password is then at security profile 2).
+    Failed Basic Auth logins are counted by `login_guard`; one that has seen too many refuses with 429.
     """
 
     def __init__(
@@ -68,6 +81,8 @@ class OcppServer:
         max_frame_bytes: int = 65536,
         ping_interval_s: float = 20,
         ping_timeout_s: float = 20,
+        ssl_context: ssl.SSLContext | None = None,
+        login_guard: LoginGuard | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -78,10 +93,13 @@ class OcppServer:
         self._max_frame_bytes = max_frame_bytes
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
+        self._ssl = ssl_context
+        self._guard = LoginGuard() if login_guard is None else login_guard
         self._links: dict[str, ChargerLink] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._faults = FaultLog(DROP_LOG_INTERVAL_S)  # (charger, kind): one line a minute
-        self.tx_connectors: dict[tuple[str, int], int] = {}  # (charger, transaction) -> connector
+        self.tx_connectors: dict[tuple[str, int], int] = {}  # 1.6: (charger, transaction) -> connector
+        self.books201: dict[str, ChargerBook] = {}  # 2.0.1: charger -> its EVSEs and transactions
 
     @property
     def port(self) -> int:
@@ -109,9 +127,13 @@ class OcppServer:
                     ping_timeout=self._ping_timeout_s,
                     close_timeout=CLOSE_TIMEOUT_S,
                     logger=_ws_logger,
+                    ssl=self._ssl,
                 ) as server:
                     self._port = next(iter(server.sockets)).getsockname()[1]
-                    logger.info("OCPP central system listening on %s:%s%s<charger id>", self._host, self._port, self._prefix)
+                    logger.info(
+                        "OCPP central system listening on %s://%s:%s%s<charger id>",
+                        "ws" if self._ssl is None else "wss", self._host, self._port, self._prefix,
+                    )
                     if ready is not None:
                         ready.set()
                     await server.serve_forever()
@@ -145,24 +167,64 @@ class OcppServer:
         if charger_id is None:
             logger.info("refused a WebSocket from %s: no charger id in path %r", peer, urlsplit(request.path).path[:100])
             return connection.respond(404, "Not Found\n")
+        host = _peer_host(connection)
+        now_s = time.monotonic()
+        # Before the password check: a locked-out attempt must not cost a scrypt.
+        refusal = self._guard.refusal(charger_id, host, now_s)
+        if refusal is not None:
+            self._note_locked_out(charger_id, host, peer, refusal, now_s)
+            response = connection.respond(429, "Too Many Requests\n")
+            response.headers["Retry-After"] = str(refusal.retry_after_s)
+            return response
         if not self._backend.charger_known(charger_id):
-            logger.info("refused charger %s from %s: not a charger of this square", charger_id, peer)
+            logger.info("refused charger %s from %s: not a charger of this square", printable(charger_id[:64]), peer)
             return connection.respond(404, "Not Found\n")
-        password = _basic_auth_password(request.headers, charger_id)
+        user, password = _basic_auth(request.headers)
+        if user is not None and user != charger_id:
+            password = None  # the user name must be the charger id (OCPP security profile 1)
         if not self._backend.charger_password_ok(charger_id, password):
-            logger.warning(
-                "refused charger %s from %s: %s", charger_id, peer, "no password given" if password is None else "wrong password"
-            )
+            if user is None:
+                why = "no password given"
+            elif user != charger_id:
+                why = "no password given for it (the Basic Auth user name is not the charger id)"
+            else:
+                why = "wrong password"
+            logger.warning("refused charger %s from %s: %s", charger_id, peer, why)
+            lockout = self._guard.failed(charger_id, host, now_s)
+            if lockout is not None:
+                logger.warning(
+                    "%s: %d failed logins within %g s; refusing %s for %d s without checking passwords",
+                    f"charger {charger_id} from {host}" if lockout.scope == "charger" else f"host {host}",
+                    lockout.failures, self._guard.window_s,
+                    "it" if lockout.scope == "charger" else "every charger id from it", lockout.retry_after_s,
+                )
             response = connection.respond(401, "Unauthorized\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="laadplein", charset="UTF-8"'
             return response
+        if password is not None:
+            self._guard.succeeded(charger_id, host)
         return None
+
+    def _note_locked_out(self, charger_id: str, host: str, peer: str, refusal: Refusal, now_s: float) -> None:
+        """Log a 429, at most once a minute per charger and host (per host for a host's lockout)."""
+        source = f"{charger_id}@{host}" if refusal.scope == "charger" else host
+        held = self._faults.admit(source, f"locked-out-{refusal.scope}", now_s)
+        if held is None:
+            return
+        what = f"{refusal.failures} failed logins of it from {host}" if refusal.scope == "charger" else (
+            f"{refusal.failures} failed logins from {host} for any charger id"
+        )
+        more = f" ({held} more refused since the last such line)" if held else ""
+        logger.warning(
+            "refused charger %s from %s with 429 for another %d s after %s%s",
+            printable(charger_id[:64]), peer, refusal.retry_after_s, what, more,
+        )
 
     # --- connections ----------------------------------------------------------------------
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
         charger_id = self._charger_id(connection.request.path if connection.request else "") or "?"
-        link = ChargerLink(charger_id, connection, self)
+        link = LINKS[str(connection.subprotocol)](charger_id, connection, self)
         old = self._links.get(charger_id)
         self._links[charger_id] = link
         self._backend.record(ChargerConnected(charger_id, link.subprotocol, utc_now(), link.peer))
@@ -197,7 +259,7 @@ class OcppServer:
     async def _set_up(self, link: ChargerLink) -> None:
         """Ask a charger that just connected for the status of all its connectors."""
         try:
-            await link.request("TriggerMessage", {"requestedMessage": "StatusNotification"})
+            await link.ask_status()
         except ChargerNotConnected:
             logger.info("charger %s went away before it could be asked for its connector status", link.id)
         except CallFailed as exc:
@@ -222,13 +284,70 @@ def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subproto
     raise NegotiationError("no supported OCPP subprotocol offered")
 
 
-def _basic_auth_password(headers: Headers, charger_id: str) -> str | None:
-    """The Basic Auth password when the user name is the charger id; otherwise None."""
+def _basic_auth(headers: Headers) -> tuple[str | None, str | None]:
+    """The Basic Auth user name and password, or (None, None) without a readable Authorization header."""
     header = headers.get("Authorization")
     if header is None:
-        return None
+        return None, None
     try:
-        user, password = parse_authorization_basic(header)
+        return parse_authorization_basic(header)
     except (InvalidHeader, ValueError):
-        return None
-    return password if user == charger_id else None
+        return None, None
+
+
+def _peer_host(connection: ServerConnection) -> str:
+    """The far end's address without its port: failed logins are counted per host."""
+    address = connection.remote_address
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address or "?")
+
+
+class TlsFileError(ValueError):
+    """The TLS certificate or key file cannot be used: `key` is the config key, `message` names the file."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def tls_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The server side of wss:// (security profile 2): the gateway's certificate chain and key, TLS 1.2 or newer.
+
+    Raises TlsFileError naming the file that is missing, unreadable, not a PEM certificate or key,
+    or a key that does not belong to the certificate.
+    """
+    cert_text = _read_pem("ocpp.tls_cert_file", Path(cert_file))
+    key_text = _read_pem("ocpp.tls_key_file", Path(key_file))
+    if "-----BEGIN CERTIFICATE-----" not in cert_text:
+        raise TlsFileError("ocpp.tls_cert_file", f"{cert_file}: not a PEM certificate (no BEGIN CERTIFICATE line)")
+    if "PRIVATE KEY-----" not in key_text:
+        raise TlsFileError("ocpp.tls_key_file", f"{key_file}: not a PEM private key (no BEGIN ... PRIVATE KEY line)")
+    if "ENCRYPTED" in key_text:
+        raise TlsFileError("ocpp.tls_key_file", f"{key_file}: the key is encrypted; the gateway needs it "
+                           "unencrypted (readable only by the gateway's user)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security whitepaper: TLS 1.2 or newer
+    try:
+        context.load_cert_chain(cert_file, key_file, password=_no_key_password)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise TlsFileError("ocpp.tls_key_file", f"{key_file}: not the key of the certificate in {cert_file}") from None
+        raise TlsFileError("ocpp.tls_cert_file", f"{cert_file} with the key in {key_file}: "
+                           f"not a usable certificate and key ({exc.reason or exc})") from None
+    return context
+
+
+def _read_pem(key: str, path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        raise TlsFileError(key, f"{path}: no such file") from None
+    except OSError as exc:
+        raise TlsFileError(key, f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _no_key_password() -> str:
+    # Never prompt on a terminal for an encrypted key's password: fail instead.
+    raise TlsFileError("ocpp.tls_key_file", "the key needs a password")

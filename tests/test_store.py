@@ -223,7 +223,7 @@ async def test_session_life(store: Store, vault: TagVault) -> None:
     s = await store.session(tx)
     assert s == {"id": tx, "charger": "CP01", "connector": 1, "bay": "B01", "started": "2026-11-28T13:05:09.123Z",
                  "stopped": None, "energy_wh": None, "tag_hash": h, "meter_start_wh": 1000,
-                 "meter_stop_wh": None, "stop_reason": None}
+                 "meter_stop_wh": None, "stop_reason": None, "charger_tx": None}
     await store.add_meter_samples([
         ("CP01", 1, tx, at(20), 16.0, 15.5, None, 7000.0, 1400.0),
         ("CP01", 1, tx, at(10), 8.0, 8.0, 8.0, 5000.0, 1200.0),

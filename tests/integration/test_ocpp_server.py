@@ -54,6 +54,12 @@ class FakeBackend:
         expected = self.chargers.get(charger_id)
         return expected is None or password == expected
 
+    def charger_lenient(self, charger_id: str) -> bool:
+        return False
+
+    def connector_count(self, charger_id: str) -> int:
+        return 2
+
     def record(self, event: Event) -> None:
         self.events.append(event)
 
@@ -62,7 +68,8 @@ class FakeBackend:
         return "Blocked" if id_tag.startswith("BAD") else "Accepted"
 
     async def start_transaction(
-        self, charger_id: str, connector_id: int, id_tag: str, meter_start_wh: int, timestamp: datetime
+        self, charger_id: str, connector_id: int, id_tag: str, meter_start_wh: int, timestamp: datetime,
+        *, charger_tx: str | None = None,
     ) -> TransactionAnswer:
         self._next_tx += 1
         self.started.append((charger_id, connector_id, id_tag, meter_start_wh))

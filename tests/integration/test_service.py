@@ -137,7 +137,7 @@ async def test_ready_watchdog_freeze_and_clean_stop(tmp_path, mosquitto):
             assert status and "1 charger(s)" in status[0] and "2 bay(s)" in status[0], ready.lines
             assert "cannot notify systemd" not in d.log()
             # journal form: a syslog priority in front, no time stamp (the journal has its own)
-            assert "\n<6>INFO laadplein.daemon: square testplein up: OCPP on ws://" in d.log()
+            assert "\n<6>INFO laadplein.daemon: square testplein up: OCPP 1.6J and 2.0.1 on ws://" in d.log()
 
             # Pings keep coming while the loop runs.
             await asyncio.sleep(4)
