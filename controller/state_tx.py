@@ -1,0 +1,139 @@
+"""The transaction half of the OCPP backend (`drivers.ocpp_backend.CentralSystemBackend`): tags,
+starts and stops, meter values. What a charger is told is true is committed before the answer leaves
+(interfaces.md §7); tags only ever leave here as their keyed hash (§8).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from controller import events as ev
+from controller.reconcile import close_unseen
+from drivers.ocpp_backend import TransactionAnswer
+
+if TYPE_CHECKING:
+    from config.schema import SquareConfig
+    from controller.state import ConnectorLive
+    from controller.store import Store
+
+
+class TransactionsMixin:
+    """Methods of `SquareState` that answer chargers' authorizations and transactions."""
+
+    if TYPE_CHECKING:
+        cfg: SquareConfig
+        store: Store
+
+        def clock(self) -> datetime: ...
+        def _connector(self, charger_id: str, connector_id: int) -> ConnectorLive | None: ...
+        def _where(self, charger_id: str, connector_id: int) -> str: ...
+        def note(self, kind: str, message: str, *, at: datetime | None = None, bay_id=None, charger_id=None, data=None): ...
+        def rare(self, level: int, source: str, kind: str, msg: str, *args) -> None: ...
+        def record(self, event: ev.Event) -> None: ...
+
+    async def authorize(self, charger_id: str, id_tag: str) -> str:
+        status = await self._tag_status(id_tag)
+        self.rare(logging.INFO, charger_id, f"authorize-{status}", "charger %s: tag %s… authorized: %s", charger_id, self.store.hash_tag(id_tag)[:8], status)
+        return status
+
+    async def _tag_status(self, id_tag: str) -> str:
+        if self.cfg.ocpp.auth == "free":
+            return "Accepted"
+        return await self.store.token_status(id_tag, self.clock())
+
+    async def start_transaction(
+        self, charger_id: str, connector_id: int, id_tag: str | None, meter_start_wh: int, timestamp: datetime,
+        *, charger_tx: str | None = None,
+    ) -> TransactionAnswer:
+        if charger_tx is not None:
+            known = await self.store.session_by_charger_tx(charger_id, charger_tx)
+            if known is not None:  # the charger sent its start again
+                return TransactionAnswer(known["id"], await self._tag_status(id_tag) if id_tag else "Accepted")
+        status = await self._tag_status(id_tag) if id_tag is not None else "Accepted"
+        bay = self.cfg.bay_for(charger_id, connector_id)
+        tag_hash = self.store.hash_tag(id_tag or "")
+        # The charger holds a transaction id whatever the status: record the session in every case
+        # so that its StopTransaction finds it (OCPP 1.6 §4.8: the charger may stop it itself).
+        tx_id = await self.store.start_transaction(
+            charger_id, connector_id, bay.id if bay else None, tag_hash, int(meter_start_wh), timestamp,
+            charger_tx=charger_tx,
+        )
+        conn = self._connector(charger_id, connector_id)
+        if conn is not None:
+            if conn.transaction_id is not None and conn.transaction_id != tx_id:
+                await close_unseen(self, charger_id, connector_id, conn.transaction_id, timestamp,
+                                      f"the charger started transaction {tx_id} on the same connector")
+            conn.transaction_id, conn.tx_seen_at, conn.charger_tx = tx_id, self.clock(), charger_tx
+        self.note(
+            "transaction_started",
+            f"{self._where(charger_id, connector_id)}: transaction {tx_id} started, "
+            + (f"tag {tag_hash[:8]}…, {status}" if id_tag is not None else "no tag yet"),
+            at=self.clock(),
+            charger_id=charger_id,
+            bay_id=bay.id if bay else None,
+            data={"transaction_id": tx_id, "meter_start_wh": meter_start_wh, "auth": status},
+        )
+        return TransactionAnswer(transaction_id=tx_id, status=status)
+
+    async def stop_transaction(
+        self,
+        charger_id: str,
+        transaction_id: int,
+        meter_stop_wh: int,
+        timestamp: datetime,
+        reason: str | None,
+        id_tag: str | None,
+        samples: list[ev.MeterSample],
+    ) -> str | None:
+        if samples:
+            await self.store.add_meter_samples([_sample_row(s, transaction_id) for s in samples])
+        row = await self.store.stop_transaction(transaction_id, int(meter_stop_wh), timestamp, reason)
+        if row is None:
+            self.rare(logging.WARNING, charger_id, "stop-unknown", "charger %s stopped transaction %s, which the gateway does not know", charger_id, transaction_id)
+        else:
+            conn = self._connector(row["charger"], row["connector"])
+            if conn is not None and conn.transaction_id == transaction_id:
+                conn.transaction_id, conn.charger_tx = None, None
+            energy = row.get("energy_wh")
+            self.note(
+                "transaction_stopped",
+                f"{self._where(row['charger'], row['connector'])}: transaction {transaction_id} stopped"
+                f" ({reason or 'Local'}), {energy if energy is not None else '?'} Wh",
+                at=self.clock(),
+                charger_id=charger_id,
+                bay_id=row.get("bay"),
+                data={"transaction_id": transaction_id, "energy_wh": energy, "reason": reason},
+            )
+        return await self._tag_status(id_tag) if id_tag else None
+
+    async def transaction_for(self, charger_id: str, charger_tx: str) -> tuple[int, int, bool] | None:
+        row = await self.store.session_by_charger_tx(charger_id, charger_tx)
+        return None if row is None else (row["id"], row["connector"], row["stopped"] is not None)
+
+    async def transaction_tag(self, charger_id: str, transaction_id: int, id_tag: str) -> str:
+        status = await self._tag_status(id_tag)
+        await self.store.set_tag_hash(transaction_id, self.store.hash_tag(id_tag))
+        self.rare(logging.INFO, charger_id, f"tx-tag-{status}", "charger %s: transaction %s got its tag %s…: %s",
+                  charger_id, transaction_id, self.store.hash_tag(id_tag)[:8], status)
+        return status
+
+    async def meter_values(self, charger_id: str, samples: list[ev.MeterSample]) -> None:
+        rows = []
+        for s in samples:
+            conn = self._connector(s.charger_id, s.connector_id)
+            tx = s.transaction_id if s.transaction_id is not None else (conn.transaction_id if conn else None)
+            rows.append(_sample_row(s, tx))
+        if rows:
+            await self.store.add_meter_samples(rows)
+        for s in samples:
+            self.record(s)
+
+    def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
+        self.rare(logging.INFO, charger_id, "datatransfer", "charger %s: DataTransfer from vendor %r message %r rejected (unknown)", charger_id, vendor_id, message_id)
+        return "Rejected"
+
+
+def _sample_row(s: ev.MeterSample, tx_id: int | None) -> tuple:
+    return (s.charger_id, s.connector_id, tx_id, s.at, *s.current_a, s.power_w, s.energy_wh)
