@@ -196,7 +196,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(cfg, seed=args.seed, speed=args.speed, control_port=args.control_port))
+        asyncio.run(serve(cfg, seed=args.seed, speed=args.speed, control_port=args.control_port, ocpp=args.ocpp))
     except KeyboardInterrupt:
         pass
     return EXIT_OK
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed of the day's arrivals (default 1)")
     p.add_argument("--speed", type=float, default=1.0, help="time compression: 60 plays an hour per minute")
     p.add_argument("--control-port", type=int, default=8090, help="port of the fault-injection interface (default 8090)")
+    p.add_argument("--ocpp", choices=("1.6", "2.0.1", "mixed"), default="mixed",
+                   help="the OCPP version the simulated chargers speak (default mixed: every second one 2.0.1)")
     p.set_defaults(func=cmd_sim)
     return parser
 

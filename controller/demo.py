@@ -23,7 +23,7 @@ from config.loader import load_config
 from config.schema import SquareConfig
 from controller.daemon import run_daemon, setup_logging
 from drivers.sim_cars import busy_afternoon
-from drivers.sim_square import SimSquare
+from drivers.sim_square import SimSquare, ocpp_versions
 
 log = logging.getLogger("laadplein.demo")
 
@@ -173,7 +173,9 @@ async def _demo(*, headless: bool, duration_s: float | None, seed: int, config: 
     async with contextlib.AsyncExitStack() as stack:
         if mqtt_port is not None:
             await stack.enter_async_context(embedded_broker(mqtt_port))
-        sim = SimSquare(cfg, busy_afternoon(seed), seed=seed, control_port=0)
+        # a square of today: older 1.6J chargers beside newer 2.0.1 ones
+        sim = SimSquare(cfg, busy_afternoon(seed), seed=seed, control_port=0,
+                        ocpp_versions=ocpp_versions([c.id for c in cfg.chargers], "mixed"))
         result = 0
         async with asyncio.TaskGroup() as tg:
             # The devices first (the battery and lights are there when the daemon looks for them);

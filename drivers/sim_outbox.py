@@ -1,12 +1,15 @@
-"""The simulated charger's outbox: transaction-related messages (OCPP 1.6 §4.x: StartTransaction,
-StopTransaction, MeterValues of a transaction) wait here while the gateway is gone and go out in
-order once it is back, each retried a few times when refused or unanswered."""
+"""What a simulated charger keeps for the time the gateway is gone: the outbox, where
+transaction-related messages (OCPP 1.6 §4.x: StartTransaction, StopTransaction, MeterValues of a
+transaction; 2.0.1 E: TransactionEvent) wait and go out in order once it is back, each retried a
+few times when refused or unanswered; and the local authorization list, the tags it may let
+start a transaction on its own (1.6 §3.5, 2.0.1 C13/D01)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 TX_ATTEMPTS = 3  # a transaction message the gateway answers with a CALLERROR is tried this often
@@ -26,14 +29,20 @@ class CallLost(SimChargerError):
 class TxMessage:
     """A transaction-related message, built when it happened (its timestamp and reading) and sent when it can be.
 
+    `action` names what happened in OCPP 1.6 words, whatever the version on the wire (2.0.1's
+    TransactionEvent Started, Updated with a reading, Ended are StartTransaction, MeterValues,
+    StopTransaction; an Updated for a new charging state is StatusNotification).
     `meter_wh` is what it reports of the energy register (meterStart, the reading, meterStop; Wh);
     `answer`, when a caller waits for it, gets the gateway's answer or the reason it was given up.
     """
 
-    action: str  # StartTransaction | MeterValues | StopTransaction
+    action: str  # StartTransaction | MeterValues | StopTransaction | StatusNotification
     payload: Any  # the ocpp library's call object
     connector: int
-    transaction_id: int | None  # None in a StartTransaction: the gateway gives the id
+    # 1.6: None in a StartTransaction whose caller waits for the gateway's id; a provisional
+    # (negative) id for a transaction started offline, replaced once the gateway numbers it.
+    # 2.0.1: the charger's own id.
+    transaction_id: int | str | None
     timestamp: str
     meter_wh: float
     seq: int = 0
@@ -45,9 +54,9 @@ class TxMessage:
 class Confirmed:
     """A transaction-related message the gateway answered: what the charger knows the gateway has (Wh)."""
 
-    action: str
+    action: str  # in OCPP 1.6 words, as TxMessage.action
     connector: int
-    transaction_id: int
+    transaction_id: int | str  # 1.6: the gateway's id; 2.0.1: the charger's
     timestamp: str
     meter_wh: float
 
@@ -151,3 +160,54 @@ def _settle(message: TxMessage, *, result: Any = None, exc: BaseException | None
         message.answer.set_exception(exc)
     else:
         message.answer.set_result(result)
+
+
+# --- the local authorization list ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """A tag's entry in the local authorization list: its status and when that runs out (None: never)."""
+
+    status: str  # Accepted | Blocked | Expired | Invalid | ... (the version's words)
+    expiry: datetime | None = None
+
+
+class LocalList:
+    """The tags a charger may accept while the gateway is gone, as the gateway sent them (SendLocalList).
+
+    A Full update replaces the list; a Differential one adds and changes the entries it carries
+    and removes those it sends without information, and must raise the version. Pure: every time
+    is an argument.
+    """
+
+    def __init__(self) -> None:
+        self.version = 0  # 0: no list yet
+        self.entries: dict[str, ListEntry] = {}
+
+    def update(self, version: int, update_type: str, entries: list[tuple[str, ListEntry | None]]) -> str:
+        """Apply a SendLocalList: Accepted, VersionMismatch, or Failed (and then nothing changes)."""
+        if update_type not in ("Full", "Differential") or version < 0:
+            return "Failed"
+        tags = [tag for tag, _ in entries]
+        if len(set(tags)) != len(tags) or (update_type == "Full" and any(e is None for _, e in entries)):
+            return "Failed"
+        if update_type == "Differential" and version <= self.version:
+            return "VersionMismatch"
+        kept = {} if update_type == "Full" else dict(self.entries)
+        for tag, entry in entries:
+            if entry is None:
+                kept.pop(tag, None)
+            else:
+                kept[tag] = entry
+        self.version, self.entries = version, kept
+        return "Accepted"
+
+    def status(self, tag: str, now: datetime) -> str | None:
+        """The tag's status at `now` (Expired once its entry ran out), or None when it is not listed."""
+        entry = self.entries.get(tag)
+        if entry is None:
+            return None
+        if entry.status == "Accepted" and entry.expiry is not None and entry.expiry <= now:
+            return "Expired"
+        return entry.status

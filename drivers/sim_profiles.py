@@ -1,4 +1,7 @@
-"""OCPP 1.6 charging profiles as a charger applies them (§3.13): install, replace, clear, and the limit in force.
+"""Charging profiles as a charger applies them (OCPP 1.6 §3.13, 2.0.1 K): install, replace, clear, and the limit in force.
+
+A 2.0.1 profile is read into the same Profile (its ChargingStationMaxProfile is the 1.6
+ChargePointMaxProfile, EVSE ids are the connectors); the rules are the same in both versions.
 
 Also the rest of the simulated charger's arithmetic: following a new limit after the reaction
 time, the connector status and the meter values it reports. Pure: no I/O, no clock (every time
@@ -8,7 +11,7 @@ is an argument), so the simulated charger and the tests get the same answer for 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -19,6 +22,7 @@ MIN_CURRENT_A = 6.0
 """IEC 61851: below this a car does not charge."""
 
 MAX_PURPOSE = "ChargePointMaxProfile"
+MAX_PURPOSE_201 = "ChargingStationMaxProfile"
 DEFAULT_PURPOSE = "TxDefaultProfile"
 TX_PURPOSE = "TxProfile"
 PURPOSES = (MAX_PURPOSE, DEFAULT_PURPOSE, TX_PURPOSE)
@@ -45,7 +49,7 @@ class Profile:
     kind: str
     rate_unit: str  # "A" or "W"
     periods: tuple[Period, ...]
-    transaction_id: int | None = None
+    transaction_id: int | str | None = None  # 1.6: the gateway's integer; 2.0.1: the charger's string
     recurrency: str | None = None  # "Daily" / "Weekly" for kind Recurring
     valid_from: datetime | None = None
     valid_to: datetime | None = None
@@ -155,6 +159,48 @@ def parse_profile(cs_charging_profiles: dict[str, Any]) -> Profile:
     )
 
 
+def parse_profile201(charging_profile: dict[str, Any]) -> Profile:
+    """The Profile in an OCPP 2.0.1 chargingProfile (camelCase or snake_case keys); ValueError if it is not valid.
+
+    Its chargingSchedule is a list: more than one schedule is offered for an ISO 15118 car to
+    choose from, which a charger without 15118 does not do, so it follows the first. A TxProfile
+    names its transaction (K01.FR.03); ChargingStationExternalConstraints is the station's own.
+    """
+    if not isinstance(charging_profile, dict):
+        raise ValueError("a charging profile must be an object")
+    p = charging_profile
+    schedules = _field(p, "chargingSchedule")
+    if not isinstance(schedules, list) or not schedules:
+        raise ValueError("chargingSchedule needs at least one schedule")
+    named = _field(p, "chargingProfilePurpose")
+    if named not in (MAX_PURPOSE_201, DEFAULT_PURPOSE, TX_PURPOSE):
+        raise ValueError(f"chargingProfilePurpose {named!r} cannot be set by the CSMS")
+    purpose = purpose201(named)
+    transaction_id = _field(p, "transactionId")
+    if transaction_id is not None and (not isinstance(transaction_id, str) or not 0 < len(transaction_id) <= 36):
+        raise ValueError(f"transactionId must be a string of 1 to 36 characters, not {transaction_id!r}")
+    if purpose == TX_PURPOSE and transaction_id is None:
+        raise ValueError("a TxProfile must name its transaction")
+    if transaction_id is not None and purpose != TX_PURPOSE:
+        raise ValueError("transactionId is only valid in a TxProfile")
+    as_v16 = {
+        "chargingProfileId": _field(p, "id"),
+        "stackLevel": _field(p, "stackLevel"),
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": _field(p, "chargingProfileKind"),
+        "recurrencyKind": _field(p, "recurrencyKind"),
+        "validFrom": _field(p, "validFrom"),
+        "validTo": _field(p, "validTo"),
+        "chargingSchedule": schedules[0],
+    }
+    return replace(parse_profile(as_v16), transaction_id=transaction_id)
+
+
+def purpose201(name: str | None) -> str | None:
+    """A 2.0.1 chargingProfilePurpose in the words the ProfileStore keeps (None stays None)."""
+    return MAX_PURPOSE if name == MAX_PURPOSE_201 else name
+
+
 # --- one profile at one moment ----------------------------------------------------------------
 
 
@@ -211,7 +257,7 @@ class ProfileStore:
     connectors: int | None = None  # connectors the charger has, to refuse others; None = any
     installed: dict[int, list[Profile]] = field(default_factory=dict)
 
-    def install(self, connector_id: int, profile: Profile, tx_id: int | None = None) -> str:
+    def install(self, connector_id: int, profile: Profile, tx_id: int | str | None = None) -> str:
         """Install a profile on a connector, replacing one of the same id or stack level and purpose; the OCPP status.
 
         `tx_id` is the transaction running on that connector (None: none). A TxProfile needs one,
@@ -275,7 +321,7 @@ class ProfileStore:
         return None
 
     def limit_a(
-        self, connector_id: int, now: datetime, tx_id: int | None, tx_start: datetime | None, max_a: float, phases: int
+        self, connector_id: int, now: datetime, tx_id: int | str | None, tx_start: datetime | None, max_a: float, phases: int
     ) -> float:
         """The limit in force on a connector (A per phase): min(ChargePointMax, TxProfile else TxDefault, `max_a`).
 
@@ -308,7 +354,7 @@ class ProfileStore:
         connector_id: int,
         now: datetime,
         duration_s: int,
-        tx_id: int | None,
+        tx_id: int | str | None,
         tx_start: datetime | None,
         max_a: float,
         phases: int,
@@ -340,6 +386,20 @@ def composite_schedule(
         "start_schedule": start,
         "charging_rate_unit": unit,
         "charging_schedule_period": [{"start_period": s, "limit": round(a * factor, 1)} for s, a in periods],
+    }
+
+
+def composite_schedule201(
+    periods: tuple[tuple[int, float], ...], duration_s: int, evse_id: int, start: str, unit: str, phases: int
+) -> dict[str, Any]:
+    """The `schedule` of a 2.0.1 GetCompositeSchedule answer (snake_case keys) in `unit` (A or W) from `composite`."""
+    v16 = composite_schedule(periods, duration_s, start, unit, phases)
+    return {
+        "evse_id": evse_id,
+        "duration": duration_s,
+        "schedule_start": start,
+        "charging_rate_unit": unit,
+        "charging_schedule_period": v16["charging_schedule_period"],
     }
 
 
@@ -394,3 +454,20 @@ def sampled_values(power_w: float, currents_a: tuple[float, ...], energy_wh: flo
         {"value": f"{energy_wh:.0f}", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
         {"value": f"{offered_a:.1f}", "measurand": "Current.Offered", "unit": "A"},
     ]
+
+
+def sampled_values201(
+    values: list[dict[str, str]], measurands: tuple[str, ...] | None = None, context: str | None = None
+) -> list[dict[str, Any]]:
+    """1.6 sampled values in the 2.0.1 shape: numeric `value` with `unitOfMeasure`; only `measurands` (None: all)."""
+    out: list[dict[str, Any]] = []
+    for v in values:
+        if measurands is not None and v["measurand"] not in measurands:
+            continue
+        sample: dict[str, Any] = {"value": float(v["value"]), "measurand": v["measurand"], "unitOfMeasure": {"unit": v["unit"]}}
+        if "phase" in v:
+            sample["phase"] = v["phase"]
+        if context is not None:
+            sample["context"] = context
+        out.append(sample)
+    return out

@@ -12,6 +12,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -20,6 +21,8 @@ from config.schema import SquareConfig
 from drivers.sim_battery import SimBattery
 from drivers.sim_cars import Arrival, CarState
 from drivers.sim_charger import SimCharger
+from drivers.sim_charger201 import SimCharger201
+from drivers.sim_charger_core import SimChargerCore
 from drivers.sim_lights import SimFixtures
 from drivers.sim_meter import SimGridMeter
 
@@ -28,6 +31,21 @@ log = logging.getLogger("laadplein.sim")
 FIXTURE_MODES = ("no_ack", "wrong_color", "none")
 BATTERY_MODES = ("none", "silent", "exception", "garbage")
 CHARGER_MODES = ("offline", "none")
+OCPP_VERSIONS = {"ocpp1.6": SimCharger, "ocpp2.0.1": SimCharger201}
+
+
+OCPP_CHOICES = ("1.6", "2.0.1", "mixed")
+
+
+def ocpp_versions(charger_ids: list[str], choice: str = "mixed") -> dict[str, str]:
+    """Charger id -> the subprotocol its simulator speaks: all "1.6", all "2.0.1", or "mixed" (the
+    2nd, 4th, ... charger by id speaks 2.0.1)."""
+    if choice not in OCPP_CHOICES:
+        raise ValueError(f"OCPP version choice must be one of {OCPP_CHOICES}, got {choice!r}")
+    ids = sorted(charger_ids)
+    if choice != "mixed":
+        return dict.fromkeys(ids, "ocpp" + choice)
+    return {cid: "ocpp2.0.1" if n % 2 else "ocpp1.6" for n, cid in enumerate(ids)}
 
 
 class SimCar:
@@ -90,7 +108,9 @@ class SimSquare:
         reaction_s: float = 2.0,
         meter_interval_s: float = 1.0,
         base_load_a: float = 0.0,
+        ocpp_versions: Mapping[str, str] | None = None,
     ) -> None:
+        """`ocpp_versions`: charger id -> "ocpp1.6" or "ocpp2.0.1", the version its simulator speaks (missing: 1.6)."""
         self.cfg = cfg
         self.scenario = sorted(scenario, key=lambda a: a.arrive_s)
         host = "127.0.0.1" if cfg.ocpp.host in ("0.0.0.0", "::", "") else cfg.ocpp.host
@@ -98,8 +118,13 @@ class SimSquare:
         self.rng = random.Random(seed)
         self.stats = SimStats()
         self.visits: dict[str, Visit] = {}  # bay -> who is there
-        self.chargers = {
-            c.id: SimCharger(
+        versions = dict(ocpp_versions or {})
+        unknown = sorted(set(versions) - {c.id for c in cfg.chargers})
+        wrong = sorted(v for v in versions.values() if v not in OCPP_VERSIONS)
+        if unknown or wrong:
+            raise ValueError(f"ocpp_versions: no charger {unknown}" if unknown else f"ocpp_versions: unknown version {wrong}")
+        self.chargers: dict[str, SimChargerCore] = {
+            c.id: OCPP_VERSIONS[versions.get(c.id, "ocpp1.6")](
                 self.ocpp_url,
                 c.id,
                 connectors=c.connectors,
@@ -311,7 +336,8 @@ class SimSquare:
             "stats": {k: v for k, v in vars(self.stats).items()},
             "endpoints": self.endpoints,
             "chargers": {
-                cid: {"connected": c.connected, "statuses": c.statuses, "applied_a": {n: c.applied_a(n) for n in c.statuses}}
+                cid: {"ocpp": c.subprotocol, "connected": c.connected, "statuses": c.statuses,
+                      "applied_a": {n: c.applied_a(n) for n in c.statuses}}
                 for cid, c in self.chargers.items()
             },
             "bays": {
@@ -376,7 +402,9 @@ class SimSquare:
             await runner.cleanup()
 
 
-async def serve(cfg: SquareConfig, *, seed: int, speed: float, control_port: int, arrivals_per_bay_day: float = 1.9) -> None:
+async def serve(
+    cfg: SquareConfig, *, seed: int, speed: float, control_port: int, arrivals_per_bay_day: float = 1.9, ocpp: str = "mixed",
+) -> None:
     """`laadplein sim`: every device of the square for a daemon elsewhere, with a day of ElaadNL traffic."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
@@ -391,7 +419,7 @@ async def serve(cfg: SquareConfig, *, seed: int, speed: float, control_port: int
         mean_per_hour=arrivals_per_bay_day * len(cfg.bays) / 24,
         speed=speed,
     )
-    sim = SimSquare(cfg, scenario, seed=seed, control_port=control_port)
+    sim = SimSquare(cfg, scenario, seed=seed, control_port=control_port, ocpp_versions=ocpp_versions([c.id for c in cfg.chargers], ocpp))
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(sim.run(ready), name="simulator")

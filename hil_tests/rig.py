@@ -1,6 +1,7 @@
 """The rig a scenario runs on: the real daemon, a broker, and the square's devices.
 
-`SimRig` plays every device with the simulators (the default, and what CI runs).
+`SimRig` plays every device with the simulators (the default, and what CI runs); its square is
+mixed: every second charger (by id) speaks OCPP 2.0.1, the others 1.6.
 `HardwareRig` drives real equipment described in a TOML file: it does what the hardware
 allows (a sensor is only MQTT, so the rig can always play it) and raises `Unsupported`
 for the rest, which the scenario turns into a skip. Only a rig that plays the chargers can
@@ -22,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from config.loader import load_config_text
-from drivers.sim_charger import SimCharger
+from drivers.sim_charger_core import SimChargerCore
 from drivers.sim_outbox import Confirmed
-from drivers.sim_square import SimSquare
+from drivers.sim_square import SimSquare, ocpp_versions
 from tests.integration.harness import Daemon, MqttWatcher, free_port, wait_until
 from tests.integration.mosquitto import Mosquitto
 
@@ -106,6 +107,11 @@ SIGNAGE = {"min_free_ev_bays": 1, "grace_s": 3, "min_dwell_s": 0, "startup_wait_
 SIM_CHARGERS = [{"id": "CP01", "connectors": 2}, {"id": "CP02", "connectors": 2}]
 
 
+def mixed_versions(charger_ids: list[str]) -> dict[str, str]:
+    """Charger id -> OCPP version for a mixed square: the 2nd, 4th, ... charger by id speaks 2.0.1."""
+    return ocpp_versions(charger_ids, "mixed")
+
+
 class Rig:
     """What every rig offers a scenario."""
 
@@ -136,7 +142,8 @@ class Rig:
     async def start_daemon(self) -> None:
         await asyncio.to_thread(self.daemon.start)
 
-    async def plug_in(self, bay_id: str) -> int:
+    async def plug_in(self, bay_id: str) -> int | str:
+        """A car plugs in and starts charging: its transaction id (OCPP 2.0.1: the charger's string)."""
         raise Unsupported("no way to plug a car in on this rig")
 
     async def stop_and_unplug(self, bay_id: str) -> None:
@@ -171,7 +178,7 @@ class Rig:
         """The lease the bay's charger holds now: (monotonic s it runs out or None, highest limit A); None without one."""
         raise Unsupported("the chargers' charging profiles are not visible on this rig")
 
-    def transaction_of(self, bay_id: str) -> int | None:
+    def transaction_of(self, bay_id: str) -> int | str | None:
         """The transaction the bay's charger runs now (None: none)."""
         raise Unsupported("the chargers' transactions are not visible on this rig")
 
@@ -191,16 +198,22 @@ class Rig:
         """Every charger's link to the daemon is up (booted)."""
         raise Unsupported("the chargers' links are not visible on this rig")
 
-    async def stored_meter_samples(self) -> list[tuple[int | None, str, float | None]]:
-        """(transaction id, time, energy Wh) of every meter sample in the daemon's database.
+    async def stored_meter_samples(self) -> list[tuple[int | str | None, str, float | None]]:
+        """(transaction id as the charger knows it, time, energy Wh) of every meter sample in the daemon's database.
 
-        Read-only, straight from SQLite: the admin API has no per-session meter values.
+        Read-only, straight from SQLite: the admin API has no per-session meter values. An OCPP
+        2.0.1 charger names its transactions itself; the daemon keeps that name with the session.
         """
         path = self.daemon.folder / "state" / "laadplein.db"
 
-        def read() -> list[tuple[int | None, str, float | None]]:
+        def read() -> list[tuple[int | str | None, str, float | None]]:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-                return [tuple(r) for r in db.execute("SELECT tx_id, at, energy_wh FROM meter_samples")]
+                columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+                if "charger_tx" not in columns:
+                    return [tuple(r) for r in db.execute("SELECT tx_id, at, energy_wh FROM meter_samples")]
+                return [tuple(r) for r in db.execute(
+                    "SELECT COALESCE(s.charger_tx, m.tx_id), m.at, m.energy_wh FROM meter_samples m"
+                    " LEFT JOIN sessions s ON s.id = m.tx_id")]
 
         return await asyncio.to_thread(read)
 
@@ -229,8 +242,9 @@ class SimRig(Rig):
         self.cfg = load_config_text(text, "rig.toml", base_dir=self.folder)
         self.daemon = Daemon(self.folder / "daemon", text, api_port=self.api_port, ocpp_port=self.ocpp_port)
         await asyncio.to_thread(self.daemon.start)
+        self.versions = mixed_versions([c.id for c in self.cfg.chargers])
         self.sim = SimSquare(self.cfg, [], ocpp_url=self.daemon.ocpp_url, battery_port=self.battery_port,
-                             control_port=None, reaction_s=self.reaction_s)
+                             control_port=None, reaction_s=self.reaction_s, ocpp_versions=self.versions)
         self._sim_task = asyncio.create_task(self._run_sim(), name="hil-sim")
         ready = asyncio.Event()
         self._sim_ready = ready
@@ -256,7 +270,7 @@ class SimRig(Rig):
         finally:
             self.broker.close()  # never leave a broker behind, whatever failed above
 
-    async def plug_in(self, bay_id: str) -> int:
+    async def plug_in(self, bay_id: str) -> int | str:
         cid, n = self.bay_of(bay_id)
         return await self.sim.chargers[cid].plug_in(n)
 
@@ -289,7 +303,7 @@ class SimRig(Rig):
         await asyncio.sleep(down_s)
         await asyncio.to_thread(self.broker.start)
 
-    def _charger(self, bay_id: str) -> tuple[SimCharger, int]:
+    def _charger(self, bay_id: str) -> tuple[SimChargerCore, int]:
         cid, n = self.bay_of(bay_id)
         return self.sim.chargers[cid], n
 
@@ -306,7 +320,7 @@ class SimRig(Rig):
         ends, highest_a = lease
         return (None if ends is None else now_s + (ends - now_utc).total_seconds()), highest_a
 
-    def transaction_of(self, bay_id: str) -> int | None:
+    def transaction_of(self, bay_id: str) -> int | str | None:
         charger, n = self._charger(bay_id)
         return charger.transactions.get(n)
 
@@ -383,9 +397,10 @@ class HardwareRig(Rig):
         cid, n = self.bay_of(bay_id)
         return _post(f"{url.rstrip('/')}/{action}", {"charger": cid, "connector": n})
 
-    async def plug_in(self, bay_id: str) -> int:
+    async def plug_in(self, bay_id: str) -> int | str:
         answer = await asyncio.to_thread(self._ev, "plug", bay_id)
-        return int(answer.get("transaction_id") or 0) if isinstance(answer, dict) else 0
+        tx = answer.get("transaction_id") if isinstance(answer, dict) else None
+        return tx if isinstance(tx, str) else int(tx or 0)
 
     async def stop_and_unplug(self, bay_id: str) -> None:
         await asyncio.to_thread(self._ev, "unplug", bay_id)

@@ -1,7 +1,8 @@
-"""The charging-profile rules the simulated charger applies (OCPP 1.6 §3.13), with a fixed clock."""
+"""The charging-profile rules the simulated charger applies (OCPP 1.6 §3.13, 2.0.1 K), with a fixed clock."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -15,10 +16,14 @@ from drivers.sim_profiles import (
     ProfileStore,
     charging_status,
     composite_schedule,
+    composite_schedule201,
     follow_limit,
     parse_profile,
+    parse_profile201,
     plain_draw,
+    purpose201,
     sampled_values,
+    sampled_values201,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -426,3 +431,93 @@ def test_a_deeper_decrease_on_the_way_keeps_the_first_ones_due_time():
     state = follow_limit(Follow(16.0), 12.0, 0.0, 10.0)
     state = follow_limit(state, 14.0, 4.0, 10.0)
     assert follow_limit(state, 14.0, 10.0, 10.0).applied_a == 16.0
+
+
+# --- the OCPP 2.0.1 shape ---------------------------------------------------------------------
+
+
+def payload201(profile_id: int, purpose: str = "TxDefaultProfile", limit: float = 16.0, *, tx: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A 2.0.1 chargingProfile: `id`, a list of schedules (each with its own id), a string transactionId."""
+    v16 = payload(profile_id, "ChargePointMaxProfile" if purpose == "ChargingStationMaxProfile" else purpose, limit, **kw)
+    body = {
+        "id": profile_id,
+        "stackLevel": v16["stackLevel"],
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": v16["chargingProfileKind"],
+        "chargingSchedule": [{"id": 1, **v16["chargingSchedule"]}],
+    }
+    return body | ({"transactionId": tx} if tx is not None else {})
+
+
+def test_a_2_0_1_profile_reads_like_its_1_6_twin() -> None:
+    twin = parse_profile(payload(3, "TxProfile", 10.5, stack=2, duration_s=300, tx=9))
+    profile = parse_profile201(payload201(3, "TxProfile", 10.5, stack=2, duration_s=300, tx="a1b2"))
+    assert profile.transaction_id == "a1b2" and profile == replace(twin, transaction_id="a1b2")
+    snake = parse_profile201({
+        "id": 3, "stack_level": 2, "charging_profile_purpose": "TxProfile", "charging_profile_kind": "Absolute",
+        "transaction_id": "a1b2",
+        "charging_schedule": [{"id": 1, "charging_rate_unit": "A", "start_schedule": "2026-11-28T12:00:00Z", "duration": 300,
+                               "charging_schedule_period": [{"start_period": 0, "limit": Decimal("10.5")}]}],
+    })
+    assert snake == profile
+    station_max = parse_profile201(payload201(4, "ChargingStationMaxProfile", 20.0))
+    assert station_max.purpose == "ChargePointMaxProfile" and purpose201("ChargingStationMaxProfile") == "ChargePointMaxProfile"
+    assert purpose201("TxProfile") == "TxProfile" and purpose201(None) is None
+
+
+def test_a_2_0_1_profile_follows_its_first_schedule() -> None:
+    body = payload201(5, limit=8.0)
+    body["chargingSchedule"].append({"id": 2, "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 30}]})
+    assert [p.limit for p in parse_profile201(body).periods] == [8.0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        payload201(1, "TxProfile"),  # a 2.0.1 TxProfile names its transaction
+        payload201(1, "TxProfile", tx=""),
+        payload201(1, "TxProfile", tx="x" * 37),
+        payload201(1, "TxDefaultProfile", tx="a1b2"),
+        {**payload201(1, "TxProfile", tx="a1b2"), "transactionId": 7},
+        {**payload201(1), "chargingProfilePurpose": "ChargingStationExternalConstraints"},
+        {**payload201(1), "chargingProfilePurpose": "ChargePointMaxProfile"},  # 1.6 words
+        {**payload201(1), "chargingSchedule": []},
+        {**payload201(1), "chargingSchedule": payload(1)["chargingSchedule"]},  # one object: the 1.6 shape
+        {**payload201(1), "stackLevel": -1},
+        "TxProfile",
+    ],
+)
+def test_bad_2_0_1_profiles_raise(body: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_profile201(body)
+
+
+def test_2_0_1_transactions_are_named_by_strings_and_evse_0_defaults_apply_everywhere() -> None:
+    store = ProfileStore(connectors=2)
+    assert store.install(0, parse_profile201(payload201(1, limit=8.0)), None) == "Accepted"
+    lease = parse_profile201(payload201(11, "TxProfile", 20.0, stack=1, start=at(-5), duration_s=65, tx="tx-1"))
+    assert store.install(1, lease, "tx-2") == "Rejected"
+    assert store.install(1, lease, "tx-1") == "Accepted"
+    assert store.limit_a(1, at(0), "tx-1", T0, MAX_A, 3) == 20.0
+    assert store.limit_a(1, at(0), "tx-2", T0, MAX_A, 3) == 8.0  # another transaction: the default
+    assert store.limit_a(2, at(0), None, None, MAX_A, 3) == 8.0
+    assert store.limit_a(1, at(60), "tx-1", T0, MAX_A, 3) == 8.0  # the lease ran out
+    assert store.install(0, parse_profile201(payload201(2, "ChargingStationMaxProfile", 6.0)), None) == "Accepted"
+    assert store.limit_a(1, at(0), "tx-1", T0, MAX_A, 3) == 6.0
+    assert store.clear(purpose=purpose201("ChargingStationMaxProfile")) and store.limit_a(1, at(0), "tx-1", T0, MAX_A, 3) == 20.0
+
+
+def test_the_2_0_1_composite_schedule_and_meter_values() -> None:
+    schedule = composite_schedule201(((0, 20.0), (60, 8.0)), 120, 1, "2026-11-28T12:00:00.000Z", "W", 3)
+    assert schedule == {
+        "evse_id": 1, "duration": 120, "schedule_start": "2026-11-28T12:00:00.000Z", "charging_rate_unit": "W",
+        "charging_schedule_period": [{"start_period": 0, "limit": 13_800.0}, {"start_period": 60, "limit": 5_520.0}],
+    }
+    values = sampled_values(3680.0, (16.0, 0.0, 0.0), 1234.4, 20.0)
+    every = sampled_values201(values)
+    assert len(every) == len(values) and all(isinstance(v["value"], float) for v in every)
+    assert every[0] == {"value": 16.0, "measurand": "Current.Import", "phase": "L1", "unitOfMeasure": {"unit": "A"}}
+    energy = sampled_values201(values, ("Energy.Active.Import.Register",), "Transaction.End")
+    assert energy == [{"value": 1234.0, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"},
+                       "context": "Transaction.End"}]
+    assert sampled_values201(values, ()) == []
