@@ -306,7 +306,7 @@ class AdminApi:
     async def sessions(self, request: web.Request) -> web.Response:
         sessions = await self.state.store.sessions(since=self._since(request), limit=self._limit(request))
         # `id` is the transaction id the charger knows: an OCPP 2.0.1 charger's own string
-        return _json([{**s, "id": s.pop("charger_tx") or s["id"]} for s in sessions])
+        return _json([{k: v for k, v in s.items() if k != "charger_tx"} | {"id": s["charger_tx"] or s["id"]} for s in sessions])
 
     async def tokens(self, request: web.Request) -> web.Response:
         return _json(await self.state.store.tokens())

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from controller import events as ev
 from controller.reconcile import close_unseen
-from drivers.ocpp_backend import TransactionAnswer
+from drivers.ocpp_backend import KnownTransaction, TransactionAnswer
 
 if TYPE_CHECKING:
     from config.schema import SquareConfig
@@ -49,7 +49,7 @@ class TransactionsMixin:
     ) -> TransactionAnswer:
         if charger_tx is not None:
             known = await self.store.session_by_charger_tx(charger_id, charger_tx)
-            if known is not None:  # the charger sent its start again
+            if known is not None and known["stopped"] is None:  # the charger sent its start again
                 return TransactionAnswer(known["id"], await self._tag_status(id_tag) if id_tag else "Accepted")
         status = await self._tag_status(id_tag) if id_tag is not None else "Accepted"
         bay = self.cfg.bay_for(charger_id, connector_id)
@@ -108,9 +108,18 @@ class TransactionsMixin:
             )
         return await self._tag_status(id_tag) if id_tag else None
 
-    async def transaction_for(self, charger_id: str, charger_tx: str) -> tuple[int, int, bool] | None:
+    async def transaction_for(self, charger_id: str, charger_tx: str) -> KnownTransaction | None:
         row = await self.store.session_by_charger_tx(charger_id, charger_tx)
-        return None if row is None else (row["id"], row["connector"], row["stopped"] is not None)
+        if row is None:
+            return None
+        energy = row["meter_stop_wh"] if row["meter_stop_wh"] is not None else row["meter_start_wh"] + (row["energy_wh"] or 0)
+        return KnownTransaction(
+            session_id=row["id"], connector_id=row["connector"], stopped=row["stopped"] is not None,
+            energy_wh=float(energy), tagged=row["tag_hash"] != self.store.hash_tag(""),
+        )
+
+    async def transaction_meter_start(self, charger_id: str, transaction_id: int, meter_start_wh: int) -> None:
+        await self.store.set_meter_start(transaction_id, meter_start_wh)
 
     async def transaction_tag(self, charger_id: str, transaction_id: int, id_tag: str) -> str:
         status = await self._tag_status(id_tag)
@@ -119,7 +128,7 @@ class TransactionsMixin:
                   charger_id, transaction_id, self.store.hash_tag(id_tag)[:8], status)
         return status
 
-    async def meter_values(self, charger_id: str, samples: list[ev.MeterSample]) -> None:
+    async def meter_values(self, charger_id: str, samples: list[ev.MeterSample], *, live: bool = True) -> None:
         rows = []
         for s in samples:
             conn = self._connector(s.charger_id, s.connector_id)
@@ -127,7 +136,7 @@ class TransactionsMixin:
             rows.append(_sample_row(s, tx))
         if rows:
             await self.store.add_meter_samples(rows)
-        for s in samples:
+        for s in samples if live else ():
             self.record(s)
 
     def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:

@@ -220,7 +220,9 @@ class Store(TokensMixin, RunsMixin):
 
     async def session_by_charger_tx(self, charger_id: str, charger_tx: str) -> dict[str, Any] | None:
         """The session an OCPP 2.0.1 charger calls `charger_tx`, or None."""
-        rows = await self._fetch(_SESSION_SELECT + " WHERE s.charger_id = ? AND s.charger_tx = ?", (charger_id, charger_tx))
+        rows = await self._fetch(
+            _SESSION_SELECT + " WHERE s.charger_id = ? AND s.charger_tx = ? ORDER BY s.id DESC LIMIT 1", (charger_id, charger_tx)
+        )
         return _session(rows[0]) if rows else None
 
     async def set_tag_hash(self, tx_id: int, tag_hash: str) -> None:
@@ -229,6 +231,11 @@ class Store(TokensMixin, RunsMixin):
             raise ValueError("tag_hash must be a TagVault.hash_tag value")
         async with self._write(durable=True) as db:
             await db.execute("UPDATE sessions SET tag_hash = ? WHERE id = ?", (tag_hash, tx_id))
+
+    async def set_meter_start(self, tx_id: int, meter_start_wh: int) -> None:
+        """The start reading of a session that started without one (OCPP 2.0.1 leaves it out at times)."""
+        async with self._write(durable=True) as db:
+            await db.execute("UPDATE sessions SET meter_start_wh = ? WHERE id = ?", (meter_start_wh, tx_id))
 
     async def setting(self, key: str) -> str | None:
         """A small named value (see the `settings` table), or None."""

@@ -103,7 +103,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # An OCPP 2.0.1 charger names its transactions itself (a string); `id` stays the gateway's
         # handle, and the charger's name is kept to find the session by.
         "ALTER TABLE sessions ADD COLUMN charger_tx TEXT",
-        "CREATE UNIQUE INDEX sessions_charger_tx ON sessions(charger_id, charger_tx) WHERE charger_tx IS NOT NULL",
+        # Unique while open: a charger that counts its ids again after a reset may reuse one.
+        "CREATE UNIQUE INDEX sessions_charger_tx ON sessions(charger_id, charger_tx)"
+        " WHERE charger_tx IS NOT NULL AND stopped_at IS NULL",
         # Small named values: the local authorization list's version, ...
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         # Chargers' Basic Auth passwords set through the API, hashed (controller.passwords); they

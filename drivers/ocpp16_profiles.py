@@ -86,6 +86,7 @@ def lease(order: Order, connector_id: int, transaction_id: int, now: datetime, l
     periods = [{"startPeriod": 0, "limit": _a(order.limit_a)}]
     if order.first_period_s is not None and order.grid_only_a < order.limit_a:
         periods.append({"startPeriod": int(order.first_period_s), "limit": _a(order.grid_only_a)})
+    start = now - timedelta(seconds=SCHEDULE_LEAD_S)
     return {
         "connectorId": connector_id,
         "csChargingProfiles": {
@@ -94,9 +95,12 @@ def lease(order: Order, connector_id: int, transaction_id: int, now: datetime, l
             "stackLevel": LEASE_STACK_LEVEL,
             "chargingProfilePurpose": "TxProfile",
             "chargingProfileKind": "Absolute",
+            # the lease's end said twice: a charger that ignores the schedule's duration honours validTo
+            "validFrom": wire_ts(start),
+            "validTo": wire_ts(start + timedelta(seconds=int(lease_s))),
             "chargingSchedule": {
                 "duration": int(lease_s),
-                "startSchedule": wire_ts(now - timedelta(seconds=SCHEDULE_LEAD_S)),
+                "startSchedule": wire_ts(start),
                 "chargingRateUnit": "A",
                 "chargingSchedulePeriod": periods,
             },

@@ -24,15 +24,38 @@ _IN_TRANSACTION = {
 _PLAIN = {"Available": "Available", "Reserved": "Reserved", "Unavailable": "Unavailable", "Faulted": "Faulted"}
 
 
+# When one EVSE has several connectors (a socket and a cable), the one that tells most wins.
+_PRIORITY = ("Occupied", "Reserved", "Available", "Faulted", "Unavailable")
+
+
 @dataclass
 class Evse:
-    """One EVSE: its connector's last status and the transaction running on it."""
+    """One EVSE: its connectors' last statuses and the transaction running on it."""
 
-    connector_status: str | None = None
+    connectors: dict[int, str] = field(default_factory=dict)  # connector id -> 2.0.1 status
     transaction: str | None = None  # the charger's transactionId while one runs
     charging_state: str | None = None
-    ended: bool = False  # the last transaction ended (the cable may still be in)
+    ended: bool = False  # the last transaction ended while the cable was in
     reported: str | None = None  # the status last told to the square
+
+    @property
+    def connector_status(self) -> str | None:
+        """The EVSE's connector status: Occupied if any connector is, else the most telling one."""
+        for status in _PRIORITY:
+            if status in self.connectors.values():
+                return status
+        return next(iter(self.connectors.values()), None)
+
+    def set_connector(self, connector_id: int, status: str) -> None:
+        """A StatusNotification: a cable going in starts afresh (a new car is not Finishing)."""
+        before = self.connector_status
+        self.connectors[connector_id] = status
+        if self.connector_status != "Occupied" or before != "Occupied":
+            self.ended = False
+
+    def transaction_ended(self, charging_state: str | None) -> None:
+        self.transaction, self.charging_state = None, charging_state
+        self.ended = self.connector_status == "Occupied"  # unplugged first: nothing to finish
 
     def status(self) -> str | None:
         """The connector's status in the square's (OCPP 1.6) words; None while nothing is known."""
@@ -40,8 +63,8 @@ class Evse:
         if plain is not None:
             return plain
         plugged = self.connector_status == "Occupied"
-        if self.transaction is not None:
-            return _IN_TRANSACTION.get(self.charging_state or "", "Preparing") if plugged or self.charging_state else None
+        if self.transaction is not None and (plugged or self.charging_state not in (None, "Idle")):
+            return _IN_TRANSACTION.get(self.charging_state or "", "Preparing")
         if plugged:
             return "Finishing" if self.ended else "Preparing"
         return None
@@ -51,12 +74,25 @@ class Evse:
 class Transaction:
     """A 2.0.1 transaction as the gateway follows it."""
 
-    evse_id: int
+    evse_id: int | None  # None until an event names it (the driver was authorized before plugging in)
     session_id: int | None = None  # the gateway's own transaction id (its session)
     last_seq: int | None = None
+    seen: set[int] = field(default_factory=set, repr=False)  # seqNos handled (the last few hundred)
     energy_wh: float | None = None  # the last energy register reading seen
+    start_known: bool = True  # False: the session started without a reading; the first one is its start
     tagged: bool = False  # a tag was seen for it
     ended: bool = False
+    pending_tag: str | None = field(default=None, repr=False)  # a tag given before the EVSE was known
+
+    def note_seq(self, seq_no: int) -> bool:
+        """Remember a seqNo; False when it was handled before (the charger sent the message again)."""
+        if seq_no in self.seen:
+            return False
+        self.seen.add(seq_no)
+        if len(self.seen) > 512:
+            self.seen.discard(min(self.seen))
+        self.last_seq = seq_no if self.last_seq is None else max(self.last_seq, seq_no)
+        return True
 
 
 @dataclass
@@ -69,15 +105,15 @@ class ChargerBook:
     def evse(self, evse_id: int) -> Evse:
         return self.evses.setdefault(evse_id, Evse())
 
-    def transaction(self, charger_tx: str, evse_id: int | None) -> Transaction | None:
-        """The transaction by the charger's id, made when first seen with its EVSE; None without either."""
+    def transaction(self, charger_tx: str, evse_id: int | None) -> Transaction:
+        """The transaction by the charger's id, made when first seen; its EVSE once an event names it."""
         tx = self.transactions.get(charger_tx)
         if tx is None:
-            if evse_id is None:
-                return None
             tx = self.transactions[charger_tx] = Transaction(evse_id)
             for old in list(self.transactions)[:-MAX_TRANSACTIONS_PER_CHARGER]:
                 del self.transactions[old]
+        elif tx.evse_id is None and evse_id is not None:
+            tx.evse_id = evse_id
         return tx
 
 

@@ -19,7 +19,13 @@ from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 
 from controller.events import ChargerBooted, ConnectorStatusChanged
-from drivers.ocpp201_evse import ChargerBook, Transaction, energy_wh, meter_values_as_v16, sequence_problem
+from drivers.ocpp201_evse import (
+    ChargerBook,
+    Transaction,
+    energy_wh,
+    meter_values_as_v16,
+    sequence_problem,
+)
 from drivers.ocpp_backend import CallFailed, ChargerNotConnected
 from drivers.ocpp_frames import format_time, parse_meter_values
 from drivers.ocpp_link import ChargerLink, printable, utc_now
@@ -94,10 +100,8 @@ class ChargerLink201(ChargerLink):
         if evse_id == 0:
             return call_result.StatusNotification()  # the station as a whole: its EVSEs report for themselves
         evse = self.book.evse(evse_id)
-        evse.connector_status = connector_status
-        if connector_status == "Available":
-            evse.ended = False
-        self._emit(evse_id, utc_now(), "OtherError" if connector_status == "Faulted" else "NoError")
+        evse.set_connector(connector_id, connector_status)
+        self._emit(evse_id, utc_now(), "OtherError" if evse.connector_status == "Faulted" else "NoError")
         return call_result.StatusNotification()
 
     # --- authorization ---------------------------------------------------------------------------
@@ -125,45 +129,33 @@ class ChargerLink201(ChargerLink):
     ) -> Any:
         now = utc_now()
         charger_tx = str(transaction_info["transaction_id"])
-        tx = self.book.transaction(charger_tx, evse.get("id") if evse else None)
-        if tx is None:
-            tx = await self._recover(charger_tx)
-            if tx is None:
-                self._fault("tx-no-evse", logging.WARNING, "TransactionEvent for unknown transaction %s names no EVSE; ignored", printable(charger_tx[:36]))
-                return call_result.TransactionEvent()
+        evse_id = evse.get("id") if evse else None
+        known = self.book.transactions.get(charger_tx)
+        if known is not None and known.ended and event_type == "Started":
+            del self.book.transactions[charger_tx]  # an id used again (a charger counting afresh): a new transaction
+        if charger_tx not in self.book.transactions:
+            await self._recover(charger_tx, event_type)
+        tx = self.book.transaction(charger_tx, evse_id)
         problem = sequence_problem(tx.last_seq, seq_no)
         if problem is not None:
             self._fault("seq", logging.WARNING, "transaction %s: %s%s", printable(charger_tx[:36]), problem, " (sent offline)" if offline else "")
-        repeat = tx.last_seq is not None and seq_no <= tx.last_seq
-        tx.last_seq = seq_no if tx.last_seq is None else max(tx.last_seq, seq_no)
+        fresh = tx.note_seq(seq_no)
+        late = fresh and tx.last_seq is not None and seq_no < tx.last_seq  # sent before one already handled
+        tag, answered = _tag_of(id_token)
+        if not fresh:  # handled before: answer again, change nothing
+            return await self._answer(tag, answered)
+        if tx.evse_id is None:
+            return await self._unplaced(tx, charger_tx, event_type, tag, answered)
+        tag = tag or tx.pending_tag
+        tx.pending_tag = None
         at = self._time(timestamp, now, "TransactionEvent")
-        tag = str(id_token["id_token"]) if id_token and id_token.get("id_token") else None
-        if tag is not None and id_token and id_token.get("type") == "NoAuthorization":
-            tag = None
         samples, problems = parse_meter_values(
             self.id, tx.evse_id, None, meter_values_as_v16(snake_to_camel_case(meter_value or [])), now
         )
         self._report(problems, "TransactionEvent")
         reading = energy_wh(samples)
-        status: str | None = None
-        if tx.session_id is None:
-            start_wh = reading if event_type == "Started" and reading is not None else (tx.energy_wh or 0)
-            answer = await self._backend.start_transaction(
-                self.id, tx.evse_id, tag, int(start_wh), at, charger_tx=charger_tx
-            )
-            tx.session_id, tx.tagged = answer.transaction_id, tag is not None
-            status = answer.status if tag is not None else None
-            if not repeat:
-                logger.info(
-                    "charger %s: transaction %s (%s) started on EVSE %d%s",
-                    self.id, answer.transaction_id, printable(charger_tx[:36]), tx.evse_id, f" ({status})" if status else "",
-                )
-        elif tag is not None and not tx.tagged:
-            status = await self._backend.transaction_tag(self.id, tx.session_id, tag)
-            tx.tagged = True
-        elif tag is not None:
-            status = await self._backend.authorize(self.id, tag)
-        if reading is not None:
+        status = await self._placed(tx, charger_tx, tag, reading, at)
+        if reading is not None and not late:
             tx.energy_wh = reading
         samples = [_with_tx(s, tx.session_id) for s in samples]
         evse_state = self.book.evse(tx.evse_id)
@@ -171,34 +163,72 @@ class ChargerLink201(ChargerLink):
             await self._end(tx, charger_tx, at, transaction_info.get("stopped_reason"), samples)
             tx.ended = True
             if evse_state.transaction in (charger_tx, None):
-                evse_state.transaction, evse_state.ended = None, True
-                evse_state.charging_state = transaction_info.get("charging_state")
+                evse_state.transaction_ended(transaction_info.get("charging_state"))
         else:
             if samples:
-                await self._backend.meter_values(self.id, samples)
-            if not tx.ended:  # an Updated replayed after its Ended changes nothing live
+                # readings the charger kept while the gateway was away are history, not what flows now
+                await self._backend.meter_values(self.id, samples, live=not (offline or late))
+            if not tx.ended and not late:  # an Updated sent before a later one, or replayed after its Ended, changes nothing live
                 evse_state.transaction, evse_state.ended = charger_tx, False
                 if "charging_state" in transaction_info:
                     evse_state.charging_state = transaction_info["charging_state"]
         self._emit(tx.evse_id, now, only_on_change=True)
-        if status is None:
+        return await self._answer(None, answered, status)
+
+    async def _answer(self, tag: str | None, answered: bool, status: str | None = None) -> Any:
+        """The answer: with idTokenInfo whenever the event carried an idToken (E-rules)."""
+        if not answered:
             return call_result.TransactionEvent()
+        if status is None:
+            status = await self._backend.authorize(self.id, tag) if tag is not None else "Accepted"
         return call_result.TransactionEvent(id_token_info={"status": status})
 
-    async def _recover(self, charger_tx: str) -> Transaction | None:
-        """A transaction first heard of after a restart of the gateway: its session, from the backend."""
+    async def _placed(self, tx: Transaction, charger_tx: str, tag: str | None, reading: float | None, at: datetime) -> str | None:
+        """Open the session of a transaction on its EVSE, or record what is new about it; the tag's status."""
+        assert tx.evse_id is not None
+        if tx.session_id is None:
+            answer = await self._backend.start_transaction(
+                self.id, tx.evse_id, tag, int(reading) if reading is not None else 0, at, charger_tx=charger_tx
+            )
+            tx.session_id, tx.tagged, tx.start_known = answer.transaction_id, tag is not None, reading is not None
+            logger.info(
+                "charger %s: transaction %s (%s) started on EVSE %d%s",
+                self.id, answer.transaction_id, printable(charger_tx[:36]), tx.evse_id, f" ({answer.status})" if tag else "",
+            )
+            return answer.status if tag is not None else None
+        if not tx.start_known and reading is not None:
+            # the start came without a reading: the first one seen stands in for it
+            await self._backend.transaction_meter_start(self.id, tx.session_id, int(reading))
+            tx.start_known = True
+        if tag is not None and not tx.tagged:
+            tx.tagged = True
+            return await self._backend.transaction_tag(self.id, tx.session_id, tag)
+        return None
+
+    async def _unplaced(self, tx: Transaction, charger_tx: str, event_type: str, tag: str | None, answered: bool) -> Any:
+        """An event of a transaction no event has placed on an EVSE yet (the driver was authorized before
+        plugging in): answer the tag; the session starts once an event names the EVSE."""
+        if event_type == "Ended":
+            logger.info("charger %s: transaction %s ended before it reached an EVSE", self.id, printable(charger_tx[:36]))
+        elif tag is not None:
+            tx.pending_tag = tag
+        return await self._answer(tag, answered)
+
+    async def _recover(self, charger_tx: str, event_type: str) -> None:
+        """A transaction first heard of after a restart of the gateway: its session, from the backend.
+        A Started naming a transaction that is over is a new one (a charger counting its ids again)."""
         known = await self._backend.transaction_for(self.id, charger_tx)
-        if known is None:
-            return None
-        session_id, evse_id, stopped = known
-        tx = self.book.transaction(charger_tx, evse_id)
-        if tx is not None:
-            tx.session_id, tx.tagged, tx.ended = session_id, True, stopped
-        return tx
+        if known is None or (known.stopped and event_type == "Started"):
+            return
+        tx = self.book.transaction(charger_tx, known.connector_id)
+        tx.session_id, tx.tagged, tx.ended, tx.energy_wh = known.session_id, known.tagged, known.stopped, known.energy_wh
 
     async def _end(self, tx: Transaction, charger_tx: str, at: datetime, reason: str | None, samples: list) -> None:
-        assert tx.session_id is not None
-        stop_wh = tx.energy_wh if tx.energy_wh is not None else 0
+        assert tx.session_id is not None and tx.evse_id is not None
+        stop_wh = tx.energy_wh
+        if stop_wh is None:  # no reading in the whole transaction: nothing measured
+            known = await self._backend.transaction_for(self.id, charger_tx)
+            stop_wh = known.energy_wh if known is not None and known.energy_wh is not None else 0
         await self._backend.stop_transaction(self.id, tx.session_id, int(stop_wh), at, reason, None, samples)
         logger.info(
             "charger %s: transaction %s (%s) ended on EVSE %d (%s)",
@@ -262,6 +292,15 @@ class ChargerLink201(ChargerLink):
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any) -> Any:
         text = data if isinstance(data, str) or data is None else str(data)[:200]
         return call_result.DataTransfer(status=self._backend.data_transfer(self.id, vendor_id, message_id, text))
+
+
+def _tag_of(id_token: dict[str, Any] | None) -> tuple[str | None, bool]:
+    """(the tag to authorize or None, whether the event carried an idToken and so needs idTokenInfo)."""
+    if not id_token:
+        return None, False
+    if id_token.get("type") == "NoAuthorization" or not id_token.get("id_token"):
+        return None, True
+    return str(id_token["id_token"]), True
 
 
 def _with_tx(sample: Any, session_id: int | None) -> Any:

@@ -24,6 +24,7 @@ from drivers.ocpp16_profiles import (
     safe_default_profile_id,
 )
 
+ENERGY = "Energy.Active.Import.Register"
 ROTATIONS = frozenset({"RST", "RTS", "SRT", "STR", "TRS", "TSR"})
 
 
@@ -107,6 +108,9 @@ def meter_settings(meter_interval_s: int, *, basic: bool = False) -> dict:
         "setVariableData": [
             _variable("SampledDataCtrlr", "TxUpdatedInterval", str(meter_interval_s)),
             _variable("SampledDataCtrlr", "TxUpdatedMeasurands", SAMPLED_DATA_BASIC if basic else SAMPLED_DATA),
+            # the register at the start and the end: a session's energy is their difference
+            _variable("SampledDataCtrlr", "TxStartedMeasurands", ENERGY),
+            _variable("SampledDataCtrlr", "TxEndedMeasurands", ENERGY),
         ]
     }
 

@@ -41,6 +41,17 @@ class CallErrorReceived(CallFailed):
 
 
 @dataclass(frozen=True)
+class KnownTransaction:
+    """An OCPP 2.0.1 charger's transaction as the gateway has it on record."""
+
+    session_id: int  # the gateway's transaction id
+    connector_id: int  # the EVSE
+    stopped: bool
+    energy_wh: float | None  # the last energy register reading on record (the start's if none since)
+    tagged: bool  # a tag is recorded with it
+
+
+@dataclass(frozen=True)
 class TransactionAnswer:
     """The gateway's answer to StartTransaction: the id and the tag's authorization status."""
 
@@ -79,9 +90,11 @@ class CentralSystemBackend(Protocol):
         same name (a replayed event) returns the session already open. `id_tag` None: no tag yet.
         """
 
-    async def transaction_for(self, charger_id: str, charger_tx: str) -> tuple[int, int, bool] | None:
-        """An OCPP 2.0.1 charger's transaction as the gateway knows it: (the gateway's transaction id,
-        connector, stopped), or None when unknown."""
+    async def transaction_for(self, charger_id: str, charger_tx: str) -> KnownTransaction | None:
+        """An OCPP 2.0.1 charger's transaction as the gateway knows it (the newest by that name), or None."""
+
+    async def transaction_meter_start(self, charger_id: str, transaction_id: int, meter_start_wh: int) -> None:
+        """The start reading of a session that started without one: the first reading seen."""
 
     async def transaction_tag(self, charger_id: str, transaction_id: int, id_tag: str) -> str:
         """A tag presented during a transaction that started without one: its status, recorded with the session."""
@@ -98,8 +111,9 @@ class CentralSystemBackend(Protocol):
     ) -> str | None:
         """Close a session, committed before returning; the tag's status when a tag was given."""
 
-    async def meter_values(self, charger_id: str, samples: list[MeterSample]) -> None:
-        """Store meter samples (committed before returning) and update the live state."""
+    async def meter_values(self, charger_id: str, samples: list[MeterSample], *, live: bool = True) -> None:
+        """Store meter samples (committed before returning) and, with `live`, update the live state
+        (not for readings a charger kept while the gateway was away: they are history)."""
 
     def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
         """Answer a DataTransfer: Accepted | Rejected | UnknownVendorId | UnknownMessageId."""

@@ -13,7 +13,7 @@ from ocpp.messages import Call, validate_payload
 
 from controller.leases import Order
 from drivers import ocpp201_profiles as p201
-from drivers.ocpp201_evse import ChargerBook, Evse, meter_values_as_v16, sequence_problem
+from drivers.ocpp201_evse import ChargerBook, Evse, Transaction, meter_values_as_v16, sequence_problem
 from drivers.ocpp_dialects import Dialect16, Dialect201, dialect
 from drivers.ocpp_frames import parse_meter_values
 
@@ -44,7 +44,46 @@ def valid(action: str, payload: dict) -> None:
     ],
 )
 def test_evse_status_in_the_squares_words(connector, tx, state, ended, expected) -> None:
-    assert Evse(connector_status=connector, transaction=tx, charging_state=state, ended=ended).status() == expected
+    evse = Evse(connectors={1: connector} if connector else {}, transaction=tx, charging_state=state, ended=ended)
+    assert evse.status() == expected
+
+
+def test_idle_without_a_known_connector_status_is_not_plugged() -> None:
+    # chargingState Idle means no car: a bay must not turn blue on it alone
+    assert Evse(transaction="t", charging_state="Idle").status() is None
+
+
+def test_another_connector_of_the_evse_does_not_hide_the_car() -> None:
+    evse = Evse()
+    evse.set_connector(2, "Occupied")
+    evse.transaction, evse.charging_state = "t", "Charging"
+    evse.set_connector(1, "Available")
+    assert evse.connector_status == "Occupied" and evse.status() == "Charging"
+    evse.set_connector(1, "Unavailable")
+    assert evse.status() == "Charging"
+
+
+def test_a_car_unplugged_before_its_transaction_ended_leaves_no_finishing_for_the_next() -> None:
+    evse = Evse()
+    evse.set_connector(1, "Occupied")
+    evse.transaction, evse.charging_state = "t1", "Charging"
+    evse.set_connector(1, "Available")  # EVDisconnected: the status comes first ...
+    evse.transaction_ended("Idle")  # ... then the Ended
+    assert evse.status() == "Available"
+    evse.set_connector(1, "Occupied")  # the next car
+    assert evse.status() == "Preparing"
+
+
+def test_a_transaction_ended_with_the_cable_in_is_finishing_until_unplugged() -> None:
+    evse = Evse()
+    evse.set_connector(1, "Occupied")
+    evse.transaction, evse.charging_state = "t1", "Charging"
+    evse.transaction_ended("EVConnected")
+    assert evse.status() == "Finishing"
+    evse.set_connector(1, "Occupied")  # the same status again (a reconnect asks for it)
+    assert evse.status() == "Finishing"
+    evse.set_connector(1, "Available")
+    assert evse.status() == "Available"
 
 
 @given(
@@ -54,12 +93,21 @@ def test_evse_status_in_the_squares_words(connector, tx, state, ended, expected)
     st.booleans(),
 )
 def test_every_evse_state_maps_to_a_known_word_and_occupied_is_always_plugged(connector, tx, state, ended) -> None:
-    status = Evse(connector_status=connector, transaction=tx, charging_state=state, ended=ended).status()
+    status = Evse(connectors={1: connector} if connector else {}, transaction=tx, charging_state=state, ended=ended).status()
     assert status is None or status in V16_WORDS
     if connector == "Occupied":
         assert status in PLUGGED  # signage.md: a 2.0.1 connector Occupied is plugged
     if connector == "Available":
         assert status == "Available"
+
+
+def test_a_seq_no_is_handled_once() -> None:
+    tx = Transaction(evse_id=1)
+    assert tx.note_seq(0) and tx.note_seq(2) and not tx.note_seq(2)
+    assert tx.note_seq(1) and tx.last_seq == 2  # late, but new
+    for n in range(3, 1000):
+        tx.note_seq(n)
+    assert len(tx.seen) <= 512 and not tx.note_seq(999)
 
 
 def test_sequence_numbers() -> None:
@@ -75,7 +123,10 @@ def test_the_book_keeps_the_newest_transactions_only() -> None:
     for i in range(40):
         book.transaction(f"tx{i}", 1)
     assert len(book.transactions) == 16 and "tx39" in book.transactions
-    assert book.transaction("never-seen", None) is None
+    unplaced = book.transaction("authorized-first", None)
+    assert unplaced.evse_id is None
+    assert book.transaction("authorized-first", 2) is unplaced and unplaced.evse_id == 2
+    assert book.transaction("authorized-first", 1).evse_id == 2  # a later event cannot move it
 
 
 def test_meter_values_with_numbers_and_multipliers_read_as_in_16() -> None:

@@ -191,3 +191,39 @@ async def test_the_call_endpoint_speaks_the_chargers_version(daemon: Daemon) -> 
         # the station has no Reset handler: its CALLERROR comes back as 502 with the code
         status, answer = await daemon.aapi("POST", "/api/chargers/CP01/call/Reset", {"type": "Immediate"})
         assert status == 502 and answer["code"] == "NotImplemented"
+
+
+def tx_event(kind: str, tx: str, seq: int, wh: float | None = None, **kw: Any) -> Any:
+    info = {"transaction_id": tx, "charging_state": "Charging"} | ({"stopped_reason": "Local"} if kind == "Ended" else {})
+    trigger = {"Started": "CablePluggedIn", "Updated": "MeterValuePeriodic", "Ended": "StopAuthorized"}[kind]
+    extra = {"meter_value": meter(wh, 0)} if wh is not None else {}
+    return call.TransactionEvent(event_type=kind, timestamp=now(), trigger_reason=trigger, seq_no=seq, transaction_info=info, **extra, **kw)
+
+
+async def test_a_start_without_a_reading_takes_the_first_reading_and_a_reused_id_is_a_new_session(daemon: Daemon) -> None:
+    async with station(daemon, "CP01") as cp:
+        await cp.call(call.BootNotification(charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp"))
+        await cp.call(tx_event("Started", "7", 0, evse={"id": 1, "connector_id": 1}))
+        await cp.call(tx_event("Updated", "7", 1, 5000))
+        await cp.call(tx_event("Ended", "7", 2, 5400))
+        # a charger that counts its ids again after a reset names a new transaction "7"
+        await cp.call(tx_event("Started", "7", 0, 9000, evse={"id": 1, "connector_id": 1}))
+        await cp.call(tx_event("Ended", "7", 1, 9100))
+    mine = [s for s in daemon.api("GET", "/api/sessions")[1] if s["charger"] == "CP01"]
+    assert [(s["id"], s["energy_wh"]) for s in mine] == [("7", 400), ("7", 100)]
+
+
+async def test_after_a_restart_an_end_without_a_reading_keeps_the_energy_on_record(daemon: Daemon) -> None:
+    tx = str(uuid.uuid4())
+    async with station(daemon, "CP02") as cp:
+        await cp.call(call.BootNotification(charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp"))
+        await cp.call(tx_event("Started", tx, 0, 1000, evse={"id": 1, "connector_id": 1}, id_token={"id_token": "C", "type": "ISO14443"}))
+        await cp.call(tx_event("Updated", tx, 1, 1600))
+    daemon.stop()
+    daemon.start()
+    async with station(daemon, "CP02") as cp:
+        await cp.call(call.BootNotification(charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp"))
+        answer = await cp.call(tx_event("Ended", tx, 2, id_token={"id_token": "C", "type": "ISO14443"}))
+        assert answer.id_token_info == {"status": "Accepted"}
+    (mine,) = [s for s in daemon.api("GET", "/api/sessions")[1] if s["charger"] == "CP02"]
+    assert mine["stopped"] is not None and mine["energy_wh"] == 600

@@ -38,6 +38,8 @@ export class Device {
         this.variables201 = new Map([  // "Component.Variable" -> value
             ['SampledDataCtrlr.TxUpdatedInterval', '60'],
             ['SampledDataCtrlr.TxUpdatedMeasurands', 'Energy.Active.Import.Register'],
+            ['SampledDataCtrlr.TxStartedMeasurands', 'Energy.Active.Import.Register'],
+            ['SampledDataCtrlr.TxEndedMeasurands', 'Energy.Active.Import.Register'],
             ['AlignedDataCtrlr.Interval', '900'],
             ['AlignedDataCtrlr.Measurands', 'Energy.Active.Import.Register'],
             ['OCPPCommCtrlr.HeartbeatInterval', '300'],
