@@ -6,6 +6,12 @@ goes to every connected charger as a Differential; a charger that refuses one ge
 Chargers offline catch up when they connect. A charger without a local list is said once (log and
 event) and left alone: it asks the gateway online and cannot authorize offline.
 
+A list too long for one message goes in parts, each numbered with a version of its own, and those
+numbers are versions of the gateway's list too. A charger that took only some parts (the link
+dropped, a call timed out, it restarted) says it holds such a version while it holds a piece of the
+list: a version ever used for a part before the last one is therefore never built on with
+Differentials, and a charger that says it holds one gets the whole list again.
+
 Every call runs in a task of this component's TaskGroup under the OCPP call timeout, never in an
 OCPP handler. Tags never reach a log line: only the first characters of their hash.
 """
@@ -85,6 +91,12 @@ class LocalListKeeper:
         self.chargers: dict[str, ChargerList] = {}
         self.version: int | None = None  # the gateway's list version, once read
         self._journal: dict[int, ListEntry] = {}  # version -> the change that made it
+        # Versions sent on a part before the last one, to any charger: a charger holding one may hold
+        # only some of a list. Global rather than per charger, so that nothing a charger reports can
+        # slip past it; the cost is a whole list now and then where a Differential would have done.
+        # Kept as long as the journal could bridge from them (both live in memory only: after a
+        # restart the journal is empty and only the current version is taken as in step).
+        self._part_versions: set[int] = set()
         self._lock = asyncio.Lock()  # one change at a time: each gets its own version, in order
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -114,6 +126,8 @@ class LocalListKeeper:
         self._journal[version] = entry
         for old in [v for v in self._journal if v <= version - JOURNAL_VERSIONS]:
             del self._journal[old]
+        # A charger at v is bridged from v + 1 on: once that change is gone it gets the whole list anyway.
+        self._part_versions = {v for v in self._part_versions if v + 1 > version - JOURNAL_VERSIONS}
         self.version = version
         self.wake.set()
 
@@ -241,6 +255,9 @@ class LocalListKeeper:
     ) -> bool:
         """Send the pushes in order; False when a change was refused (the whole list goes next)."""
         for push in pushes:
+            if push is not pushes[-1]:
+                # Noted before it goes out: the charger may apply it and be cut off before its answer.
+                self._part_versions.add(push.list_version)
             payload = wire.send_local_list(version, push, self.state.clock())
             answer = wire.send_answer(version, await self._call(cid, rec, connected_at, ("SendLocalList", payload)))
             if answer == "NotSupported":
@@ -285,7 +302,10 @@ class LocalListKeeper:
 
     async def _plan(self, cid: str, rec: ChargerList, version: str, target: int) -> tuple[Push, ...]:
         """Differentials when the journal holds every change since the charger's version, else the whole list."""
-        if rec.version is not None:
+        if rec.version in self._part_versions:
+            log.info("local list: charger %s says it holds version %d, which numbered one part of a list sent "
+                     "in parts: it may hold only some of it and gets the whole list", cid, rec.version)
+        elif rec.version is not None:
             changes = wire.changes_between(self._journal, rec.version, target)
             if changes is not None:
                 sendable = tuple(e for e in changes if self._fits(cid, version, e))

@@ -145,7 +145,10 @@ def _chunks(entries: Sequence[ListEntry], per_message: int) -> list[tuple[ListEn
 def plan_full(entries: Sequence[ListEntry], list_version: int, per_message: int) -> tuple[Push, ...]:
     """The pushes that replace a charger's list with `entries` at `list_version`: a Full with the
     first `per_message` entries, then Differentials with the rest, numbered so that the last one
-    carries `list_version`. ValueError when the version is too low to number every part."""
+    carries `list_version`. ValueError when the version is too low to number every part.
+
+    The versions before the last are versions of the gateway's list too: a charger that took only
+    some parts says it holds one of them, so whoever sends the pushes must not build on it."""
     parts = _chunks(entries, per_message)
     first = list_version - len(parts) + 1
     if first < 1:
@@ -157,7 +160,9 @@ def plan_differential(
     changes: Sequence[ListEntry], from_version: int, list_version: int, per_message: int
 ) -> tuple[Push, ...]:
     """The Differentials that bring a charger holding `from_version` to `list_version`, the last
-    one carrying `list_version`. ValueError when the versions between cannot number every part."""
+    one carrying `list_version`. ValueError when the versions between cannot number every part.
+    The changes go by tag, not in the order they were made: a part before the last leaves the
+    charger at a version whose list it does not hold."""
     parts = _chunks(changes, per_message)
     first = list_version - len(parts) + 1
     if first <= from_version:
