@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
@@ -112,13 +113,13 @@ def password_problem(password: object) -> str | None:
 class ChargerPasswords:
     """Which chargers need Basic Auth and the check of a presented password, from hashes only.
 
-    The check runs in the synchronous WebSocket handshake, on the event loop, and one scrypt costs
-    ~40 ms on a desktop core (more on a gateway's). So outcomes are remembered: a charger logging in
-    again with the same password costs one HMAC. An outcome is filed under an HMAC, keyed with a
-    secret made at start and never stored, of the charger id, its hash and the presented password:
-    a new hash voids it, and the cache holds nothing a password can be read or cheaply guessed from
-    without that key. Only a password not seen before pays the scrypt, and `drivers.login_guard`
-    limits how often that can happen.
+    One scrypt costs ~40 ms on a desktop core (more on a gateway's), too long for the event loop.
+    So outcomes are remembered: a charger logging in again with the same password costs one HMAC,
+    and `known` answers it on the loop. An outcome is filed under an HMAC, keyed with a secret made
+    at start and never stored, of the charger id, its hash and the presented password: a new hash
+    voids it, and the cache holds nothing a password can be read or cheaply guessed from without
+    that key. Only a password not seen before pays the scrypt, in `check`, which is safe to run in
+    worker threads; the OCPP endpoint runs few at once and `drivers.login_guard` limits how often.
     """
 
     def __init__(self, *, cache_entries: int = CACHE_ENTRIES) -> None:
@@ -127,6 +128,9 @@ class ChargerPasswords:
         self._outcomes: OrderedDict[bytes, bool] = OrderedDict()
         self._cache_entries = cache_entries
         self._unreadable: set[str] = set()  # chargers whose broken hash was already logged
+        # `check` runs in worker threads: the cache's reads-then-writes must not interleave. Never
+        # held during a scrypt.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, chargers: Iterable[ChargerConfig]) -> ChargerPasswords:
@@ -146,33 +150,52 @@ class ChargerPasswords:
 
         `known_password`: the password just hashed into `encoded`, so its first check costs no scrypt.
         """
-        self._hashes[charger_id] = encoded
-        self._unreadable.discard(charger_id)
-        if known_password is not None:
-            self._remember(self._cache_slot(charger_id, encoded, known_password), True)
+        with self._lock:
+            self._hashes[charger_id] = encoded
+            self._unreadable.discard(charger_id)
+            if known_password is not None:
+                self._remember(self._cache_slot(charger_id, encoded, known_password), True)
+
+    def known(self, charger_id: str, password: str | None) -> bool | None:
+        """The outcome of `check` when it costs no scrypt (no password needed or given, or one seen
+        before), or None when only `check` can tell. Cheap: for the event loop."""
+        with self._lock:
+            encoded = self._hashes.get(charger_id)
+            if encoded is None:
+                return True
+            if password is None or charger_id in self._unreadable:
+                return False
+            slot = self._cache_slot(charger_id, encoded, password)
+            outcome = self._outcomes.get(slot)
+            if outcome is not None:
+                self._outcomes.move_to_end(slot)
+            return outcome
 
     def check(self, charger_id: str, password: str | None) -> bool:
-        """True when the charger needs no password, or `password` is its password."""
-        encoded = self._hashes.get(charger_id)
-        if encoded is None:
-            return True
-        if password is None:
-            return False
-        slot = self._cache_slot(charger_id, encoded, password)
-        known = self._outcomes.get(slot)
-        if known is not None:
-            self._outcomes.move_to_end(slot)
-            return known
+        """True when the charger needs no password, or `password` is its password.
+
+        May cost a scrypt (~40 ms): call it from a worker thread, or after `known` returned None.
+        """
+        outcome = self.known(charger_id, password)
+        if outcome is not None or password is None:
+            return bool(outcome)
+        with self._lock:
+            encoded = self._hashes[charger_id]  # there is one, or `known` had answered; hashes are never removed
+            slot = self._cache_slot(charger_id, encoded, password)
         try:
             ok = verify_password(password, encoded)
         except PasswordError as exc:
             # Refuse rather than let the charger in: a technician sets a new password through the API.
-            if charger_id not in self._unreadable:
-                self._unreadable.add(charger_id)
+            with self._lock:
+                first = charger_id not in self._unreadable and self._hashes.get(charger_id) == encoded
+                if first:
+                    self._unreadable.add(charger_id)
+            if first:
                 log.error("charger %s: its stored password hash does not read (%s); it is refused until a new "
                           "password is set (PUT /api/chargers/%s/password)", charger_id, exc, charger_id)
             return False
-        self._remember(slot, ok)
+        with self._lock:
+            self._remember(slot, ok)
         return ok
 
     def _cache_slot(self, charger_id: str, encoded: str, password: str) -> bytes:

@@ -222,6 +222,9 @@ class SquareState(TransactionsMixin):
     def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
         return self.passwords.check(charger_id, password)
 
+    def charger_password_known(self, charger_id: str, password: str | None) -> bool | None:
+        return self.passwords.known(charger_id, password)
+
     def charger_lenient(self, charger_id: str) -> bool:
         return charger_id in self.chargers and self.cfg.charger(charger_id).lenient
 

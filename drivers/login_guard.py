@@ -4,12 +4,16 @@ Pure: the caller passes the time (monotonic seconds). Five failures within the w
 id from one host lock that pair out, and twenty from one host for any ids lock the host out, each for
 `lockout_s`. A locked-out attempt costs no password check (a scrypt), which is what keeps guessing
 slow and the event loop free. A correct login from a host clears its counts.
+
+Many chargers of a square may share one address (behind an LTE router's NAT), so a few misconfigured
+ones must not lock out the rest: a charger id that logged in correctly from a host within
+`known_good_s` (a day) is not held by that host's lockout, only by its own.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +23,7 @@ WINDOW_S = 60.0
 MAX_CHARGER_FAILURES = 5
 MAX_HOST_FAILURES = 20
 MAX_ENTRIES = 4096
+KNOWN_GOOD_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ class LoginGuard:
     """Counts failed logins per (charger id, host) and per host within `window_s`; locks out for `lockout_s`.
 
     Memory stays bounded: at most `max_entries` keys of each kind, each holding at most its limit
-    of failure times; when full, keys with nothing recent go first, then the oldest.
+    of failure times; when full, keys with nothing recent go first, then the oldest. The same bound
+    holds for the (charger id, host) pairs remembered as known good, the least recent going first.
     """
 
     def __init__(
@@ -57,9 +63,10 @@ class LoginGuard:
         max_charger_failures: int = MAX_CHARGER_FAILURES,
         max_host_failures: int = MAX_HOST_FAILURES,
         max_entries: int = MAX_ENTRIES,
+        known_good_s: float = KNOWN_GOOD_S,
     ) -> None:
-        if window_s <= 0 or (lockout_s is not None and lockout_s <= 0):
-            raise ValueError("window_s and lockout_s must be above 0")
+        if window_s <= 0 or (lockout_s is not None and lockout_s <= 0) or known_good_s < 0:
+            raise ValueError("window_s and lockout_s must be above 0, known_good_s at least 0")
         if max_charger_failures < 1 or max_host_failures < 1 or max_entries < 1:
             raise ValueError("the failure limits and max_entries must be at least 1")
         self.window_s = window_s
@@ -67,12 +74,14 @@ class LoginGuard:
         self.max_charger_failures = max_charger_failures
         self.max_host_failures = max_host_failures
         self.max_entries = max_entries
+        self.known_good_s = known_good_s
         self._chargers: dict[tuple[str, str], _Count] = {}
         self._hosts: dict[str, _Count] = {}
+        self._good: OrderedDict[tuple[str, str], float] = OrderedDict()  # pair -> last correct login, oldest first
 
     def __len__(self) -> int:
-        """How many keys are held (charger-host pairs and hosts)."""
-        return len(self._chargers) + len(self._hosts)
+        """How many keys are held (charger-host pairs and hosts with failures, pairs known good)."""
+        return len(self._chargers) + len(self._hosts) + len(self._good)
 
     def refusal(self, charger_id: str, host: str, now_s: float) -> Refusal | None:
         """The lockout an attempt by `charger_id` from `host` falls under at `now_s`, or None: check its password."""
@@ -81,8 +90,13 @@ class LoginGuard:
             if count is None or count.locked_until is None:
                 continue
             if now_s < count.locked_until:
+                if scope == "host" and self._known_good(charger_id, host, now_s):
+                    continue
                 return Refusal(scope, max(1, math.ceil(count.locked_until - now_s)), count.locked_after)
-            del table[key]  # the lockout is over: the key starts afresh
+            # The lockout is over. Failures counted meanwhile (by known-good chargers let in) still count.
+            count.locked_until, count.locked_after = None, 0
+            if not count.failures:
+                del table[key]
         return None
 
     def failed(self, charger_id: str, host: str, now_s: float) -> Refusal | None:
@@ -103,10 +117,35 @@ class LoginGuard:
                 started = Refusal(scope, max(1, math.ceil(self.lockout_s)), count.locked_after)
         return started
 
-    def succeeded(self, charger_id: str, host: str) -> None:
-        """A correct password from `host`: its counts (the host's, and this charger's from it) start afresh."""
-        self._chargers.pop((charger_id, host), None)
-        self._hosts.pop(host, None)
+    def succeeded(self, charger_id: str, host: str, now_s: float) -> None:
+        """A correct password from `host`: its counts (the host's, and this charger's from it) start afresh.
+
+        A lockout of the host in force stays: the charger was let in as known good, and the ids
+        that were being guessed stay locked out. The pair is known good for `known_good_s` from now.
+        """
+        pair = (charger_id, host)
+        self._chargers.pop(pair, None)
+        count = self._hosts.get(host)
+        if count is not None and (count.locked_until is None or count.locked_until <= now_s):
+            del self._hosts[host]
+        elif count is not None:
+            count.failures.clear()
+        if self.known_good_s > 0:
+            self._good[pair] = now_s
+            self._good.move_to_end(pair)
+            while len(self._good) > self.max_entries:
+                self._good.popitem(last=False)
+
+    def _known_good(self, charger_id: str, host: str, now_s: float) -> bool:
+        """True when the charger logged in correctly from `host` within `known_good_s` before `now_s`."""
+        pair = (charger_id, host)
+        at = self._good.get(pair)
+        if at is None:
+            return False
+        if now_s - at < self.known_good_s:
+            return True
+        del self._good[pair]
+        return False
 
     def _count(self, table: dict, key: object, now_s: float) -> _Count:
         count = table.get(key)

@@ -68,6 +68,10 @@ class CentralSystemBackend(Protocol):
     def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
         """True when the Basic Auth password fits (or the charger has none set)."""
 
+    def charger_password_known(self, charger_id: str, password: str | None) -> bool | None:
+        """What `charger_password_ok` would answer, when it costs no hashing (no password needed, none
+        given, or this one seen before); None when only the full check can tell. Runs on the event loop."""
+
     def charger_lenient(self, charger_id: str) -> bool:
         """True when the charger's schema breaks are to be mended rather than refused (config `lenient`)."""
 

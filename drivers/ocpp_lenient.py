@@ -5,7 +5,8 @@ Only mends that cannot change what the charger meant are made: numbers sent as s
 other way round), times with an offset or without a zone (read as UTC), the case of an enum value,
 a few required fields with a harmless default, properties the schema does not know, nulls (taken
 as absent) and over-long descriptive text (cut). Any other break leaves the payload refused.
-Pure: no I/O beyond reading the `ocpp` package's schemas once, no clock, no logging.
+The fix list is meant for the log, so a value is quoted in it only where it cannot name a card,
+a device or a secret. Pure: no I/O beyond reading the `ocpp` package's schemas once, no clock, no logging.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ _NEVER_TRUNCATED = frozenset({
     "issuerNameHash", "issuerKeyHash", "certificate", "certificateChain", "csr", "signedMeterData",
     "publicKey", "signature", "exiRequest", "responderURL",
 })
+
+# Values that name a card, a person, a device or a secret, or prove something (interfaces.md §8: no
+# tag in logs). A fix anywhere under such a property names its place and kind, never what was sent:
+# the fix list is written to the log.
+_NEVER_QUOTED = _NEVER_TRUNCATED | frozenset({
+    "groupIdToken", "additionalInfo", "additionalIdToken", "data", "customerIdentifier", "iccid", "imsi",
+    "simPin", "exiResponse", "ocspRequestData",
+})
+_NEVER_QUOTED_FAMILY = re.compile(r"idtag|idtoken|serial|cert|csr|sign|publickey|hash|password", re.IGNORECASE)
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _WHOLE = re.compile(r"[+-]?\d+")
@@ -136,6 +146,15 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _secret(path: str) -> bool:
+    """True when `path` lies in or under a property whose value must not be quoted (see _NEVER_QUOTED)."""
+    for part in path.split("."):
+        name = part.removesuffix("[]")
+        if name in _NEVER_QUOTED or _NEVER_QUOTED_FAMILY.search(name):
+            return True
+    return False
+
+
 def _quote(text: str) -> str:
     """A charger's own words for a fix: shortened, with control characters escaped so no line can be forged."""
     return repr(text[:_EXAMPLE_CHARS] + ("..." if len(text) > _EXAMPLE_CHARS else ""))
@@ -152,6 +171,8 @@ class _Mender:
         self._fixes: dict[tuple[str, str], tuple[str, int]] = {}
 
     def _note(self, path: str, what: str, example: str = "") -> None:
+        if _secret(path):
+            example = ""  # the place and the kind of fix are enough to chase the charger's maker
         first, count = self._fixes.get((path, what), (example, 0))
         self._fixes[(path, what)] = (first, count + 1)
 

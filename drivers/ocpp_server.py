@@ -27,7 +27,6 @@ from drivers.login_guard import LoginGuard, Refusal
 from drivers.ocpp16_handlers import ChargerLink16
 from drivers.ocpp201_evse import ChargerBook
 from drivers.ocpp201_handlers import ChargerLink201
-from drivers.ocpp_link import ChargerLink, peer_address, printable, utc_now
 from drivers.ocpp_backend import (
     CallErrorReceived,
     CallFailed,
@@ -35,6 +34,7 @@ from drivers.ocpp_backend import (
     CentralSystemBackend,
     ChargerNotConnected,
 )
+from drivers.ocpp_link import ChargerLink, peer_address, printable, utc_now
 
 # The library logs every frame at INFO, id tags included (interfaces.md §8).
 logging.getLogger("ocpp").setLevel(logging.WARNING)
@@ -51,10 +51,17 @@ DROP_LOG_INTERVAL_S = 60.0
 # gateway stops), how long to wait for the charger's side of the close before dropping the socket. A
 # charger that missed its pong is presumed gone: the library's 10 s would only delay the news.
 CLOSE_TIMEOUT_S = 1.0
+# A password not seen before costs a scrypt (~40 ms of a core), run in a worker thread so that the
+# event loop goes on. At most this many run at once, on the gateway's few cores...
+PASSWORD_CHECK_THREADS = 2
+# ...and at most this many wait or run; beyond, a login is refused with 429 rather than queued without
+# bound (a flood of wrong passwords from many addresses, or a whole square reconnecting after a restart).
+MAX_PASSWORD_CHECKS_PENDING = 8
+BUSY_RETRY_AFTER_S = 1
 
 __all__ = [
-    "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer", "TlsFileError",
-    "tls_server_context",
+    "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer",
+    "TlsFileError", "tls_server_context",
 ]
 
 
@@ -67,6 +74,7 @@ class OcppServer:
 
     With `ssl_context` the endpoint is wss:// (a charger with a password is then at security profile 2).
     Failed Basic Auth logins are counted by `login_guard`; one that has seen too many refuses with 429.
+    A password check that costs a scrypt runs in a worker thread, a few at once (429 beyond).
     """
 
     def __init__(
@@ -95,6 +103,8 @@ class OcppServer:
         self._ping_timeout_s = ping_timeout_s
         self._ssl = ssl_context
         self._guard = LoginGuard() if login_guard is None else login_guard
+        self._check_threads = asyncio.Semaphore(PASSWORD_CHECK_THREADS)
+        self._checks_pending = 0
         self._links: dict[str, ChargerLink] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._faults = FaultLog(DROP_LOG_INTERVAL_S)  # (charger, kind): one line a minute
@@ -161,12 +171,15 @@ class OcppServer:
             return None
         return charger_id
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         peer = peer_address(connection)
         charger_id = self._charger_id(request.path)
         if charger_id is None:
             logger.info("refused a WebSocket from %s: no charger id in path %r", peer, urlsplit(request.path).path[:100])
             return connection.respond(404, "Not Found\n")
+        known = self._backend.charger_known(charger_id)
+        if known and self._backend.charger_password_known(charger_id, None) is True:
+            return None  # no password to guess: nothing to lock out
         host = _peer_host(connection)
         now_s = time.monotonic()
         # Before the password check: a locked-out attempt must not cost a scrypt.
@@ -176,13 +189,20 @@ class OcppServer:
             response = connection.respond(429, "Too Many Requests\n")
             response.headers["Retry-After"] = str(refusal.retry_after_s)
             return response
-        if not self._backend.charger_known(charger_id):
+        if not known:
             logger.info("refused charger %s from %s: not a charger of this square", printable(charger_id[:64]), peer)
             return connection.respond(404, "Not Found\n")
         user, password = _basic_auth(request.headers)
         if user is not None and user != charger_id:
             password = None  # the user name must be the charger id (OCPP security profile 1)
-        if not self._backend.charger_password_ok(charger_id, password):
+        ok = await self._password_ok(charger_id, password)
+        now_s = time.monotonic()
+        if ok is None:
+            self._note_busy(charger_id, peer, now_s)
+            response = connection.respond(429, "Too Many Requests\n")
+            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+            return response
+        if not ok:
             if user is None:
                 why = "no password given"
             elif user != charger_id:
@@ -196,14 +216,48 @@ class OcppServer:
                     "%s: %d failed logins within %g s; refusing %s for %d s without checking passwords",
                     f"charger {charger_id} from {host}" if lockout.scope == "charger" else f"host {host}",
                     lockout.failures, self._guard.window_s,
-                    "it" if lockout.scope == "charger" else "every charger id from it", lockout.retry_after_s,
+                    "it" if lockout.scope == "charger" else (
+                        "every charger id from it but those that logged in from it in the last "
+                        f"{self._guard.known_good_s / 3600:g} h"
+                    ),
+                    lockout.retry_after_s,
                 )
             response = connection.respond(401, "Unauthorized\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="laadplein", charset="UTF-8"'
             return response
         if password is not None:
-            self._guard.succeeded(charger_id, host)
+            self._guard.succeeded(charger_id, host, now_s)
         return None
+
+    async def _password_ok(self, charger_id: str, password: str | None) -> bool | None:
+        """The backend's password check, a scrypt off the event loop; None when too many checks are pending."""
+        known = self._backend.charger_password_known(charger_id, password)
+        if known is not None:
+            return known
+        if self._checks_pending >= MAX_PASSWORD_CHECKS_PENDING:
+            return None
+        self._checks_pending += 1
+        # Shielded: should the handshake time out or the server stop, the check still holds its place
+        # until its thread is done, so that never more than PASSWORD_CHECK_THREADS scrypts run.
+        return await asyncio.shield(self._check_in_thread(charger_id, password))
+
+    async def _check_in_thread(self, charger_id: str, password: str | None) -> bool:
+        try:
+            async with self._check_threads:
+                return await asyncio.to_thread(self._backend.charger_password_ok, charger_id, password)
+        finally:
+            self._checks_pending -= 1
+
+    def _note_busy(self, charger_id: str, peer: str, now_s: float) -> None:
+        """Log a 429 for want of a password-check thread, at most once a minute in all."""
+        held = self._faults.admit("*", "password-checks-busy", now_s)
+        if held is None:
+            return
+        more = f" ({held} more refused since the last such line)" if held else ""
+        logger.warning(
+            "refused charger %s from %s with 429: %d password checks already running or waiting%s",
+            printable(charger_id[:64]), peer, self._checks_pending, more,
+        )
 
     def _note_locked_out(self, charger_id: str, host: str, peer: str, refusal: Refusal, now_s: float) -> None:
         """Log a 429, at most once a minute per charger and host (per host for a host's lockout)."""

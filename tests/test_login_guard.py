@@ -1,4 +1,5 @@
-"""The failed-login rate limit: lockouts per charger id and host and per host, their end, and bounded memory."""
+"""The failed-login rate limit: lockouts per charger id and host and per host, their end, known-good
+chargers behind a locked-out host, and bounded memory."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def attempt(guard: LoginGuard, charger_id: str, host: str, now_s: float, correct
     if refusal is not None:
         return refusal
     if correct:
-        guard.succeeded(charger_id, host)
+        guard.succeeded(charger_id, host, now_s)
         return 101
     guard.failed(charger_id, host, now_s)
     return 401
@@ -69,7 +70,7 @@ def test_a_correct_login_from_the_host_resets_its_counts() -> None:
     guard = LoginGuard()
     for i in range(4):
         guard.failed("CP01", HOST, float(i))
-    guard.succeeded("CP01", HOST)
+    guard.succeeded("CP01", HOST, 5.0)
     for i in range(4):
         assert guard.failed("CP01", HOST, 10.0 + i) is None
     assert guard.refusal("CP01", HOST, 20.0) is None
@@ -91,7 +92,7 @@ def test_a_correct_login_in_between_keeps_the_host_below_its_limit() -> None:
     guard = LoginGuard()
     for i in range(19):
         guard.failed(f"ID{i:03d}", HOST, float(i))
-    guard.succeeded("CP01", HOST)
+    guard.succeeded("CP01", HOST, 19.5)
     for i in range(19):
         assert guard.failed(f"IE{i:03d}", HOST, 20.0 + i) is None
     assert guard.refusal("CP01", HOST, 40.0) is None
@@ -127,9 +128,93 @@ def test_keys_with_nothing_recent_make_room_before_active_ones() -> None:
     assert guard.failed("CP01", HOST, 16.0) == Refusal("charger", 10, 5)
 
 
+def lock_out_host(guard: LoginGuard, host: str, now_s: float) -> None:
+    """Four misconfigured chargers, five wrong passwords each: their own lockouts and the host's."""
+    started = [guard.failed(f"CP9{n}", host, now_s + 0.1 * i) for n in range(4) for i in range(5)]
+    assert started[-1] is not None and started[-1].scope == "host"
+
+
+def test_chargers_that_logged_in_from_a_locked_out_host_still_get_in() -> None:
+    # One LTE router for the whole square: every charger has the same address.
+    guard = LoginGuard(lockout_s=600)
+    for n, charger_id in enumerate(("CP01", "CP02", "CP03")):
+        assert attempt(guard, charger_id, HOST, 10.0 + n, correct=True) == 101
+    lock_out_host(guard, HOST, 3600.0)
+    later = 3600.0 + 60.0
+    # Known good: the password is checked (and a right one lets them in, a wrong one is counted).
+    assert attempt(guard, "CP01", HOST, later, correct=True) == 101
+    assert attempt(guard, "CP02", HOST, later, correct=True) == 101
+    # Unknown ids, and the misconfigured ones, stay locked out by the host.
+    for charger_id in ("CP04", "never-seen", "CP90"):
+        refusal = guard.refusal(charger_id, HOST, later)
+        assert refusal is not None and refusal.scope == "host" and refusal.failures == 20
+    # A known-good charger's correct login does not lift the host's lockout for the others.
+    assert guard.refusal("never-seen", HOST, later + 1) is not None
+    # Known good is per host: CP03 from another address is just another pair (and that host is not locked).
+    assert guard.refusal("CP03", OTHER_HOST, later) is None
+    lock_out_host(guard, OTHER_HOST, later)
+    assert guard.refusal("CP03", OTHER_HOST, later + 5).scope == "host"
+    assert guard.refusal("CP03", HOST, later + 5) is None
+
+
+def test_a_known_good_charger_is_still_held_by_its_own_lockout() -> None:
+    guard = LoginGuard(lockout_s=600)
+    guard.succeeded("CP01", HOST, 0.0)
+    lock_out_host(guard, HOST, 100.0)
+    for i in range(4):
+        assert attempt(guard, "CP01", HOST, 110.0 + i, correct=False) == 401
+    assert guard.failed("CP01", HOST, 114.0) == Refusal("charger", 600, 5)
+    assert guard.refusal("CP01", HOST, 115.0) == Refusal("charger", 599, 5)
+
+
+def test_failures_of_known_good_chargers_during_a_host_lockout_still_count_after_it() -> None:
+    guard = LoginGuard(window_s=60, lockout_s=30)
+    guard.succeeded("CP01", HOST, 0.0)
+    lock_out_host(guard, HOST, 100.0)  # until 131.9
+    for i in range(4):
+        assert attempt(guard, "CP01", HOST, 110.0 + i, correct=False) == 401
+    assert guard.refusal("ID000", HOST, 132.0) is None  # the lockout is over
+    for i in range(15):
+        assert guard.failed(f"ID{i:03d}", HOST, 132.0 + i) is None
+    assert guard.failed("ID015", HOST, 147.0) == Refusal("host", 30, 20)
+
+
+def test_known_good_lasts_a_day_from_the_last_correct_login() -> None:
+    day = 24 * 3600.0
+    guard = LoginGuard(lockout_s=3 * day, window_s=60)
+    guard.succeeded("CP01", HOST, 0.0)
+    guard.succeeded("CP02", HOST, 0.0)
+    guard.succeeded("CP02", HOST, day / 2)
+    lock_out_host(guard, HOST, 1000.0)
+    assert guard.refusal("CP01", HOST, day - 1) is None
+    assert guard.refusal("CP01", HOST, day).scope == "host"
+    assert guard.refusal("CP02", HOST, day * 1.5 - 1) is None
+    assert guard.refusal("CP02", HOST, day * 1.5).scope == "host"
+    # Nothing is remembered as known good when asked not to.
+    guard = LoginGuard(known_good_s=0)
+    guard.succeeded("CP01", HOST, 0.0)
+    lock_out_host(guard, HOST, 1.0)
+    assert guard.refusal("CP01", HOST, 5.0).scope == "host"
+    assert len(guard) == 1 + 4  # the host and the four failing pairs
+
+
+def test_known_good_pairs_stay_bounded_and_the_least_recent_go_first() -> None:
+    guard = LoginGuard(max_entries=8, lockout_s=600)
+    guard.succeeded("CP01", HOST, 0.0)
+    for i in range(1_000):
+        guard.succeeded(f"ID{i}", f"10.1.{i // 250}.{i % 250}", 1.0 + i)
+        guard.succeeded("CP01", HOST, 1.0 + i)  # keeps logging in: never the least recent
+        assert len(guard) <= 8
+    lock_out_host(guard, HOST, 2000.0)
+    assert guard.refusal("CP01", HOST, 2010.0) is None
+    lock_out_host(guard, "10.1.0.0", 2030.0)  # ID0's host: ID0 was forgotten long ago
+    assert guard.refusal("ID0", "10.1.0.0", 2040.0).scope == "host"
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"window_s": 0}, {"lockout_s": -1}, {"max_charger_failures": 0}, {"max_host_failures": 0}, {"max_entries": 0}],
+    [{"window_s": 0}, {"lockout_s": -1}, {"max_charger_failures": 0}, {"max_host_failures": 0}, {"max_entries": 0},
+     {"known_good_s": -1}],
 )
 def test_nonsense_limits_are_refused(options: dict) -> None:
     with pytest.raises(ValueError):
@@ -140,21 +225,24 @@ def test_nonsense_limits_are_refused(options: dict) -> None:
 
 
 class Rule:
-    """The rule written the simplest way: every failure time kept, lockouts as end times."""
+    """The rule written the simplest way: every failure time kept, lockouts as end times, every correct login."""
 
-    def __init__(self, window_s: float, lockout_s: float) -> None:
-        self.window_s, self.lockout_s = window_s, lockout_s
+    def __init__(self, window_s: float, lockout_s: float, known_good_s: float) -> None:
+        self.window_s, self.lockout_s, self.known_good_s = window_s, lockout_s, known_good_s
         self.failures: dict[object, list[float]] = {}
         self.locked: dict[object, tuple[float, int]] = {}
+        self.logged_in: dict[tuple[str, str], float] = {}
 
     def attempt(self, charger_id: str, host: str, now_s: float, correct: bool) -> int | Refusal:
+        known_good = now_s - self.logged_in.get((charger_id, host), -math.inf) < self.known_good_s
         for scope, key in (("host", host), ("charger", (charger_id, host))):
             until, count = self.locked.get(key, (-math.inf, 0))
-            if now_s < until:
+            if now_s < until and not (scope == "host" and known_good):
                 return Refusal(scope, max(1, math.ceil(until - now_s)), count)
         if correct:
             self.failures[host] = []
             self.failures[(charger_id, host)] = []
+            self.logged_in[(charger_id, host)] = now_s
             return 101
         for key, limit in (((charger_id, host), 5), (host, 20)):
             recent = [t for t in self.failures.get(key, []) if t > now_s - self.window_s] + [now_s]
@@ -168,6 +256,7 @@ class Rule:
 @settings(max_examples=300, deadline=None)
 @given(
     lockout_s=st.sampled_from([30.0, 60.0, 90.0]),
+    known_good_s=st.sampled_from([0.0, 20.0, 120.0, 24 * 3600.0]),
     steps=st.lists(
         st.tuples(
             st.sampled_from(["CP01", "CP02", "CP03", "X1", "X2", "X3", "X4", "X5"]),
@@ -178,8 +267,9 @@ class Rule:
         max_size=120,
     ),
 )
-def test_the_guard_follows_the_rule(lockout_s: float, steps: list[tuple[str, str, float, bool]]) -> None:
-    guard, rule = LoginGuard(window_s=60.0, lockout_s=lockout_s), Rule(60.0, lockout_s)
+def test_the_guard_follows_the_rule(lockout_s: float, known_good_s: float, steps: list[tuple[str, str, float, bool]]) -> None:
+    guard = LoginGuard(window_s=60.0, lockout_s=lockout_s, known_good_s=known_good_s)
+    rule = Rule(60.0, lockout_s, known_good_s)
     now = 1000.0
     for charger_id, host, dt, correct in steps:
         now += dt

@@ -392,6 +392,54 @@ def test_an_enum_value_matching_two_values_but_for_case_is_refused(monkeypatch: 
     assert normalize("Switch", {"mode": "on"}, "1.6") is None
 
 
+CARD = 4012345678901
+
+
+@pytest.mark.parametrize(
+    ("version", "action", "payload", "place"),
+    [
+        ("1.6", "Authorize", {"idTag": CARD}, "idTag"),
+        ("1.6", "StartTransaction", start_16(idTag=CARD), "idTag"),
+        ("1.6", "StopTransaction", {"meterStop": 5, "timestamp": "2026-11-28T15:00:00Z", "transactionId": 42, "idTag": CARD}, "idTag"),
+        ("1.6", "SendLocalList", {"listVersion": 1, "updateType": "Full", "localAuthorizationList": [
+            {"idTag": "04A1B2C3D4", "idTagInfo": {"status": "Accepted", "parentIdTag": CARD}}]},
+         "localAuthorizationList[].idTagInfo.parentIdTag"),
+        ("1.6", "BootNotification", {"chargePointVendor": "Alfen BV", "chargePointModel": "NG9xx", "chargePointSerialNumber": CARD},
+         "chargePointSerialNumber"),
+        ("1.6", "DataTransfer", {"vendorId": "com.example", "data": CARD}, "data"),
+        ("2.0.1", "Authorize", {"idToken": {"idToken": CARD, "type": "ISO14443"}}, "idToken.idToken"),
+        ("2.0.1", "TransactionEvent", transaction_event_201(idToken={
+            "idToken": "A1", "type": "ISO14443", "additionalInfo": [{"additionalIdToken": CARD, "type": "x"}]}),
+         "idToken.additionalInfo[].additionalIdToken"),
+        ("2.0.1", "TransactionEvent", transaction_event_201(idToken={"idToken": "A1", "type": "iso14443"}), "idToken.type"),
+        ("2.0.1", "SendLocalList", {"versionNumber": 1, "updateType": "Full", "localAuthorizationList": [
+            {"idToken": {"idToken": "A1", "type": "ISO14443"},
+             "idTokenInfo": {"status": "Accepted", "groupIdToken": {"idToken": CARD, "type": "Central"}}}]},
+         "localAuthorizationList[].idTokenInfo.groupIdToken.idToken"),
+        ("2.0.1", "BootNotification", {"reason": "PowerUp", "chargingStation": {"vendorName": "Zaptec", "model": "Go", "serialNumber": CARD}},
+         "chargingStation.serialNumber"),
+        ("2.0.1", "SignCertificate", {"csr": CARD}, "csr"),
+    ],
+)
+def test_values_that_name_a_card_or_device_are_never_quoted(version: str, action: str, payload: dict[str, Any], place: str) -> None:
+    # The fix list goes to the log at WARNING, and no card number may be written there.
+    _, fixes = mend(action, payload, version)
+    line = "; ".join(fixes)
+    assert "4012345678901" not in line and "14443" not in line
+    assert any(f.startswith(f"{place}: ") for f in fixes), fixes
+
+
+def test_a_fix_next_to_an_identifier_keeps_its_example() -> None:
+    _, fixes = mend("StartTransaction", start_16(idTag=CARD, meterStart="1234"), "1.6")
+    assert fixes == ["idTag: number sent where a string is due", "meterStart: number sent as a string ('1234')"]
+
+
+def test_a_property_unknown_under_an_identifier_is_dropped_unnamed() -> None:
+    payload = {"idToken": {"idToken": "A1", "type": "ISO14443", "4012345678901": 1}}
+    _, fixes = mend("Authorize", payload, "2.0.1")
+    assert fixes == ["idToken: property unknown to the schema dropped"]
+
+
 # --- properties -----------------------------------------------------------------------------------
 
 VALID: list[tuple[str, str, dict[str, Any]]] = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -194,6 +195,49 @@ def test_an_unreadable_stored_hash_refuses_the_charger_and_says_so_once(caplog: 
         assert not passwords.check("CP01", "something else")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "CP01" in errors[0].getMessage() and "anything" not in errors[0].getMessage()
+
+
+def test_known_answers_without_a_scrypt_or_says_it_cannot(counted: list[str]) -> None:
+    passwords = ChargerPasswords()
+    encoded = hash_password(SECRET_TEXT, **FAST)
+    passwords.set_hash("CP01", encoded, known_password=SECRET_TEXT)
+    assert passwords.known("CP99", None) is True  # no password needed
+    assert passwords.known("CP01", None) is False  # needed and not given
+    assert passwords.known("CP01", SECRET_TEXT) is True  # known when its hash was made
+    assert passwords.known("CP01", "wrong") is None  # only a scrypt can tell
+    assert passwords.known("CP01", "wrong") is None  # asking does not remember anything
+    assert counted == []
+    assert not passwords.check("CP01", "wrong")
+    assert passwords.known("CP01", "wrong") is False  # now remembered
+    assert counted == [encoded]
+    passwords.set_hash("CP01", hash_password("nieuw", **FAST))
+    assert passwords.known("CP01", SECRET_TEXT) is None and passwords.known("CP01", "wrong") is None
+
+
+def test_an_unreadable_hash_is_known_to_refuse_once_it_was_tried() -> None:
+    passwords = ChargerPasswords()
+    passwords.set_hash("CP01", "scrypt$garbage")
+    assert passwords.known("CP01", "anything") is None
+    assert not passwords.check("CP01", "anything")
+    assert passwords.known("CP01", "something else") is False
+    passwords.set_hash("CP01", hash_password("goed", **FAST))
+    assert passwords.known("CP01", "goed") is None and passwords.check("CP01", "goed")
+
+
+def test_checks_from_several_threads_agree_with_one_at_a_time() -> None:
+    passwords = ChargerPasswords(cache_entries=8)  # small: entries are evicted while others are read
+    for n in range(4):
+        passwords.set_hash(f"CP{n}", hash_password(f"goed-{n}", **FAST))
+    attempts = [(f"CP{i % 4}", f"goed-{i % 4}" if i % 3 == 0 else f"fout-{i % 7}") for i in range(400)]
+
+    def run(share: list[tuple[str, str]]) -> list[bool]:
+        # The answer just remembered may already be evicted by the other threads, never be wrong.
+        return [passwords.check(c, p) is (right := p == f"goed-{c[2:]}") and passwords.known(c, p) in (None, right) for c, p in share]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, [attempts[i::4] for i in range(4)]))
+    assert all(all(r) for r in results)
+    assert len(passwords._outcomes) <= 8
 
 
 # ---- storage ---------------------------------------------------------------------------------------

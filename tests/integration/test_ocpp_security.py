@@ -1,5 +1,6 @@
 """OCPP security profiles 1 and 2 on the real daemon: Basic Auth with hashed passwords, the failed-login
-lockout, a password set through the admin API, and wss:// with the gateway's own certificate."""
+lockout, a password set through the admin API, and wss:// with the gateway's own certificate; and, on
+the OCPP endpoint alone, password checks that keep the event loop free under a flood."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
+import logging
 import re
 import ssl
+import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +28,14 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.headers import build_authorization_basic
 
 from config.check import check_main
+from controller.events import Event
+from controller.passwords import ChargerPasswords, hash_password
+from drivers.login_guard import LoginGuard
+from drivers.ocpp_server import (
+    MAX_PASSWORD_CHECKS_PENDING,
+    PASSWORD_CHECK_THREADS,
+    OcppServer,
+)
 from tests.integration.harness import Daemon, free_port, square_toml
 
 pytestmark = pytest.mark.integration
@@ -132,6 +145,26 @@ async def test_twenty_failures_from_one_host_lock_out_every_charger_id_from_it(m
     # The lockout is the host's: the same charger from another address of this machine gets in.
     async with login(d.ocpp_url, "CP01", PASSWORD, local_addr=("127.0.0.2", 0)) as ws:
         assert ws.subprotocol == "ocpp1.6"
+
+
+async def test_chargers_that_logged_in_before_get_in_behind_a_locked_out_host(make_daemon):
+    # One LTE router for the square: every charger has its address. Four are misconfigured.
+    d = make_daemon(password=PASSWORD, chargers=7, connectors=1, ocpp="login_lockout_s = 30\n")
+    d.start()
+    for charger_id in ("CP05", "CP06"):
+        async with login(d.ocpp_url, charger_id, PASSWORD):
+            pass
+    for n in range(1, 5):
+        for i in range(5):
+            assert (await refused_with(d.ocpp_url, f"CP{n:02d}", f"old-password-{i}"))[0] == 401
+    assert log_lines(d, r"host 127\.0\.0\.1: 20 failed logins within 30 s; refusing every charger id from it "
+                        r"but those that logged in from it in the last 24 h")
+    for charger_id in ("CP05", "CP06"):  # known good: still let in
+        async with login(d.ocpp_url, charger_id, PASSWORD) as ws:
+            assert (await call(ws, "Heartbeat", {}))[0] == 3
+    # Never logged in from here (CP07, an unknown id) or locked out by its own failures (CP01): refused.
+    for charger_id, password in (("CP07", PASSWORD), ("CP99", PASSWORD), ("CP01", PASSWORD)):
+        assert (await refused_with(d.ocpp_url, charger_id, password))[0] == 429
 
 
 async def test_a_password_set_through_the_api_replaces_the_configs_and_is_stored_only_hashed(make_daemon):
@@ -265,3 +298,107 @@ def test_check_refuses_a_key_that_is_not_the_certificates_and_a_file_that_is_no_
     assert code == 2 and f"ocpp.tls_key_file: {locked}: the key is encrypted" in out, out
     code, out = check(cert_path, key_path)
     assert code == 0 and "wss://" in out, out
+
+
+# ---- password checks off the event loop (the OCPP endpoint alone, in this process) ---------------------
+
+
+class PasswordSquare:
+    """Just enough of a square for handshakes: chargers with real scrypt hashes, and who checked them where."""
+
+    def __init__(self, passwords: ChargerPasswords) -> None:
+        self.passwords = passwords
+        self.check_threads: set[int] = set()
+        self.running = self.most_running = 0
+        self._lock = threading.Lock()
+
+    def charger_known(self, charger_id: str) -> bool:
+        return self.passwords.required(charger_id)
+
+    def charger_password_known(self, charger_id: str, password: str | None) -> bool | None:
+        return self.passwords.known(charger_id, password)
+
+    def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
+        with self._lock:
+            self.check_threads.add(threading.get_ident())
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            return self.passwords.check(charger_id, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def charger_lenient(self, charger_id: str) -> bool:
+        return False
+
+    def connector_count(self, charger_id: str) -> int:
+        return 1
+
+    def record(self, event: Event) -> None:
+        pass
+
+
+@asynccontextmanager
+async def endpoint(backend: PasswordSquare) -> AsyncIterator[str]:
+    """A running OCPP endpoint (port 0); its URL. No lockouts: the flood must reach the password checks."""
+    guard = LoginGuard(max_charger_failures=10**6, max_host_failures=10**6)
+    server = OcppServer("127.0.0.1", 0, "/ocpp", backend, login_guard=guard)  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as tasks:
+        ready = asyncio.Event()
+        running = tasks.create_task(server.run(ready), name="server")
+        async with asyncio.timeout(5):
+            await ready.wait()
+        try:
+            yield f"ws://127.0.0.1:{server.port}/ocpp"
+        finally:
+            running.cancel()
+
+
+async def ticking(gaps: list[float], stop: asyncio.Event) -> None:
+    """Sleep 10 ms again and again, noting how long each sleep really took: the event loop's stalls."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        gaps.append(time.perf_counter() - started)
+
+
+async def test_a_flood_of_wrong_passwords_does_not_stall_the_event_loop(caplog):
+    # Costlier than the default (~4x): the difference between a stalled loop and a free one is plain.
+    slow = {"n": 2**15, "r": 16, "p": 1}
+    passwords = ChargerPasswords()
+    passwords.set_hash("CP01", hash_password(PASSWORD, **slow), known_password=PASSWORD)  # logged in before
+    passwords.set_hash("CP02", hash_password(NEW_PASSWORD, **slow))  # not yet: its check costs a scrypt
+    started = time.perf_counter()
+    assert not passwords.check("CP02", "one-scrypt")
+    scrypt_s = time.perf_counter() - started
+    backend = PasswordSquare(passwords)
+    flood = 3 * MAX_PASSWORD_CHECKS_PENDING
+    loop_thread = threading.get_ident()
+    with caplog.at_level(logging.WARNING, logger="drivers.ocpp_server"):
+        async with endpoint(backend) as url:
+            gaps: list[float] = []
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tasks:
+                ticker = tasks.create_task(ticking(gaps, stop))
+                attempts = [
+                    tasks.create_task(refused_with(url, "CP01" if i % 2 else "CP02", f"guess-{i}")) for i in range(flood)
+                ]
+                await asyncio.sleep(scrypt_s / 2)  # the checks are busy
+                # A charger that logged in before gets in at once, though every check thread is taken.
+                async with asyncio.timeout(scrypt_s), login(url, "CP01", PASSWORD) as ws:
+                    assert ws.subprotocol == "ocpp1.6"
+                statuses = [status for status, _ in await asyncio.gather(*attempts)]
+                stop.set()
+                await ticker
+            # After the flood a charger seen for the first time is checked (a scrypt) and let in.
+            async with login(url, "CP02", NEW_PASSWORD) as ws:
+                assert ws.subprotocol == "ocpp1.6"
+    # A synchronous check would hold the loop for a whole scrypt at least once per wrong password.
+    assert len(gaps) > 10 and max(gaps) < scrypt_s / 2, (max(gaps), scrypt_s)
+    assert loop_thread not in backend.check_threads
+    assert backend.most_running <= PASSWORD_CHECK_THREADS
+    # What cannot wait is refused with 429, not queued; each one admitted got its answer.
+    assert set(statuses) == {401, 429} and statuses.count(401) >= MAX_PASSWORD_CHECKS_PENDING
+    busy = [r.getMessage() for r in caplog.records if "password checks already running or waiting" in r.getMessage()]
+    assert len(busy) == 1 and "guess" not in busy[0]

@@ -54,6 +54,9 @@ class FakeBackend:
         expected = self.chargers.get(charger_id)
         return expected is None or password == expected
 
+    def charger_password_known(self, charger_id: str, password: str | None) -> bool | None:
+        return self.charger_password_ok(charger_id, password)
+
     def charger_lenient(self, charger_id: str) -> bool:
         return False
 
