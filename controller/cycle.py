@@ -38,6 +38,7 @@ class LightPublisher(Protocol):
 RELEASE_DATE = datetime(2026, 11, 1, tzinfo=UTC)
 """A gateway clock before this is wrong: the software did not exist yet."""
 CLOCK_JUMP_S = 60.0
+IDLE_STATUSES = frozenset({"Available", "Unavailable", "Reserved", "Faulted"})  # no car drawing current
 CLOCK_SETTLE_S = 300.0
 
 
@@ -437,7 +438,10 @@ class Cycle:
         for bay in cfg.bays:
             conn = st.chargers[bay.charger].connectors[bay.connector]
             fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
-            currents = conn.current_a if fresh else (None, None, None)
+            # a car that left takes its current with it: a sample from before the connector went idle is not shown
+            left = (conn.status in IDLE_STATUSES and conn.status_at is not None and conn.sample_at is not None
+                    and conn.sample_at <= conn.status_at)
+            currents = conn.current_a if fresh and not left else (None, None, None)
             for i, a in enumerate(currents):
                 grid[self._grid_phase(bay.charger, bay.connector, i)] += a or 0.0
             present = [a for a in currents if a is not None]

@@ -131,6 +131,17 @@ async def test_table_of_cycles_plug_charge_finish_grace(square):
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+async def test_a_bays_current_goes_when_its_car_leaves(square):
+    state, cycle, link, clock, step = square
+    await step(0, ev.ChargerConnected("CP01", "ocpp1.6", T0), status(1, "Charging", T0))
+    await step(1, lambda now: ev.MeterSample("CP01", 1, now, 7, (12.3, 12.1, 12.2)))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 12.3
+    await step(1, status(1, "Available"))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # the last sample is the old car's
+    await step(1, lambda now: ev.MeterSample("CP01", 1, now, None, (0.2, 0.0, 0.0)))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2  # a reading taken since is shown
+
+
 async def test_reserve_needs_an_empty_sensor_and_commands_are_not_repeated(square):
     state, cycle, link, clock, step = square
     await step(0, ev.ChargerConnected("CP01", "ocpp1.6", T0), status(1, "Available", T0), status(2, "Available", T0))
