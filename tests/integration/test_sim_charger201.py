@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,9 +22,7 @@ from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
+from websockets.asyncio.server import ServerConnection
 
 from config.loader import load_config_text
 from drivers.ocpp_frames import format_time
@@ -34,11 +31,11 @@ from drivers.sim_charger201 import DeviceModel, SimCharger201, connector_status
 from drivers.sim_outbox import ListEntry, LocalList, SimChargerError
 from drivers.sim_square import SimSquare
 from hil_tests.rig import mixed_versions
-from tests.integration.harness import free_port
+from tests.integration import sim_rig
+from tests.integration.sim_rig import eventually, open_rig
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 5.0
 REACTION_S = 0.3
 _quiet = logging.getLogger("tests.csms")
 _quiet.setLevel(logging.CRITICAL)
@@ -109,14 +106,10 @@ def test_a_square_builds_each_charger_in_its_version_and_the_rig_mixes_them() ->
 
 
 @dataclass
-class Heard:
-    """Everything the CSMSs on one port heard, across their restarts, in arrival order."""
+class Heard(sim_rig.Heard):
+    """What the CSMSs heard, and which tags they refuse."""
 
-    frames: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (action, payload as handed to the handler)
     blocked: set[str] = field(default_factory=set)  # tags refused in the answer to a TransactionEvent
-
-    def of(self, action: str) -> list[dict[str, Any]]:
-        return [p for a, p in self.frames if a == action]
 
     def events(self, tx: str | None = None) -> list[dict[str, Any]]:
         return [p for p in self.of("TransactionEvent") if tx in (None, p["transaction_info"]["transaction_id"])]
@@ -163,73 +156,20 @@ class Csms(ChargePoint):
         return call_result.MeterValues()
 
 
-@dataclass
-class Rig:
-    port: int
-    heard: Heard
-    sim: SimCharger201
-    server: Server | None = None
-    stations: list[Csms] = field(default_factory=list)
-
-    async def up(self) -> None:
-        async def handler(connection: ServerConnection) -> None:
-            station = Csms(connection.request.path.rsplit("/", 1)[-1], connection, self.heard)
-            self.stations.append(station)
-            try:
-                await station.start()
-            except ConnectionClosed:
-                pass
-
-        self.server = await serve(handler, "127.0.0.1", self.port, subprotocols=[Subprotocol("ocpp2.0.1")])
-
-    async def down(self) -> None:
-        """The CSMS goes, as a killed gateway does."""
-        assert self.server is not None
-        self.server.close()
-        await eventually(lambda: not self.sim.connected)
-        async with asyncio.timeout(WAIT_S):
-            await self.server.wait_closed()
-        self.server = None
-
-    async def send(self, payload: Any) -> Any:
-        """A request from the CSMS (from the test's task, never from a handler); the station's answer."""
-        return await self.stations[-1].call(payload)
-
-    async def report_readings(self, interval_s: float = 0.1, measurands: str = "Current.Import,Energy.Active.Import.Register") -> None:
-        answer = await self.send(call.SetVariables(set_variable_data=[
-            variable("SampledDataCtrlr", "TxUpdatedInterval", str(interval_s)),
-            variable("SampledDataCtrlr", "TxUpdatedMeasurands", measurands),
-        ]))
-        assert [r["attribute_status"] for r in answer.set_variable_result] == ["Accepted", "Accepted"]
+Rig = sim_rig.Rig[Heard, SimCharger201, Csms]
 
 
-@asynccontextmanager
-async def rig(**sim_options: Any) -> AsyncIterator[Rig]:
-    port = free_port()
+def rig(**sim_options: Any) -> AbstractAsyncContextManager[Rig]:
     options = {"meter_interval_s": 0.1, "reaction_s": REACTION_S, **sim_options}
-    r = Rig(port, Heard(), SimCharger201(f"ws://127.0.0.1:{port}/ocpp", "CS01", **options))
-    await r.up()
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            ready = asyncio.Event()
-            running = tasks.create_task(r.sim.run(ready), name="sim-CS01")
-            async with asyncio.timeout(WAIT_S):
-                await ready.wait()
-            try:
-                yield r
-            finally:
-                running.cancel()
-    finally:
-        if r.server is not None:
-            r.server.close()
-            async with asyncio.timeout(WAIT_S):
-                await r.server.wait_closed()
+    return open_rig(Csms, "ocpp2.0.1", Heard(), lambda url: SimCharger201(url, "CS01", **options))
 
 
-async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
+async def report_readings(r: Rig, interval_s: float = 0.1, measurands: str = "Current.Import,Energy.Active.Import.Register") -> None:
+    answer = await r.send(call.SetVariables(set_variable_data=[
+        variable("SampledDataCtrlr", "TxUpdatedInterval", str(interval_s)),
+        variable("SampledDataCtrlr", "TxUpdatedMeasurands", measurands),
+    ]))
+    assert [result["attribute_status"] for result in answer.set_variable_result] == ["Accepted", "Accepted"]
 
 
 def variable(component: str, name: str, value: str | None = None) -> dict[str, Any]:
@@ -299,7 +239,7 @@ async def test_a_transaction_reports_started_updated_ended_with_rising_seq_no() 
         await asyncio.sleep(0.5)  # five meter intervals: the CSMS has not asked for readings yet
         assert [e["trigger_reason"] for e in r.heard.events(tx)] == ["Authorized", "ChargingStateChanged"]
 
-        await r.report_readings()
+        await report_readings(r)
         await eventually(lambda: sum(e["trigger_reason"] == "MeterValuePeriodic" for e in r.heard.events(tx)) >= 3)
         await r.sim.stop(1)
         await r.sim.unplug(1)
@@ -329,7 +269,7 @@ async def test_a_transaction_reports_started_updated_ended_with_rising_seq_no() 
 
 async def test_what_happens_offline_is_replayed_in_order_and_marked_offline() -> None:
     async with rig() as r:
-        await r.report_readings(0.1, "Energy.Active.Import.Register")
+        await report_readings(r, 0.1, "Energy.Active.Import.Register")
         tx = await r.sim.plug_in(1)
         await eventually(lambda: len(r.heard.events(tx)) >= 4)
         await r.down()
@@ -459,13 +399,9 @@ async def test_remote_start_stop_reset_and_availability() -> None:
 
 
 @dataclass
-class Heard16:
-    frames: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+class Heard16(sim_rig.Heard):
     blocked: set[str] = field(default_factory=set)  # tags refused in the answer to StartTransaction
     next_tx: int = 100
-
-    def of(self, action: str) -> list[dict[str, Any]]:
-        return [p for a, p in self.frames if a == action]
 
 
 class Central16(ChargePoint16):
@@ -505,52 +441,34 @@ class Central16(ChargePoint16):
 
 
 async def test_the_1_6_charger_starts_offline_for_a_listed_tag_and_is_numbered_on_return() -> None:
-    port, heard = free_port(), Heard16(blocked={"OK-2"})
-    centrals: list[Central16] = []
+    def sim(url: str) -> SimCharger:
+        return SimCharger(url, "CP01", meter_interval_s=0.1, reaction_s=0.1)
 
-    async def handler(connection: ServerConnection) -> None:
-        centrals.append(Central16("CP01", connection, heard))
-        try:
-            await centrals[-1].start()
-        except ConnectionClosed:
-            pass
-
-    sim = SimCharger(f"ws://127.0.0.1:{port}/ocpp", "CP01", meter_interval_s=0.1, reaction_s=0.1)
-    server = await serve(handler, "127.0.0.1", port, subprotocols=[Subprotocol("ocpp1.6")])
-    async with asyncio.TaskGroup() as tasks:
-        ready = asyncio.Event()
-        running = tasks.create_task(sim.run(ready))
-        async with asyncio.timeout(WAIT_S):
-            await ready.wait()
+    async with open_rig(Central16, "ocpp1.6", Heard16(blocked={"OK-2"}), sim) as r:
         entries = [{"idTag": t, "idTagInfo": {"status": "Accepted"}} for t in ("OK-1", "OK-2")]
         entries.append({"idTag": "OLD", "idTagInfo": {"status": "Accepted", "expiryDate": format_time(datetime.now(UTC))}})
-        sent = await centrals[-1].call(call16.SendLocalList(list_version=4, update_type="Full", local_authorization_list=entries))
+        sent = await r.send(call16.SendLocalList(list_version=4, update_type="Full", local_authorization_list=entries))
         assert sent.status == "Accepted"
-        assert (await centrals[-1].call(call16.GetLocalListVersion())).list_version == 4
-        assert sim.local_list == {"OK-1": "Accepted", "OK-2": "Accepted", "OLD": "Accepted"}
+        assert (await r.send(call16.GetLocalListVersion())).list_version == 4
+        assert r.sim.local_list == {"OK-1": "Accepted", "OK-2": "Accepted", "OLD": "Accepted"}
         with pytest.raises(SimChargerError, match="Blocked"):
-            await sim.plug_in(2, id_tag="OK-2")  # online, the answer to the start decides
-        assert heard.of("StopTransaction")[-1]["reason"] == "DeAuthorized" and sim.transactions == {}
-        await sim.unplug(2)
+            await r.sim.plug_in(2, id_tag="OK-2")  # online, the answer to the start decides
+        assert r.heard.of("StopTransaction")[-1]["reason"] == "DeAuthorized" and r.sim.transactions == {}
+        await r.sim.unplug(2)
 
-        server.close()
-        await eventually(lambda: not sim.connected)
-        await server.wait_closed()
+        await r.down()
         with pytest.raises(SimChargerError, match="Expired"):
-            await sim.plug_in(2, id_tag="OLD")
-        provisional = await sim.plug_in(1, id_tag="OK-1")
-        blocked = await sim.plug_in(2, id_tag="OK-2")
-        assert provisional < 0 and blocked < 0 and sim.transactions == {1: provisional, 2: blocked}
-        await eventually(lambda: sum(m.connector == 1 for m in sim.outbox.pending()) >= 3)
+            await r.sim.plug_in(2, id_tag="OLD")
+        provisional = await r.sim.plug_in(1, id_tag="OK-1")
+        blocked = await r.sim.plug_in(2, id_tag="OK-2")
+        assert provisional < 0 and blocked < 0 and r.sim.transactions == {1: provisional, 2: blocked}
+        await eventually(lambda: sum(m.connector == 1 for m in r.sim.outbox.pending()) >= 3)
 
-        server = await serve(handler, "127.0.0.1", port, subprotocols=[Subprotocol("ocpp1.6")])
-        await eventually(lambda: len(heard.of("StopTransaction")) == 2 and 1 in sim.transactions and sim.transactions[1] > 0)
-        numbered = sim.transactions[1]
-        readings = [m["transaction_id"] for m in heard.of("MeterValues")]
+        await r.up()
+        await eventually(lambda: len(r.heard.of("StopTransaction")) == 2 and 1 in r.sim.transactions and r.sim.transactions[1] > 0)
+        numbered = r.sim.transactions[1]
+        readings = [m["transaction_id"] for m in r.heard.of("MeterValues")]
         assert numbered in readings and all(tx > 0 for tx in readings)  # queued readings carry the gateway's id
-        stop = heard.of("StopTransaction")[-1]
+        stop = r.heard.of("StopTransaction")[-1]
         assert stop["reason"] == "DeAuthorized" and stop["transaction_id"] == numbered + 1  # OK-2 started second
-        assert sim.transactions == {1: numbered}
-        running.cancel()
-    server.close()
-    await server.wait_closed()
+        assert r.sim.transactions == {1: numbered}

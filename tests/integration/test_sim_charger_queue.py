@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,19 +19,17 @@ from ocpp.exceptions import InternalError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
+from websockets.asyncio.server import ServerConnection
 
 from drivers import sim_charger
 from drivers.ocpp_frames import format_time
 from drivers.sim_charger import SimCharger
 from drivers.sim_outbox import Outbox, SimChargerError, TxMessage
-from tests.integration.harness import free_port
+from tests.integration import sim_rig
+from tests.integration.sim_rig import WAIT_S, eventually, open_rig
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 5.0
 _quiet = logging.getLogger("tests.central")
 _quiet.setLevel(logging.CRITICAL)  # a refused call is logged with a traceback by the library
 
@@ -109,17 +107,12 @@ async def test_waiters_wake_when_messages_come_and_go() -> None:
 
 
 @dataclass
-class Heard:
-    """Everything the central systems on one port heard, across their restarts, in arrival order."""
+class Heard(sim_rig.Heard):
+    """What the central systems heard, and how they are to answer it."""
 
-    frames: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (action, payload)
     hold: set[str] = field(default_factory=set)  # actions received and never answered
     refuse: Callable[[str, dict[str, Any]], bool] = lambda action, payload: False  # answer with a CALLERROR
-    released: asyncio.Event = field(default_factory=asyncio.Event)
     next_tx: int = 100
-
-    def of(self, action: str) -> list[dict[str, Any]]:
-        return [p for a, p in self.frames if a == action]
 
 
 class Central(ChargePoint):
@@ -169,69 +162,17 @@ class Central(ChargePoint):
         return call_result.StopTransaction()
 
 
-@dataclass
-class Rig:
-    port: int
-    heard: Heard
-    sim: SimCharger
-    server: Server | None = None
-    centrals: list[Central] = field(default_factory=list)
-
-    async def up(self) -> None:
-        async def handler(connection: ServerConnection) -> None:
-            central = Central(connection.request.path.rsplit("/", 1)[-1], connection, self.heard)
-            self.centrals.append(central)
-            try:
-                await central.start()
-            except ConnectionClosed:
-                pass
-
-        self.heard.released = asyncio.Event()
-        self.server = await serve(handler, "127.0.0.1", self.port, subprotocols=[Subprotocol("ocpp1.6")])
-
-    async def down(self) -> None:
-        """The central system goes, as a killed daemon: connections drop, held calls stay unanswered."""
-        assert self.server is not None
-        self.server.close()
-        await eventually(lambda: not self.sim.connected)
-        self.heard.released.set()  # only now: an answer must not slip out before the link is gone
-        async with asyncio.timeout(WAIT_S):
-            await self.server.wait_closed()
-        self.server = None
-
-    async def set_profile(self, connector_id: int, profile: dict[str, Any]) -> str:
-        answer = await self.centrals[-1].call(call.SetChargingProfile(connector_id=connector_id, cs_charging_profiles=profile))
-        return answer.status
+Rig = sim_rig.Rig[Heard, SimCharger, Central]
 
 
-@asynccontextmanager
-async def rig(**sim_options: Any) -> AsyncIterator[Rig]:
-    port = free_port()
+def rig(**sim_options: Any) -> AbstractAsyncContextManager[Rig]:
     options = {"meter_interval_s": 0.1, "reaction_s": 0.1, **sim_options}
-    r = Rig(port, Heard(), SimCharger(f"ws://127.0.0.1:{port}/ocpp", "CP01", **options))
-    await r.up()
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            ready = asyncio.Event()
-            running = tasks.create_task(r.sim.run(ready), name="sim-CP01")
-            async with asyncio.timeout(WAIT_S):
-                await ready.wait()
-            try:
-                yield r
-            finally:
-                running.cancel()
-    finally:
-        if r.server is not None:
-            r.server.close()
-            r.heard.released.set()
-            async with asyncio.timeout(WAIT_S):
-                await r.server.wait_closed()
+    return open_rig(Central, "ocpp1.6", Heard(), lambda url: SimCharger(url, "CP01", **options))
 
 
-async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
+async def set_profile(r: Rig, connector_id: int, profile: dict[str, Any]) -> str:
+    answer = await r.send(call.SetChargingProfile(connector_id=connector_id, cs_charging_profiles=profile))
+    return answer.status
 
 
 def tx_frames(heard: Heard) -> list[tuple[str, int | None, str]]:
@@ -376,7 +317,7 @@ async def test_without_the_gateway_the_lease_runs_out_and_the_log_shows_the_safe
                  "chargingProfileKind": "Absolute",
                  "chargingSchedule": {"startSchedule": format_time(now - timedelta(seconds=5)), "duration": 6,
                                       "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 20.0}]}}
-        assert await r.set_profile(1, default) == "Accepted" and await r.set_profile(1, lease) == "Accepted"
+        assert await set_profile(r, 1, default) == "Accepted" and await set_profile(r, 1, lease) == "Accepted"
         await eventually(lambda: r.sim.applied_a(1) == 20.0)
         await r.down()
         await eventually(lambda: r.sim.applied_a(1) == 8.0)
