@@ -273,6 +273,23 @@ def _bay_panel(bay: dict, width: int) -> Panel:
                  width=width, height=ROOMY_BLOCK_H, padding=(0, 1))
 
 
+def _charger_grid(chargers: list, width: int, lines: int) -> list[Text]:
+    """Each charger with its state and OCPP version ("CP01 1.6", "CP02 2.0.1", "CP03 OFFLINE"), as many
+    to a line as fit; the summary line when they do not all fit."""
+    cell_w = max(len(c["id"]) for c in chargers) + 9 if chargers else 0
+    per_line = max(1, (width + 2) // (cell_w + 2)) if cell_w else 1
+    if math.ceil(len(chargers) / per_line) > lines:
+        return [Text(_chargers(chargers).plain, no_wrap=False)]
+    out = []
+    for i in range(0, len(chargers), per_line):
+        parts: list = []
+        for c in chargers[i : i + per_line]:
+            state = (_ocpp(c.get("ocpp")).removeprefix("OCPP "), "") if c.get("online") else ("OFFLINE", "bold red")
+            parts += [f"{c['id']} ", state, " " * (cell_w - len(c["id"]) - 1 - len(state[0]) + 2)]
+        out.append(_line(*parts))
+    return out
+
+
 def _roomy(status, alarms, events, tz, width, room, help_shown) -> RenderableType | None:
     """Bays as panels with a grid/battery/chargers row and an events panel; None when it does not fit."""
     if status is None:
@@ -292,15 +309,8 @@ def _roomy(status, alarms, events, tz, width, room, help_shown) -> RenderableTyp
         grid.add_row(*(_bay_panel(b, ROOMY_BLOCK_W) for b in bays[r * cols : (r + 1) * cols]))
     g = status.get("grid") or {}
     chargers = status.get("chargers") or []
-    if len(chargers) <= 3:
-        charger_lines = [
-            _line(f"{c['id']} ", ("online" if c.get("online") else "OFFLINE", "" if c.get("online") else "bold red"),
-                  f" {_ocpp(c.get('ocpp'))}" if c.get("online") else "")
-            for c in chargers
-        ]
-    else:
-        charger_lines = [Text(_chargers(chargers).plain, no_wrap=False)]
     grid_w, battery_w = width * 2 // 5, width // 4
+    charger_lines = _charger_grid(chargers, width - grid_w - battery_w - 4, middle_h - 2)
     middle = Table.grid()
     phases = Group(*(_line(p) for p in _phases(g, 20, width)))
     middle.add_row(
@@ -308,7 +318,7 @@ def _roomy(status, alarms, events, tz, width, room, help_shown) -> RenderableTyp
               width=grid_w, height=middle_h),
         Panel(_line(_battery(status.get("battery"))), title="Battery", title_align="left",
               width=battery_w, height=middle_h),
-        Panel(Group(*charger_lines), title="Chargers", title_align="left",
+        Panel(Group(*charger_lines), title="Chargers · OCPP", title_align="left",
               width=width - grid_w - battery_w, height=middle_h),
     )
     if help_shown:
