@@ -22,7 +22,7 @@ CONNECTING = "connecting"  # before its first answer; any other `connection` is 
 LIGHTS = {"blue": ("BLUE", "white on blue"), "green": ("GREEN", "black on green"), "off": ("OFF", "dim")}
 UNKNOWN_LIGHT = ("UNKNOWN", "dim")
 COMPACT_BLOCK_W = 26  # cells per bay block: "SuspendedEVSE 16.0/32 A" and a sign's 24-character text fit
-ROOMY_BLOCK_W, ROOMY_BLOCK_H = 32, 7
+ROOMY_BLOCK_W, ROOMY_BLOCK_H = 30, 7  # 4 bays to a row at 120 columns
 ROOMY_MIN_W, ROOMY_MIN_H = 110, 36
 HELP = (
     "q  quit        ?  show or hide this help",
