@@ -4,7 +4,8 @@ Runs laadplein's decision core (`controller.sharing`, `controller.leases`, `batt
 same functions the daemon calls) every control period against the simulated square of
 `bench.day_model`, without sleeping, and the baselines of `bench.baselines` on the same cars,
 chargers and battery; prints energy asked and delivered, overshoot of the grid limit, battery
-cycles, and laadplein's share of the perfect planner's bound (`bench.planner`).
+cycles, and laadplein's share of the perfect planner's bound (`bench.planner`). On a terminal, a
+progress bar on stderr follows each controller through the simulated hours.
 
     python3 bench/day_sim.py [--seed N] [--days D] [--config FILE] [--grid-limit-a A] [--no-battery]
 """
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,6 +58,7 @@ ARRIVALS_PER_BAY_DAY = 1.9
 NON_EV_SHARE = 0.15
 TARGET_BOUND_PCT = 97.0
 AHEAD_PCT = 2.0  # "clearly ahead": at least this many per cent more energy than a baseline
+PROGRESS_EVERY_S = 300.0  # simulated s between updates of the progress bar
 ROTATIONS = ("RST", "STR", "TRS")
 """Phase rotations given to chargers without a configured one, by charger order, so that one-phase
 cars spread over the grid's phases."""
@@ -283,19 +288,61 @@ def controllers(scenario: Scenario) -> list[Controller]:
     ]
 
 
-def run(scenario: Scenario, chosen: Sequence[Controller] | None = None) -> Report:
-    """Every controller over the scenario, and the planner's bound."""
+def run(scenario: Scenario, chosen: Sequence[Controller] | None = None, *, progress: Progress | None = None) -> Report:
+    """Every controller over the scenario, and the planner's bound; each followed on `progress` when given."""
     began = time.perf_counter()
     results = []
+    end_s = max((v.leave_step for v in scenario.visits if v.bay is not None), default=0) * STEP_S
     for controller in chosen if chosen is not None else controllers(scenario):
+        task = None
+        if progress is not None:
+            task = progress.add_task(controller.name, total=end_s / 3600, clock=_sim_clock(scenario, 0.0))
+            controller = Followed(controller, scenario, progress, task)
         t0 = time.perf_counter()
         result = run_day(scenario.spec, scenario.visits, controller)
         result.wall_s = time.perf_counter() - t0
         results.append(result)
+        if progress is not None and task is not None:  # a run ends early once every parked car is full
+            progress.update(task, completed=end_s / 3600, clock=_sim_clock(scenario, end_s))
+    planner = progress.add_task("perfect planner", total=None, clock="linear program") if progress is not None else None
     t0 = time.perf_counter()
     bound = upper_bound(scenario.spec, scenario.visits)
     bound_wall_s = time.perf_counter() - t0
+    if progress is not None and planner is not None:
+        progress.update(planner, total=1, completed=1)
     return Report(scenario, tuple(results), bound, bound_wall_s, time.perf_counter() - began)
+
+
+def _sim_clock(scenario: Scenario, now_s: float) -> str:
+    """The simulated moment `now_s` after the start, on the square's wall clock."""
+    at = scenario.start.astimezone(UTC) + timedelta(seconds=now_s)
+    return f"{at.astimezone(scenario.start.tzinfo):%a %Y-%m-%d %H:%M %Z}"
+
+
+class Followed:
+    """A controller that moves its progress bar to the simulated time it has reached; decides as the one it wraps."""
+
+    def __init__(self, inner: Controller, scenario: Scenario, progress: Progress, task: TaskID) -> None:
+        self.name = inner.name
+        self._inner, self._scenario, self._progress, self._task = inner, scenario, progress, task
+        self._shown_s = 0.0
+
+    def default_a(self, key: str) -> float:
+        return self._inner.default_a(key)
+
+    def control(self, view: SquareView) -> Commands:
+        if view.now_s - self._shown_s >= PROGRESS_EVERY_S:
+            self._shown_s = view.now_s
+            self._progress.update(self._task, completed=view.now_s / 3600, clock=_sim_clock(self._scenario, view.now_s))
+        return self._inner.control(view)
+
+
+def progress_bar(console: Console) -> Progress:
+    """The bar `main` shows on a terminal: controller, simulated hours, the square's local time, wall time."""
+    return Progress(
+        TextColumn("{task.description:<20}"), BarColumn(), TextColumn("{task.fields[clock]}"), TimeElapsedColumn(),
+        console=console, transient=True,
+    )
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -406,7 +453,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--days must be at least 1")
     cfg = load_config(args.config)
     spec = square_from_config(cfg, grid_limit_a=args.grid_limit_a, battery=not args.no_battery)
-    print(format_report(run(make_scenario(spec, seed=args.seed, days=args.days))))
+    scenario = make_scenario(spec, seed=args.seed, days=args.days)
+    if sys.stderr.isatty():  # never into a pipe or a log: those get the table alone
+        with progress_bar(Console(stderr=True)) as progress:
+            report = run(scenario, progress=progress)
+    else:
+        report = run(scenario)
+    print(format_report(report))
     return 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 
 from config.loader import ConfigError, ConfigIssue, key_line, load_config
@@ -16,20 +18,83 @@ __all__ = ["check_main", "summary_rows"]
 
 EXIT_OK = 0
 EXIT_BAD_CONFIG = 2
+PROGRESS_AFTER_S = 0.3  # a check done sooner shows no status line: it would only flicker
 
 
-def check_main(path: str) -> int:
-    """Check the config at `path`: 0 with a summary when valid, 2 with one `FILE:LINE: key.path: message` per issue."""
-    try:
-        square = load_config(path)
-    except ConfigError as exc:
+class CheckProgress:
+    """A status line on `console` (stderr on a terminal) while a slow check runs; gone when it ends.
+
+    It appears only once the check has taken `after_s`, so a quick check prints exactly what it
+    printed before. Without a console it shows nothing.
+    """
+
+    def __init__(self, console: Console | None, *, after_s: float = PROGRESS_AFTER_S) -> None:
+        self._status = Status("", console=console) if console is not None else None
+        self._after_s = after_s
+        self._lock = threading.Lock()  # the timer's thread shows the line, the checking thread ends it
+        self._timer: threading.Timer | None = None
+        self._shown = self._ended = False
+
+    def __enter__(self) -> CheckProgress:
+        if self._status is not None:
+            # The check itself keeps the main thread busy (parsing, validating, loading certificates).
+            self._timer = threading.Timer(self._after_s, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._ended = True
+            if self._shown and self._status is not None:
+                self._status.stop()
+
+    @property
+    def shown(self) -> bool:
+        """Whether the status line has appeared (the check took longer than `after_s`)."""
+        return self._shown
+
+    def step(self, text: str) -> None:
+        """What the check does now."""
+        if self._status is not None:
+            self._status.update(escape(text))
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self._ended and self._status is not None:
+                self._status.start()
+                self._shown = True
+
+
+def _terminal_stderr() -> Console | None:
+    """A console on stderr when stderr is a terminal: progress never goes into a pipe or a log."""
+    return Console(stderr=True) if sys.stderr.isatty() else None
+
+
+def check_main(path: str, *, progress_console: Console | None = None) -> int:
+    """Check the config at `path`: 0 with a summary when valid, 2 with one `FILE:LINE: key.path: message` per issue.
+
+    A check that takes more than `PROGRESS_AFTER_S` shows what it is doing on `progress_console`
+    (default: stderr, when it is a terminal).
+    """
+    with CheckProgress(progress_console or _terminal_stderr()) as progress:
+        progress.step(f"reading and validating {path}")
+        try:
+            square = load_config(path)
+        except ConfigError as exc:
+            square, issues = None, exc.issues
+        else:
+            if square.ocpp.tls_cert_file is not None:
+                progress.step(f"checking the TLS certificate {square.ocpp.tls_cert_file} "
+                              f"and key {square.ocpp.tls_key_file}")
+            tls_issue = _tls_issue(path, square)
+            issues = [] if tls_issue is None else [tls_issue]
+    if square is None or issues:
         # Plain print: rich would wrap long lines and read "[grid]" in messages as markup.
-        for issue in exc.issues:
+        for issue in issues:
             print(issue)
-        return EXIT_BAD_CONFIG
-    tls_issue = _tls_issue(path, square)
-    if tls_issue is not None:
-        print(tls_issue)
         return EXIT_BAD_CONFIG
     console = Console(highlight=False, soft_wrap=False)
     table = Table(title=f"{escape(path)}: valid", show_header=False, title_justify="left", expand=False)
