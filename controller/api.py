@@ -16,6 +16,12 @@ from aiohttp import web
 
 from controller.clock import local_text, parse_ts, wire_ts
 from controller.cycle import Cycle
+from controller.lights_test import (
+    LightsTestBusy,
+    LightsTester,
+    UnknownBay,
+    parse_request,
+)
 from controller.local_list import LocalListKeeper
 from controller.passwords import change_password, password_problem
 from controller.state import SquareState
@@ -73,6 +79,7 @@ class AdminApi:
         # Token changes go through the keeper: it numbers them and carries them to chargers (one
         # that is not running still numbers them, and chargers catch up when it runs).
         self.local_list = local_list if local_list is not None else LocalListKeeper(state, ocpp)
+        self.lights = LightsTester(state)
         self.port: int | None = None
         self.app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
         r = self.app.router
@@ -82,6 +89,8 @@ class AdminApi:
         r.add_get("/api/bays/{bay}/history", self.bay_history)
         r.add_put("/api/bays/{bay}/override", self.set_override)
         r.add_delete("/api/bays/{bay}/override", self.clear_override)
+        r.add_post("/api/lights/test", self.lights_test)
+        r.add_get("/api/lights/test", self.lights_test_progress)
         r.add_get("/api/alarms", self.alarms)
         r.add_get("/api/chargers", self.chargers)
         r.add_post("/api/chargers/{charger}/call/{action}", self.call_charger)
@@ -202,6 +211,24 @@ class AdminApi:
         self.state.note("override_cleared", f"bay {bay_id}: override cleared by {who or 'unknown'}", bay_id=bay_id)
         log.info("bay %s: override cleared", bay_id)
         return _json({"bay": bay_id, "cleared": True})
+
+    async def lights_test(self, request: web.Request) -> web.Response:
+        """Walk the lights through blue, green, off and back; answers when done (409 while one runs)."""
+        body = await _body(request) if request.body_exists else {}
+        try:
+            bays, hold_s, who = parse_request(body, [b.id for b in self.state.cfg.bays])
+        except UnknownBay as exc:
+            return _error(404, str(exc))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        try:
+            return _json(await self.lights.run(bays, hold_s=hold_s, who=who))
+        except LightsTestBusy as exc:
+            return _error(409, str(exc), progress=exc.progress)
+
+    async def lights_test_progress(self, request: web.Request) -> web.Response:
+        progress = self.lights.progress()
+        return _json(progress) if progress is not None else _error(404, "no lights test since the daemon started")
 
     async def alarms(self, request: web.Request) -> web.Response:
         return _json(await self.state.store.active_alarms())

@@ -21,13 +21,13 @@ from controller.lease_journal import LeaseJournal
 from controller.leases import LeaseBook, Order
 from controller.sharing import safe_default_a
 from drivers import ocpp16_profiles as p16
-from drivers.ocpp_dialects import Dialect, dialect
 from drivers.ocpp_backend import (
     CallErrorReceived,
     CallFailed,
     CallTimedOut,
     ChargerNotConnected,
 )
+from drivers.ocpp_dialects import Dialect, dialect
 
 log = logging.getLogger("laadplein.charging")
 

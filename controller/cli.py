@@ -1,26 +1,54 @@
-"""The `laadplein` command: the daemon, the config check, and the operator's commands.
+"""The `laadplein` command: its parser, and the daemon, config check, console, demo and simulator.
 
-Exit codes (interfaces.md §1): 0 done, 2 bad usage or config, 3 daemon not reachable,
-4 refused (token).
+The operator's commands that ask a running daemon live in `controller.cli_ops`. Exit codes
+(interfaces.md §1): 0 done, 2 bad usage or config, 3 daemon not reachable, 4 refused (token).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 2, 3, 4
-DEFAULT_CONFIG = Path("/etc/laadplein/laadplein.toml")
+from controller.cli_ops import (
+    cmd_bays,
+    cmd_charger,
+    cmd_events,
+    cmd_override,
+    cmd_sessions,
+    cmd_status,
+    open_client,
+    with_client,
+)
+from controller.client import DEFAULT_CONFIG, ClientError, config_path
+from controller.views import WHEN_EXAMPLES
+
+EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that asks the daemon (interfaces.md §1), and --json."""
+    p.add_argument("--config", help="the square's config file (reads [api] and its token file)")
+    p.add_argument("--api", help="the admin API's URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--token-file", help="file holding the admin API token (with --api, or instead of the config's)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _client(args: argparse.Namespace):
+    """The daemon's client, or an exit with the message and code of why it cannot be found."""
+    try:
+        return open_client(args)
+    except ClientError as exc:
+        print(f"laadplein {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+# The names subcommands in other modules (cli_lights) import from here.
+_add_client_options, _with_client = add_client_options, with_client
 
 
 def _config_path(args: argparse.Namespace) -> Path:
-    if getattr(args, "config", None):
-        return Path(args.config)
-    env = os.environ.get("LAADPLEIN_CONFIG")
-    return Path(env) if env else DEFAULT_CONFIG
+    return config_path(getattr(args, "config", None))
 
 
 def _load(path: Path):
@@ -50,102 +78,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     from config.check import check_main
 
     return check_main(args.file)
-
-
-def _client(args: argparse.Namespace):
-    from controller.client import ApiClient, ClientError
-
-    try:
-        return ApiClient.from_args(api=args.api, token_file=args.token_file, config=_config_path(args) if not args.api else None)
-    except ClientError as exc:
-        print(f"laadplein: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-
-
-def _with_client(fn):
-    def wrapper(args: argparse.Namespace) -> int:
-        from controller.client import ClientError
-
-        client = _client(args)
-        try:
-            return fn(args, client)
-        except ClientError as exc:
-            print(f"laadplein: {exc}", file=sys.stderr)
-            return exc.exit_code
-
-    return wrapper
-
-
-@_with_client
-def cmd_status(args, client) -> int:
-    from controller.views import print_status
-
-    snapshot = client.get("/api/status")
-    if args.json:
-        print(json.dumps(snapshot, indent=2))
-    else:
-        alarms = client.get("/api/alarms")
-        print_status(snapshot, alarms)
-    return EXIT_OK
-
-
-@_with_client
-def cmd_bays(args, client) -> int:
-    from controller.views import print_bays
-
-    bays = client.get("/api/bays")
-    if args.json:
-        print(json.dumps(bays, indent=2))
-    else:
-        print_bays(bays)
-    return EXIT_OK
-
-
-def _listing(path: str, printer_name: str):
-    """An operator command that lists from the API (events, sessions), optionally since a time."""
-
-    @_with_client
-    def command(args, client) -> int:
-        from controller import views
-
-        rows = client.get(path + (f"?since={args.since}" if args.since else ""))
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            getattr(views, printer_name)(rows, client.timezone())
-        return EXIT_OK
-
-    return command
-
-
-cmd_events = _listing("/api/events", "print_events")
-cmd_sessions = _listing("/api/sessions", "print_sessions")
-
-
-@_with_client
-def cmd_override(args, client) -> int:
-    if args.clear:
-        if args.color:
-            print("laadplein override: give either a COLOR or --clear, not both", file=sys.stderr)
-            return EXIT_USAGE
-        answer = client.request("DELETE", f"/api/bays/{args.bay}/override", None)
-        if not args.json:
-            print(f"bay {args.bay}: override cleared")
-    else:
-        if args.color not in ("blue", "green", "off") or args.minutes is None:
-            print("laadplein override: need COLOR (blue, green or off) and --minutes N, or --clear", file=sys.stderr)
-            return EXIT_USAGE
-        body = {"color": args.color, "minutes": args.minutes, "who": args.who or os.environ.get("USER", ""), "why": args.why or ""}
-        answer = client.request("PUT", f"/api/bays/{args.bay}/override", body)
-        if not args.json:
-            from controller.views import local_time
-
-            tz = client.timezone()
-            until = local_time(answer["until"], tz)
-            print(f"bay {args.bay}: held {answer['color']} until {until} ({tz}): {args.why or 'no reason given'}")
-    if args.json:
-        print(json.dumps(answer, indent=2))
-    return EXIT_OK
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -202,13 +134,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="the square's config file (reads [api] and its token file)")
-    p.add_argument("--api", help="the admin API's URL, e.g. http://127.0.0.1:8080")
-    p.add_argument("--token-file", help="file holding the admin API token (with --api)")
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="laadplein", description="Controller for a public EV charging square.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -223,25 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("status", help="the square at a glance")
-    _add_client_options(p)
+    add_client_options(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("bays", help="every bay's light, reason, occupancy and connector")
-    _add_client_options(p)
+    p = sub.add_parser("bays", help="every bay's light, reason, occupancy, connector and override")
+    add_client_options(p)
     p.set_defaults(func=cmd_bays)
 
+    since_help = f"only since WHEN: {WHEN_EXAMPLES}; local times are the square's"
     p = sub.add_parser("events", help="the event log")
-    _add_client_options(p)
-    p.add_argument("--since", help="only events after this UTC time (2026-11-28T13:00:00Z)")
+    add_client_options(p)
+    p.add_argument("--since", metavar="WHEN", help=since_help)
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new events as they come (with --json: one JSON object a line); Ctrl-C ends")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("sessions", help="charging sessions")
-    _add_client_options(p)
-    p.add_argument("--since", help="only sessions started after this UTC time")
+    add_client_options(p)
+    p.add_argument("--since", metavar="WHEN", help=f"only sessions started since WHEN: {WHEN_EXAMPLES}")
     p.set_defaults(func=cmd_sessions)
 
     p = sub.add_parser("override", help="hold a bay's light, or end the hold")
-    _add_client_options(p)
+    add_client_options(p)
     p.add_argument("bay")
     p.add_argument("color", nargs="?", help="blue, green or off")
     p.add_argument("--minutes", type=float, help="how long the hold lasts")
@@ -249,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--who", help="who sets it (default: $USER)")
     p.add_argument("--clear", action="store_true", help="end the override now")
     p.set_defaults(func=cmd_override)
+
+    p = sub.add_parser("charger", help="reset a charger, unlock a connector, or ask for its statuses",
+                       description="Sends the OCPP request in the charger's own version (1.6 or 2.0.1).")
+    add_client_options(p)
+    p.add_argument("id", help="the charger's id, e.g. CP01")
+    p.add_argument("action", choices=("reset", "unlock", "trigger-status"))
+    p.add_argument("--hard", "--now", dest="hard", action="store_true",
+                   help="reset at once (1.6 Hard, 2.0.1 Immediate) instead of soft / when idle")
+    p.add_argument("--connector", type=int, metavar="N",
+                   help="the connector (for an OCPP 2.0.1 charger: the EVSE); needed by unlock")
+    p.set_defaults(func=cmd_charger)
+
+    from controller import cli_lights
+
+    cli_lights.add_parser(sub)
 
     p = sub.add_parser("console", help="live console of a running daemon (q quits, ? shows help)")
     p.add_argument("--config", help="the square's config file (reads [api] and its token file)")
@@ -282,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # `laadplein status --json | head` should end quietly, not with a traceback.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

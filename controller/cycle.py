@@ -97,6 +97,7 @@ class Cycle:
             grace_s=cfg.signage.grace_s,
             min_dwell_s=cfg.signage.min_dwell_s,
             language=cfg.signage.language,
+            timezone=cfg.site.timezone,
         )
         self._announced: set[str] = set()  # bays whose current command went to the link since start
         self._last_snapshot: dict | None = None

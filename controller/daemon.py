@@ -31,8 +31,8 @@ from controller.state import SquareState
 from controller.store import Store
 from drivers.battery_factory import make_battery
 from drivers.grid_meter import make_grid_meter
-from drivers.mqtt import MqttLink
 from drivers.login_guard import LoginGuard
+from drivers.mqtt import MqttLink
 from drivers.ocpp_server import OcppServer, TlsFileError, tls_server_context
 
 log = logging.getLogger("laadplein.daemon")

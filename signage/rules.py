@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 from signage.commands import format_ts
 from signage.texts import COLORS, LANGUAGES, pictogram_for, text_for
@@ -80,6 +81,7 @@ class SignageSettings:
     grace_s: float
     min_dwell_s: float
     language: str = "nl"
+    timezone: str = "UTC"  # the square's, for the times in the reasons a technician reads
 
     def __post_init__(self) -> None:
         if self.min_free_ev_bays < 0 or self.grace_s < 0 or self.min_dwell_s < 0:
@@ -169,7 +171,8 @@ def _table(bay: BayInputs, settings: SignageSettings, now: datetime) -> _Wish | 
     if ov is not None:
         by = f" by {ov.who}" if ov.who else ""
         because = f": {ov.why}" if ov.why else ""
-        why = f"Technician override to {ov.color} until {format_ts(ov.until)}{by}{because}"
+        until = ov.until.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+        why = f"Technician override to {ov.color} until {until}{by}{because}"
         return _Wish(ov.color, "override", why)
     if bay.closure is not None:
         said = f" ({bay.closure.text})" if bay.closure.text else ""

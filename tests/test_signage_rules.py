@@ -406,7 +406,7 @@ def test_changes_are_explained_with_json_inputs():
     plug, held = d.changes
     assert plug.why == "EV plugged in at connector (Preparing)"
     assert plug.inputs["status"] == "Preparing"
-    assert held.why == "Technician override to green until 2026-11-28T13:30:00.000Z by J. de Vries: works"
+    assert held.why == "Technician override to green until 2026-11-28 13:30 UTC by J. de Vries: works"
     assert held.inputs["override"] == {"color": "green", "until": "2026-11-28T13:30:00.000Z",
                                        "who": "J. de Vries", "why": "works"}
     json.dumps([dict(c.inputs) for c in d.changes])
