@@ -328,7 +328,12 @@ class AdminApi:
         return int(raw)
 
     async def events(self, request: web.Request) -> web.Response:
-        return _json(await self.state.store.events(since=self._since(request), limit=self._limit(request)))
+        after = request.query.get("after_id")
+        if after is not None and not (after.isdigit() and len(after) < 19):
+            raise BadRequest("after_id must be an event id (a whole number)")
+        return _json(await self.state.store.events(
+            since=self._since(request), limit=self._limit(request), after_id=int(after) if after is not None else None,
+        ))
 
     async def sessions(self, request: web.Request) -> web.Response:
         sessions = await self.state.store.sessions(since=self._since(request), limit=self._limit(request))

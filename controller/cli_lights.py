@@ -53,7 +53,15 @@ def cmd_lights_test(args: argparse.Namespace) -> int:
         else:
             print_result(answer, client.timezone())
     except ClientError as exc:
-        print(f"laadplein: {exc}", file=sys.stderr)
+        progress = exc.body.get("progress") if isinstance(exc.body, dict) else None
+        if exc.status == 409 and isinstance(progress, dict) and progress.get("started"):
+            from controller.views import local_time
+
+            tz = client.timezone()
+            print(f"laadplein lights-test: a lights test is already running (started "
+                  f"{local_time(progress['started'], tz)} {tz}); try again when it is done", file=sys.stderr)
+        else:
+            print(f"laadplein lights-test: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("\nstopped waiting: the daemon finishes the test and puts every light back "

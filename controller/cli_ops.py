@@ -141,6 +141,7 @@ class Cursor:
     newest: datetime | None = None
     floor: datetime | None = None  # nothing older is wanted (the --since, or the first row shown)
     shown: dict[Any, datetime] = field(default_factory=dict)
+    last_id: int | None = None  # events: the newest written that was shown (ids grow in write order)
 
     def window_start(self) -> datetime | None:
         if self.newest is None:
@@ -158,6 +159,8 @@ class Cursor:
             at = parse_ts(row[self.ts_field])
             self.shown[k] = at
             fresh.append(row)
+            if isinstance(row.get("id"), int):
+                self.last_id = max(self.last_id or 0, row["id"])
             if self.newest is None or at > self.newest:
                 self.newest = at
         start = self.window_start()
@@ -225,7 +228,7 @@ def _follow(args, client: ApiClient, cursor: Cursor, events: list[dict], tz: str
             sys.stdout.flush()
             sleep(FOLLOW_POLL_S)
             try:
-                events = fetch(client, "/api/events", cursor, cursor.window_start())
+                events = _written_after(client, cursor)
             except ClientError as exc:
                 if exc.exit_code != EXIT_UNREACHABLE:
                     raise
@@ -238,6 +241,21 @@ def _follow(args, client: ApiClient, cursor: Cursor, events: list[dict], tz: str
                 lost = False
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _written_after(client: ApiClient, cursor: Cursor) -> list[dict]:
+    """The events written since the newest one shown, in the order they were written: an alarm's
+    event is dated when the alarm began, which may be long before it is written."""
+    if cursor.last_id is None:
+        return fetch(client, "/api/events", cursor, cursor.window_start() or datetime.now(UTC))
+    fresh: list[dict] = []
+    while True:
+        rows = client.get("/api/events?" + urlencode({"after_id": cursor.last_id, "limit": PAGE}))
+        fresh += rows
+        if rows:
+            cursor.last_id = rows[-1]["id"]
+        if len(rows) < PAGE:
+            return fresh
 
 
 @with_client

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from controller.clock import local_text, wire_ts
+from controller.lights_test import TEST_WHO as LIGHTS_TEST_WHO
 from controller.reconcile import reconcile_sessions
 from controller.restart import RESTART_ALARM
 from controller.state import SquareState
@@ -207,7 +208,8 @@ class Cycle:
         for bay_id, o in sorted(st.overrides.items()):
             if o.until <= now:
                 del st.overrides[bay_id]
-                await st.store.clear_override(bay_id)
+                if o.who != LIGHTS_TEST_WHO:  # a test's holds live in memory only; a technician's stored one stays
+                    await st.store.clear_override(bay_id)
                 st.note("override_ended", f"bay {bay_id}: override {o.color} by {o.who or 'unknown'} ended", at=now, bay_id=bay_id)
 
     async def _check_alarms(self, now: datetime) -> None:

@@ -36,7 +36,7 @@ class LightsTestBusy(Exception):
     """A lights test is already running; `progress` says how far it is."""
 
     def __init__(self, progress: dict) -> None:
-        super().__init__(f"a lights test is already running (started {progress['started']})")
+        super().__init__(f"a lights test is already running (started {progress['started']}, UTC)")
         self.progress = progress
 
 

@@ -315,10 +315,16 @@ class Store(TokensMixin, RunsMixin):
 
     async def events(
         self, since: datetime | None = None, limit: int = 500, kind: str | None = None,
-        bay_id: str | None = None,
+        bay_id: str | None = None, after_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """Events at or after `since`, oldest first; without `since`, the newest `limit`
-        events, still oldest first. Each `{"id", "ts", "kind", "bay", "charger", "message", "data"}`."""
+        events, still oldest first. Each `{"id", "ts", "kind", "bay", "charger", "message", "data"}`.
+
+        `after_id`: the events written after that one, in the order they were written (an alarm's
+        event carries the time the alarm began, which may be long before it was written)."""
+        if after_id is not None:
+            rows = await self._fetch("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            return [_event(r) for r in rows]
         where, params = [], []
         if since is not None:
             where.append("ts >= ?")

@@ -30,7 +30,11 @@ def local_time(ts: str | None, tz: str) -> str:
     """A wire time shown in the square's time zone."""
     if not ts:
         return "-"
-    return parse_ts(ts).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+    local = parse_ts(ts).astimezone(ZoneInfo(tz))
+    text = local.strftime("%Y-%m-%d %H:%M:%S")
+    # the hour the clocks go back happens twice: say which one
+    other = local.replace(fold=1 - local.fold)
+    return f"{text} {local.strftime('%Z')}" if other.utcoffset() != local.utcoffset() else text
 
 
 def zone_note(tz: str) -> str:

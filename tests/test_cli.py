@@ -195,6 +195,8 @@ class FakeApi:
 
         q = parse_qs(urlsplit(path).query)
         limit = int(q.get("limit", ["500"])[0])
+        if "after_id" in q:  # in the order written
+            return [e for e in self.events if e["id"] > int(q["after_id"][0])][:limit]
         if "since" not in q:
             return self.events[-limit:]
         since = parse_ts(q["since"][0])
@@ -294,3 +296,21 @@ def test_follow_ends_on_a_refused_token(monkeypatch, capsys):
     # the plain output names the zone once and shows times in it
     assert out.count(AMS) == 1 and event_line(ev(1, WINTER), AMS) in out
     assert "14:05:09" in out  # 13:05:09 UTC in Amsterdam in November
+
+
+def test_follow_shows_an_alarm_written_late_with_the_time_it_began():
+    # an alarm's event is dated when the charger went away, 30 s before it is written
+    api = FakeApi([ev(0, WINTER), ev(1, WINTER + timedelta(seconds=31))])
+    cursor = Cursor(lambda e: (e["id"], e["ts"]))
+    assert [e["id"] for e in cursor.take(api.get("/api/events?limit=10"))] == [0, 1]
+    api.events.append(ev(2, WINTER + timedelta(seconds=1)))  # written now, dated back
+    assert [e["id"] for e in cli_ops._written_after(api, cursor)] == [2]
+    assert cli_ops._written_after(api, cursor) == []  # and only once
+
+
+def test_the_hour_the_clocks_go_back_says_which_one():
+    from controller.views import local_time
+
+    assert local_time("2026-10-25T00:30:00Z", AMS) == "2026-10-25 02:30:00 CEST"
+    assert local_time("2026-10-25T01:30:00Z", AMS) == "2026-10-25 02:30:00 CET"
+    assert local_time("2026-11-28T13:00:00Z", AMS) == "2026-11-28 14:00:00"  # an ordinary hour needs no zone
