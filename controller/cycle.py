@@ -442,8 +442,8 @@ class Cycle:
             conn = st.chargers[bay.charger].connectors[bay.connector]
             fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
             # a car that left takes its current with it: a sample from before the connector went idle is not shown
-            left = (conn.status in IDLE_STATUSES and conn.status_at is not None and conn.sample_at is not None
-                    and conn.sample_at <= conn.status_at)
+            left = (conn.status in IDLE_STATUSES and conn.status_changed_at is not None and conn.sample_at is not None
+                    and conn.sample_at <= conn.status_changed_at)
             currents = conn.current_a if fresh and not left else (None, None, None)
             for i, a in enumerate(currents):
                 grid[self._grid_phase(bay.charger, bay.connector, i)] += a or 0.0

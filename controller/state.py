@@ -46,7 +46,8 @@ class ConnectorLive:
     """What the gateway knows of one connector now."""
 
     status: str | None = None
-    status_at: datetime | None = None
+    status_at: datetime | None = None  # the last StatusNotification (a repeat too)
+    status_changed_at: datetime | None = None  # when the status last became what it is
     error_code: str = "NoError"
     session_over_at: datetime | None = None
     transaction_id: int | None = None
@@ -303,6 +304,7 @@ class SquareState(TransactionsMixin):
             status = "Faulted"
         conn.session_over_at = track_session_over(conn.status, status, conn.session_over_at, at)
         if status != conn.status:
+            conn.status_changed_at = at
             bay = self.cfg.bay_for(cid, n)
             detail = f"{conn.status or 'unknown'} -> {status}" + (f" ({code})" if code and code != "NoError" else "")
             self.note(

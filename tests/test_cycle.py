@@ -140,6 +140,8 @@ async def test_a_bays_current_goes_when_its_car_leaves(square):
     assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # the last sample is the old car's
     await step(1, lambda now: ev.MeterSample("CP01", 1, now, None, (0.2, 0.0, 0.0)))
     assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2  # a reading taken since is shown
+    await step(1, status(1, "Available"))  # the same status again (a charger asked for it) changes nothing
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2
 
 
 async def test_reserve_needs_an_empty_sensor_and_commands_are_not_repeated(square):
