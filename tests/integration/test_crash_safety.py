@@ -16,26 +16,13 @@ import time
 import pytest
 import websockets
 
-from tests.integration.harness import Daemon, chargers, free_port, square_toml, wait_until
+from tests.integration.harness import (
+    Daemon,
+    chargers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def make_daemon(tmp_path, mosquitto):
-    made: list[Daemon] = []
-
-    def make(**kw) -> Daemon:
-        ocpp_port, api_port = free_port(), free_port()
-        text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, **kw)
-        d = Daemon(tmp_path / f"d{len(made)}", text, api_port=api_port, ocpp_port=ocpp_port)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
 
 
 async def _alarms(d: Daemon) -> dict[str, dict]:

@@ -10,38 +10,14 @@ import pytest
 import websockets
 
 from tests.integration.harness import (
-    Daemon,
     MqttWatcher,
     chargers,
-    free_port,
-    square_toml,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
 ROOT = "lp/testplein"
-
-
-@pytest.fixture
-def make_daemon(tmp_path, mosquitto):
-    made: list[Daemon] = []
-
-    def make(**kw) -> Daemon:
-        ocpp_port, api_port = free_port(), free_port()
-        token = kw.pop("token", None)
-        if token:
-            (tmp_path / "api-token").write_text(token + "\n")
-            kw["token_file"] = str(tmp_path / "api-token")
-        text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, **kw)
-        d = Daemon(tmp_path / f"d{len(made)}", text, api_port=api_port, ocpp_port=ocpp_port, token=token)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
 
 
 async def test_bay_blue_while_charging_and_green_grace_after(make_daemon, mosquitto):

@@ -36,30 +36,13 @@ from drivers.ocpp_server import (
     PASSWORD_CHECK_THREADS,
     OcppServer,
 )
-from tests.integration.harness import Daemon, free_port, square_toml
+from tests.integration.harness import Daemon, square_toml
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "Marktplein-CP-wachtwoord-01"
 NEW_PASSWORD = "Nieuw-wachtwoord-via-de-API-02"
 BOOT_16 = {"chargePointVendor": "Laadpaal BV", "chargePointModel": "LP-22"}
-
-
-@pytest.fixture
-def make_daemon(tmp_path: Path, mosquitto):
-    made: list[Daemon] = []
-
-    def make(*, before_start=None, **kw) -> Daemon:
-        ocpp_port, api_port = free_port(), free_port()
-        text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, **kw)
-        d = Daemon(tmp_path / f"d{len(made)}", text, api_port=api_port, ocpp_port=ocpp_port)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.stop()
 
 
 def login(url: str, charger_id: str, password: str | None, *, user: str | None = None, **kw):
