@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
 from ocpp import v16, v201
 from ocpp.exceptions import NotImplementedError as NotImplementedCallError
@@ -377,3 +378,17 @@ def running_square(folder: Path, broker_port: int, **square: Any) -> Iterator[Da
         yield daemon
     finally:
         daemon.stop()
+
+
+def square_fixture(name: str, *, setup: Callable[[Daemon], None] | None = None, **square: Any) -> Any:
+    """A module's shared daemon as a module-scoped fixture (assign it to `square`): `square_toml(**square)`
+    on the package's broker, `setup` run on it once it is up."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory, oca_broker: Any) -> Iterator[Daemon]:
+        with running_square(tmp_path_factory.mktemp(name), oca_broker.port, **square) as daemon:
+            if setup is not None:
+                setup(daemon)
+            yield daemon
+
+    return fixture

@@ -4,13 +4,10 @@ by the charge point and vendor data transfer. One daemon for the module, one cha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from ocpp import v16
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     bay,
     boot16,
@@ -18,8 +15,8 @@ from tests.integration.oca.stations import (
     connect,
     meter16,
     parse_time,
-    running_square,
     sessions,
+    square_fixture,
     until,
     wire_time,
 )
@@ -29,10 +26,7 @@ pytestmark = pytest.mark.integration
 call = v16.call
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca16-core"), oca_broker.port, chargers=8, connectors=2, grid_limit_a=256) as daemon:
-        yield daemon
+square = square_fixture("oca16-core", chargers=8, connectors=2, grid_limit_a=256)
 
 
 def status(n: int, word: str, error_code: str = "NoError") -> call.StatusNotification:

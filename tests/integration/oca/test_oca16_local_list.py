@@ -4,14 +4,11 @@ Local Auth List Management profile, which the gateway drives by itself on connec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from ocpp import v16
 from ocpp.exceptions import NotSupportedError
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     boot16,
     call_api,
@@ -19,7 +16,7 @@ from tests.integration.oca.stations import (
     connect,
     events,
     put_token,
-    running_square,
+    square_fixture,
     until,
     wire_time,
 )
@@ -36,12 +33,12 @@ TOKENS = [  # tag, status, expiry (offset from now in s), the status the list ca
 ]
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca16-list"), oca_broker.port, chargers=9, connectors=1, auth="local_list") as daemon:
-        for tag, status, expiry_s, _ in TOKENS:
-            put_token(daemon, tag, status, **({"expiry": wire_time(expiry_s)} if expiry_s is not None else {}))
-        yield daemon
+def _tokens(daemon: Daemon) -> None:
+    for tag, status, expiry_s, _ in TOKENS:
+        put_token(daemon, tag, status, **({"expiry": wire_time(expiry_s)} if expiry_s is not None else {}))
+
+
+square = square_fixture("oca16-list", setup=_tokens, chargers=9, connectors=1, auth="local_list")
 
 
 async def authorize(cp, tag: str) -> str:

@@ -4,13 +4,10 @@ trigger messages. The operator sends each request through POST /api/chargers/<id
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from ocpp import v16
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     bay,
     boot16,
@@ -18,8 +15,8 @@ from tests.integration.oca.stations import (
     charger,
     connect,
     meter16,
-    running_square,
     sessions,
+    square_fixture,
     until,
     wire_time,
 )
@@ -29,10 +26,7 @@ pytestmark = pytest.mark.integration
 call = v16.call
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca16-remote"), oca_broker.port, chargers=8, connectors=2, grid_limit_a=256) as daemon:
-        yield daemon
+square = square_fixture("oca16-remote", chargers=8, connectors=2, grid_limit_a=256)
 
 
 def status(n: int, word: str) -> call.StatusNotification:

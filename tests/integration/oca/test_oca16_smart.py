@@ -5,19 +5,17 @@ clearing profiles, composite schedules and a remote start with a profile."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from ocpp import v16
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     boot16,
     call_api,
     connect,
     parse_time,
-    running_square,
+    square_fixture,
     wire_time,
 )
 
@@ -28,10 +26,7 @@ SAFE_DEFAULT_A = 16.0  # 96 A over 6 connectors
 LEASE_S = 30
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca16-smart"), oca_broker.port, chargers=3, connectors=2, grid_limit_a=96) as daemon:
-        yield daemon
+square = square_fixture("oca16-smart", chargers=3, connectors=2, grid_limit_a=96)
 
 
 def received_at(cp, payload: dict) -> float:

@@ -5,19 +5,17 @@ from its list and keeps every station's list in step by itself (GetLocalListVers
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from ocpp import v201
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     boot201,
     connect,
     put_token,
-    running_square,
     sessions,
+    square_fixture,
     wire_time,
 )
 
@@ -27,12 +25,12 @@ call = v201.call
 TOKENS = [("OCA-ACCEPTED-201", "Accepted"), ("OCA-BLOCKED-201", "Blocked"), ("OCA-EXPIRED-201", "Expired")]
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca201-list"), oca_broker.port, chargers=8, connectors=1, auth="local_list") as daemon:
-        for tag, status in TOKENS:
-            put_token(daemon, tag, status)
-        yield daemon
+def _tokens(daemon: Daemon) -> None:
+    for tag, status in TOKENS:
+        put_token(daemon, tag, status)
+
+
+square = square_fixture("oca201-list", setup=_tokens, chargers=8, connectors=1, auth="local_list")
 
 
 def token(tag: str) -> dict[str, str]:

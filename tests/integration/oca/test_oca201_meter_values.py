@@ -4,13 +4,11 @@ and clock-aligned values outside a transaction, as the bays and sessions show th
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from ocpp import v201
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     Tx,
     bay,
@@ -19,9 +17,9 @@ from tests.integration.oca.stations import (
     energy_transfer_started,
     id_token,
     meter201,
-    running_square,
     session_of,
     sessions,
+    square_fixture,
     until,
     wire_time,
 )
@@ -31,10 +29,7 @@ pytestmark = pytest.mark.integration
 call = v201.call
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca201-meter"), oca_broker.port, chargers=4, connectors=2, grid_limit_a=256) as daemon:
-        yield daemon
+square = square_fixture("oca201-meter", chargers=4, connectors=2, grid_limit_a=256)
 
 
 async def test_TC_J_07_CSMS_sampled_meter_values_event_type_started(square: Daemon) -> None:

@@ -4,13 +4,10 @@ POST /api/chargers/<id>/call/<Action> with 2.0.1 payloads. One daemon, one stati
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from ocpp import v201
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     bay,
     boot201,
@@ -18,7 +15,7 @@ from tests.integration.oca.stations import (
     charger,
     connect,
     parse_time,
-    running_square,
+    square_fixture,
     until,
     wire_time,
 )
@@ -28,10 +25,7 @@ pytestmark = pytest.mark.integration
 call = v201.call
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca201-prov"), oca_broker.port, chargers=8, connectors=2, grid_limit_a=256) as daemon:
-        yield daemon
+square = square_fixture("oca201-prov", chargers=8, connectors=2, grid_limit_a=256)
 
 
 def status(evse: int, word: str) -> call.StatusNotification:

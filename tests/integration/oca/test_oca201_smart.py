@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from ocpp import v201
 from ocpp.exceptions import NotSupportedError
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     boot201,
     call_api,
     charger,
     connect,
     parse_time,
-    running_square,
+    square_fixture,
     until,
     wire_time,
 )
@@ -35,10 +33,7 @@ pytestmark = pytest.mark.integration
 call = v201.call
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca201-smart"), oca_broker.port, chargers=4, connectors=2, grid_limit_a=20) as daemon:
-        yield daemon
+square = square_fixture("oca201-smart", chargers=4, connectors=2, grid_limit_a=20)
 
 
 def purpose(payload: dict) -> str:

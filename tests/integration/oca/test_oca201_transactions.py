@@ -4,13 +4,10 @@ for each under that name (GET /api/sessions shows it as `id`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from ocpp import v201
 
 from tests.integration.harness import Daemon
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.oca.stations import (
     Tx,
     bay,
@@ -21,9 +18,9 @@ from tests.integration.oca.stations import (
     id_token,
     meter201,
     parse_time,
-    running_square,
     session_of,
     sessions,
+    square_fixture,
     until,
     wire_time,
 )
@@ -33,10 +30,7 @@ pytestmark = pytest.mark.integration
 call = v201.call
 
 
-@pytest.fixture(scope="module")
-def square(tmp_path_factory: pytest.TempPathFactory, oca_broker: Mosquitto) -> Iterator[Daemon]:
-    with running_square(tmp_path_factory.mktemp("oca201-tx"), oca_broker.port, chargers=9, connectors=2, grid_limit_a=256) as daemon:
-        yield daemon
+square = square_fixture("oca201-tx", chargers=9, connectors=2, grid_limit_a=256)
 
 
 async def test_TC_E_03_CSMS_local_start_transaction_cable_plugin_first(square: Daemon) -> None:
