@@ -111,16 +111,22 @@ async def run_console(
     return code
 
 
+async def read_screen(client) -> tuple[dict, list, list]:
+    """What the console shows, asked of the daemon at once: the status, the alarms, the last events."""
+    status, alarms, events = await asyncio.gather(
+        asyncio.to_thread(client.get, "/api/status"),
+        asyncio.to_thread(client.get, "/api/alarms"),
+        asyncio.to_thread(client.get, f"/api/events?limit={EVENTS_POLLED}"),
+    )
+    return status, alarms, events
+
+
 async def _poll(client, screen: _Screen, draw, inbox: asyncio.Queue, refresh_s: float) -> None:
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
         try:
-            status, alarms, events = await asyncio.gather(
-                asyncio.to_thread(client.get, "/api/status"),
-                asyncio.to_thread(client.get, "/api/alarms"),
-                asyncio.to_thread(client.get, f"/api/events?limit={EVENTS_POLLED}"),
-            )
+            status, alarms, events = await read_screen(client)
         except ClientError as exc:
             if exc.exit_code == EXIT_REFUSED:
                 inbox.put_nowait(exc)

@@ -33,7 +33,7 @@ from rich.screen import Screen  # noqa: E402
 
 from config.loader import ConfigError, load_config  # noqa: E402
 from controller.client import ApiClient, ClientError  # noqa: E402
-from controller.console import EVENTS_POLLED  # noqa: E402
+from controller.console import read_screen  # noqa: E402
 from controller.console_render import CONNECTED, render, zone_or_utc  # noqa: E402
 from controller.daemon import run_daemon, setup_logging  # noqa: E402
 from controller.demo import DemoError, _free_port, demo_config, embedded_broker, example_config_path  # noqa: E402
@@ -118,11 +118,7 @@ async def _until_interesting(client: ApiClient, scenario: list[Arrival], *, batt
     lacks = ["an answer from the daemon"]
     while loop.time() < deadline:
         try:
-            status, alarms, events = await asyncio.gather(
-                asyncio.to_thread(client.get, "/api/status"),
-                asyncio.to_thread(client.get, "/api/alarms"),
-                asyncio.to_thread(client.get, f"/api/events?limit={EVENTS_POLLED}"),
-            )
+            status, alarms, events = await read_screen(client)
         except ClientError as exc:
             lacks = [f"an answer from the daemon ({exc})"]
         else:
