@@ -72,7 +72,6 @@ from tests.integration.test_fuzz_ocpp import (  # noqa: E402
 
 CHUNK = 200  # inputs drawn per hypothesis run
 SIZE_LIMIT_CLOSE = 1009
-UTF8_CLOSE = 1007  # RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection
 
 
 @dataclass

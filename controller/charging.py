@@ -143,8 +143,7 @@ class SmartCharging:
 
     def dialect(self, charger_id: str) -> Dialect:
         """The charger's OCPP version's adapter (1.6 while it is not connected)."""
-        connected = getattr(self.calls, "connected", None)
-        return dialect(connected().get(charger_id) if connected is not None else None)
+        return dialect(self.calls.connected().get(charger_id))
 
     def mode(self, charger_id: str) -> str:
         """tx | max | none | setting up (also for a charger never seen)."""

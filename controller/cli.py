@@ -18,7 +18,6 @@ from controller.cli_ops import (
     cmd_sessions,
     cmd_status,
     open_client,
-    with_client,
 )
 from controller.client import DEFAULT_CONFIG, ClientError, config_path
 from controller.views import WHEN_EXAMPLES
@@ -41,10 +40,6 @@ def _client(args: argparse.Namespace):
     except ClientError as exc:
         print(f"laadplein {args.command}: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-
-
-# The names subcommands in other modules (cli_lights) import from here.
-_add_client_options, _with_client = add_client_options, with_client
 
 
 def _config_path(args: argparse.Namespace) -> Path:

@@ -20,10 +20,10 @@ MARGIN_S = 15.0  # on top of the longest the daemon may take: the cycle, the HTT
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `lights-test` with the common client options of the operator's commands."""
-    from controller.cli import _add_client_options
+    from controller.cli import add_client_options
 
     p = sub.add_parser("lights-test", help="walk every bay light through blue, green, off and back, checking the acks")
-    _add_client_options(p)
+    add_client_options(p)
     p.add_argument("--bay", action="append", metavar="BAY", help="only this bay (repeat for more; default every bay)")
     p.add_argument("--hold-s", type=float,
                    help=f"seconds each colour stays on at least, to watch the square (default {DEFAULT_HOLD_S:g}, "
@@ -75,10 +75,10 @@ def _ack_timeout_s(args: argparse.Namespace) -> float:
     if args.api:
         return MAX_ACK_TIMEOUT_S
     from config.loader import ConfigError, load_config
-    from controller.cli import _config_path
+    from controller.client import config_path
 
     try:
-        return float(load_config(_config_path(args)).signage.ack_timeout_s)
+        return float(load_config(config_path(args.config)).signage.ack_timeout_s)
     except (ConfigError, OSError):
         return MAX_ACK_TIMEOUT_S
 

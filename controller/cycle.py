@@ -14,12 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from controller.clock import local_text, wire_ts
-from controller.lights_test import TEST_WHO as LIGHTS_TEST_WHO
 from controller.reconcile import reconcile_sessions
 from controller.restart import RESTART_ALARM
 from controller.state import SquareState
 from signage.commands import light_command, same_command
-from signage.rules import BayInputs, SignageSettings, decide
+from signage.rules import PLUGGED_STATUSES, STATUS_WORDS, BayInputs, SignageSettings, decide
 
 log = logging.getLogger("laadplein.cycle")
 
@@ -39,7 +38,7 @@ class LightPublisher(Protocol):
 RELEASE_DATE = datetime(2026, 11, 1, tzinfo=UTC)
 """A gateway clock before this is wrong: the software did not exist yet."""
 CLOCK_JUMP_S = 60.0
-IDLE_STATUSES = frozenset({"Available", "Unavailable", "Reserved", "Faulted"})  # no car drawing current
+IDLE_STATUSES = STATUS_WORDS - PLUGGED_STATUSES  # no car drawing current
 CLOCK_SETTLE_S = 300.0
 
 
@@ -208,7 +207,7 @@ class Cycle:
         for bay_id, o in sorted(st.overrides.items()):
             if o.until <= now:
                 del st.overrides[bay_id]
-                if o.who != LIGHTS_TEST_WHO:  # a test's holds live in memory only; a technician's stored one stays
+                if o.stored:
                     await st.store.clear_override(bay_id)
                 st.note("override_ended", f"bay {bay_id}: override {o.color} by {o.who or 'unknown'} ended", at=now, bay_id=bay_id)
 

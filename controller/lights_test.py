@@ -332,7 +332,7 @@ class LightsTester:
                         current = st.overrides.get(bay)
                         if bay in ours and current is not ours[bay]:
                             kept[bay] = current  # a technician set or ended an override meanwhile: theirs counts
-                        ours[bay] = Override(step, now + backstop, who=TEST_WHO, why=TEST_WHY)
+                        ours[bay] = Override(step, now + backstop, who=TEST_WHO, why=TEST_WHY, stored=False)
                         st.overrides[bay] = ours[bay]
                 st.wake.set()
                 await self._step(run, step, testing, now, before, restored, timeout_s,

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from controller.store_schema import to_z
 
 if TYPE_CHECKING:
     from config.schema import ChargerConfig
@@ -214,7 +213,7 @@ class ChargerPasswords:
 
 async def restore_passwords(store: Store, passwords: ChargerPasswords) -> int:
     """Put the hashes set through the API (they replace the config's) into `passwords`; how many there were."""
-    rows = await store._fetch("SELECT charger_id, hash, set_at FROM charger_passwords ORDER BY charger_id")
+    rows = await store.charger_password_hashes()
     for row in rows:
         passwords.set_hash(row["charger_id"], row["hash"])
         log.info("charger %s: Basic Auth password as set through the admin API at %s (it replaces the config's)",
@@ -233,11 +232,7 @@ async def change_password(
     if problem is not None:
         raise ValueError(problem)
     encoded = await asyncio.to_thread(hash_password, password)
-    async with store._write(durable=True) as db:
-        await db.execute(
-            "INSERT OR REPLACE INTO charger_passwords (charger_id, hash, set_at) VALUES (?, ?, ?)",
-            (charger_id, encoded, to_z(at)),
-        )
+    await store.put_charger_password(charger_id, encoded, at)
     passwords.set_hash(charger_id, encoded, known_password=password)
     log.info("charger %s: new Basic Auth password set; it counts from the charger's next connect "
              "(a charger connected now keeps its connection)", charger_id)

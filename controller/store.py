@@ -237,14 +237,20 @@ class Store(TokensMixin, RunsMixin):
         async with self._write(durable=True) as db:
             await db.execute("UPDATE sessions SET meter_start_wh = ? WHERE id = ?", (meter_start_wh, tx_id))
 
-    async def setting(self, key: str) -> str | None:
-        """A small named value (see the `settings` table), or None."""
-        rows = await self._fetch("SELECT value FROM settings WHERE key = ?", (key,))
-        return rows[0]["value"] if rows else None
+    # charger passwords (hashes only: controller.passwords)
 
-    async def put_setting(self, key: str, value: str) -> None:
+    async def charger_password_hashes(self) -> list[dict[str, Any]]:
+        """The Basic Auth password hashes set through the API: `{"charger_id", "hash", "set_at"}`."""
+        rows = await self._fetch("SELECT charger_id, hash, set_at FROM charger_passwords ORDER BY charger_id")
+        return [dict(r) for r in rows]
+
+    async def put_charger_password(self, charger_id: str, encoded: str, at: datetime) -> None:
+        """Store a charger's new password hash, durably."""
         async with self._write(durable=True) as db:
-            await db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+            await db.execute(
+                "INSERT OR REPLACE INTO charger_passwords (charger_id, hash, set_at) VALUES (?, ?, ?)",
+                (charger_id, encoded, to_z(at)),
+            )
 
     async def open_sessions(self) -> list[dict[str, Any]]:
         """Sessions not yet stopped, oldest first; each also says whether its leases were written

@@ -14,6 +14,7 @@ from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, RegistrationStatus
 
 from controller.events import ChargerBooted, ConnectorStatusChanged
+from drivers.ocpp201_evse import MAX_TRANSACTIONS_PER_CHARGER
 from drivers.ocpp_frames import format_time, parse_meter_values
 from drivers.ocpp_link import ChargerLink, printable, utc_now
 
@@ -21,7 +22,6 @@ logger = logging.getLogger("drivers.ocpp_server")
 
 __all__ = ["ChargerLink16"]
 
-MAX_TRANSACTIONS_PER_CHARGER = 16  # more open at once can only be made-up transaction ids
 
 
 class ChargerLink16(ChargerLink):

@@ -101,11 +101,10 @@ class Dialect201:
         try:
             refused = p201.refused_settings(await call("SetVariables", p201.meter_settings(meter_interval_s)))
             if "TxUpdatedMeasurands" in refused:
-                # some chargers refuse a measurand they lack (Current.Offered): ask without it
+                # some chargers refuse a measurand they lack (Current.Offered): ask again without it;
+                # the second answer covers every variable
                 answer = await call("SetVariables", p201.meter_settings(meter_interval_s, basic=True))
-                refused = {**refused, **p201.refused_settings(answer)}
-                if "TxUpdatedMeasurands" not in p201.refused_settings(answer):
-                    refused.pop("TxUpdatedMeasurands", None)
+                refused = p201.refused_settings(answer)
         except CallErrorReceived as exc:
             return [f"SetVariables failed: {exc}"]
         return [f"SampledDataCtrlr.{name} {status}" for name, status in sorted(refused.items())]

@@ -11,8 +11,7 @@ import inspect
 import logging
 import time
 import uuid
-import weakref
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ocpp.charge_point import (
@@ -27,9 +26,14 @@ from ocpp.messages import Call, validate_payload
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from controller.clock import utc_now
 from controller.events import ChargerHeard
-from drivers.fault_log import FaultLog
-from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected, InvalidRequest
+from drivers.ocpp_backend import (
+    CallErrorReceived,
+    CallTimedOut,
+    ChargerNotConnected,
+    InvalidRequest,
+)
 from drivers.ocpp_frames import (
     CALL,
     CALLERROR,
@@ -47,23 +51,9 @@ if TYPE_CHECKING:
 # The central system's log lines keep one logger name, whichever module writes them.
 logger = logging.getLogger("drivers.ocpp_server")
 
-__all__ = ["ChargerLink", "FaultLog", "peer_address", "printable", "utc_now"]
+__all__ = ["ChargerLink", "peer_address", "printable", "utc_now"]
 
 
-_fault_logs: weakref.WeakKeyDictionary[object, FaultLog] = weakref.WeakKeyDictionary()
-
-
-def _fault_log(server: object) -> FaultLog:
-    """The server's FaultLog: it outlives each connection, so a charger that reconnects is still held to it."""
-    faults = _fault_logs.get(server)
-    if faults is None:
-        faults = _fault_logs[server] = FaultLog()
-    return faults
-
-
-def utc_now() -> datetime:
-    """The time now, in UTC."""
-    return datetime.now(UTC)
 
 
 def peer_address(connection: ServerConnection) -> str:
@@ -107,7 +97,7 @@ class ChargerLink(ChargePoint):
         self.peer = peer_address(connection)
         self.closed = False
         self._pending: dict[str, asyncio.Future[list[Any]]] = {}
-        self._faults = _fault_log(server)
+        self._faults = server._faults  # the server's: it outlives each connection, so a charger that reconnects is still held to it
         # A lenient charger's schema breaks are mended where they can be (drivers.ocpp_lenient).
         self.lenient = server._backend.charger_lenient(charger_id)
 

@@ -237,9 +237,12 @@ class OcppServer:
         if self._checks_pending >= MAX_PASSWORD_CHECKS_PENDING:
             return None
         self._checks_pending += 1
-        # Shielded: should the handshake time out or the server stop, the check still holds its place
-        # until its thread is done, so that never more than PASSWORD_CHECK_THREADS scrypts run.
-        return await asyncio.shield(self._check_in_thread(charger_id, password))
+        # A task of the server's, shielded: should the handshake time out, the check still holds its
+        # place until its thread is done, so that never more than PASSWORD_CHECK_THREADS scrypts run.
+        check = self._check_in_thread(charger_id, password)
+        if self._tasks is None:
+            return await check
+        return await asyncio.shield(self._tasks.create_task(check, name=f"password-{charger_id}"))
 
     async def _check_in_thread(self, charger_id: str, password: str | None) -> bool:
         try:

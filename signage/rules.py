@@ -28,6 +28,7 @@ class Override:
     until: datetime
     who: str = ""
     why: str = ""
+    stored: bool = True  # False: held in memory only (a lights test), nothing on disk to delete
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:

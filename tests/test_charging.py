@@ -65,6 +65,9 @@ class ScriptedCharger:
             return {"configurationKey": [{"key": "ConnectorPhaseRotation", "readonly": True, "value": "0.TRS"}]}
         return {"status": rule or "Accepted"}
 
+    def connected(self) -> dict[str, str]:
+        return {}  # a 1.6 charger as far as the dialect goes
+
     def actions(self):
         return [a for _, a, _ in self.calls]
 

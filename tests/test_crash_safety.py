@@ -82,6 +82,9 @@ class NoCalls:
     async def call(self, charger_id, action, payload):
         raise AssertionError("no call expected")
 
+    def connected(self) -> dict[str, str]:
+        return {}
+
 
 # ---- the lease journal -----------------------------------------------------------------------
 
