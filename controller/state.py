@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -174,9 +173,7 @@ class SquareState(TransactionsMixin):
 
     def rare(self, level: int, source: str, kind: str, msg: str, *args) -> None:
         """Log `msg` once per source and kind a minute, with how many like it were held back."""
-        held = self._faults.admit(source, kind, time.monotonic())
-        if held is not None:
-            log.log(level, msg + (f" ({held} more like it since the last such line)" if held else ""), *args)
+        self._faults.log(log, level, source, kind, msg, *args)
 
     def charger_online(self, charger_id: str, now: datetime) -> bool:
         """Online: connected, or closed for less than `offline_after_s` (a quick reconnect changes no light)."""

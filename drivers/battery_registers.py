@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -379,11 +378,7 @@ class ModbusBattery:
 
     def _log_fault(self, kind: str, level: int, message: str, *args: object) -> None:
         """Log a line of this kind at most once per FAULT_LOG_EVERY_S, saying how many were held back since."""
-        held = self._fault_lines.admit(self.where, kind, time.monotonic())
-        if held is None:
-            return
-        more = f" ({held} more like it in the last minute)" if held else ""
-        self._log.log(level, message + "%s", *args, more)
+        self._fault_lines.log(self._log, level, self.where, kind, message, *args)
 
 
 class RegisterBattery(ModbusBattery):

@@ -4,7 +4,9 @@ gateway's disk, and one line a minute tells the technician as much."""
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 FAULT_LOG_INTERVAL_S = 60.0
 
@@ -33,3 +35,12 @@ class FaultLog:
             self._seen = {k: v for k, v in self._seen.items() if now_s - v[0] < self.interval_s}
         self._seen[key] = (now_s, 0)
         return held
+
+    def log(self, logger: logging.Logger, level: int, source: str, kind: str, msg: str, *args: object,
+            exc_info: bool = False) -> None:
+        """Log `msg % args` unless held back, saying how many like it were held back since the last line."""
+        held = self.admit(source, kind, time.monotonic())
+        if held is None:
+            return
+        more = f" ({held} more like it in the last minute)" if held else ""
+        logger.log(level, msg + "%s", *args, more, exc_info=exc_info)

@@ -453,8 +453,4 @@ class MqttLink:
 
     def _complain(self, bay: str, kind: str, text: str, level: int = logging.WARNING) -> None:
         """Log once per bay and kind per minute, with how many were held back since."""
-        held = self._junk_seen.admit(bay, kind, time.monotonic())
-        if held is None:
-            return
-        more = f" ({held} more like it in the last minute)" if held else ""
-        log.log(level, "MQTT %s%s", text, more)
+        self._junk_seen.log(log, level, bay, kind, "MQTT %s", text)

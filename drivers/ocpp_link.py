@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -103,11 +102,7 @@ class ChargerLink(ChargePoint):
 
     def _fault(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
         """Log a fault of this charger at most once per kind and minute, with how many more came since."""
-        held = self._faults.admit(self.id, kind, time.monotonic())
-        if held is None:
-            return
-        more = f" ({held} more like it in the last minute)" if held else ""
-        logger.log(level, "charger %s: " + message + "%s", self.id, *args, more, exc_info=exc_info)
+        self._faults.log(logger, level, self.id, kind, "charger %s: " + message, self.id, *args, exc_info=exc_info)
 
     async def serve(self) -> str:
         """Handle frames until the connection ends; return why it ended."""

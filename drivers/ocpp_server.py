@@ -325,11 +325,7 @@ class OcppServer:
 
     def note_malformed(self, charger_id: str, what: str, reason: str) -> None:
         """Log a malformed frame (`what`: dropped or answered), at most once per charger and kind per minute."""
-        count = self._faults.admit(charger_id, what, time.monotonic())
-        if count is None:
-            return
-        more = f" ({count} more in the last minute)" if count else ""
-        logger.warning("charger %s: %s a malformed frame: %s%s", charger_id, what, reason, more)
+        self._faults.log(logger, logging.WARNING, charger_id, what, "charger %s: %s a malformed frame: %s", charger_id, what, reason)
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol:
