@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from battery.dispatch_types import BatteryInput, Dispatch
 from config.schema_devices import ReserveWindow, minutes_of_day
-from controller.sharing_types import Phases3
+from drivers.contract.units import Phases3
 
 MINUTES_PER_DAY = 24 * 60
 # A setpoint must be one the battery can hold until the next refresh and well beyond, so power near

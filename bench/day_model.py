@@ -15,8 +15,8 @@ from typing import Protocol
 
 from battery.model import BatteryModel
 from config.schema_devices import ReserveWindow
-from drivers.sim_cars import Arrival, CarState
-from drivers.sim_profiles import Follow, charging_status, follow_limit
+from drivers.sim.cars import Arrival, CarState
+from drivers.sim.profiles import Follow, charging_status, follow_limit
 
 STEP_S = 1.0
 OVERSHOOT_EPS_A = 0.01

@@ -1,13 +1,13 @@
 """Day simulation of the power sharing: a square through whole days of ElaadNL arrivals, accelerated.
 
-Runs laadplein's decision core (`controller.sharing`, `controller.leases`, `battery.dispatch`, the
+Runs laadplein's decision core (`controller.core.sharing`, `controller.core.leases`, `battery.dispatch`, the
 same functions the daemon calls) every control period against the simulated square of
 `bench.day_model`, without sleeping, and the baselines of `bench.baselines` on the same cars,
 chargers and battery; prints energy asked and delivered, overshoot of the grid limit, battery
 cycles, and laadplein's share of the perfect planner's bound (`bench.planner`). On a terminal, a
 progress bar on stderr follows each controller through the simulated hours.
 
-    python3 bench/day_sim.py [--seed N] [--days D] [--config FILE] [--grid-limit-a A] [--no-battery]
+    python3 -m bench.day_sim [--seed N] [--days D] [--config FILE] [--grid-limit-a A] [--no-battery]
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from battery.dispatch import available_a, dispatch, reserve_soc_pct  # noqa: E402
-from battery.dispatch_types import BatteryInput  # noqa: E402
-from bench.baselines import FirstComeCapping, StaticSplit  # noqa: E402
-from bench.day_model import (  # noqa: E402
+from battery.dispatch import available_a, dispatch, reserve_soc_pct
+from battery.dispatch_types import BatteryInput
+from bench.baselines import FirstComeCapping, StaticSplit
+from bench.day_model import (
     START_SOC_PCT,
     STEP_S,
     BatterySpec,
@@ -44,13 +42,14 @@ from bench.day_model import (  # noqa: E402
     Visit,
     run_day,
 )
-from bench.planner import Bound, upper_bound  # noqa: E402
-from config.loader import load_config  # noqa: E402
-from config.schema import SquareConfig  # noqa: E402
-from controller.leases import SCHEDULE_LEAD_S, LeaseBook, telling_draw_a  # noqa: E402
-from controller.sharing import safe_default_a, share  # noqa: E402
-from controller.sharing_types import Budget, ConnectorInput  # noqa: E402
-from drivers.sim_cars import Arrival, arrivals  # noqa: E402
+from bench.planner import Bound, upper_bound
+from config.loader import load_config
+from config.schema import SquareConfig
+from controller.core.leases import LeaseBook, telling_draw_a
+from controller.core.sharing import safe_default_a, share
+from controller.core.sharing_types import Budget, ConnectorInput
+from drivers.contract.orders import SCHEDULE_LEAD_S
+from drivers.sim.cars import Arrival, arrivals
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "examples" / "hoofddorp-marktplein.toml"
 START_DATE = date(2026, 6, 3)  # a Wednesday: the weekday arrival profile
@@ -116,7 +115,7 @@ class Laadplein:
             draw_at = self.start_utc + timedelta(seconds=c.sample_s) if c.sample_s is not None else None
             draw_a = c.draw_a if c.active else 0.0
             turn = book.connector_state(c.key, now, draw_a, draw_at)
-            # as controller/power.py: a meter value may have been measured up to a cycle before it was read
+            # as controller/shell/power.py: a meter value may have been measured up to a cycle before it was read
             draw_a = telling_draw_a(draw_a, draw_at, turn.changed_at, spec.reaction_s, lag_s=spec.period_s)
             max_a = min(c.charger_max_a, c.car_max_a) if c.car_max_a is not None else c.charger_max_a
             inputs.append(

@@ -7,7 +7,7 @@ the crashes (daemon exits, handler deaths, driver task deaths), answers that bro
 connections the gateway dropped other than by the size limit, log lines per kind of fault, and
 the daemon's memory at the start and the end.
 
-    python3 bench/fuzz.py [--minutes 3] [--seed 1] [--only ocpp,mqtt,modbus]
+    python3 -m bench.fuzz [--minutes 3] [--seed 1] [--only ocpp,mqtt,modbus]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -26,9 +25,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.integration.fuzz_strategies import (  # noqa: E402
+from tests.integration.fuzz_strategies import (
     ModbusPoll,
     drawn,
     modbus_scripts,
@@ -36,21 +33,21 @@ from tests.integration.fuzz_strategies import (  # noqa: E402
     ocpp_expectation,
     ocpp_frames,
 )
-from tests.integration.harness import (  # noqa: E402
+from tests.integration.harness import (
     Daemon,
     MqttWatcher,
     chargers,
     free_port,
     square_toml,
 )
-from tests.integration.mosquitto import Mosquitto  # noqa: E402
-from tests.integration.test_fuzz_modbus import (  # noqa: E402
+from tests.integration.mosquitto import Mosquitto
+from tests.integration.test_fuzz_modbus import (
     PRESETS,
     SCRIPT_RUN,
     ScriptedBattery,
     check_trust,
 )
-from tests.integration.test_fuzz_mqtt import (  # noqa: E402
+from tests.integration.test_fuzz_mqtt import (
     BAYS,
     EMPTY,
     MIN_DWELL_S,
@@ -60,7 +57,7 @@ from tests.integration.test_fuzz_mqtt import (  # noqa: E402
     publish_all,
     toggle,
 )
-from tests.integration.test_fuzz_ocpp import (  # noqa: E402
+from tests.integration.test_fuzz_ocpp import (
     FuzzCharger,
     check,
     crash_lines,
@@ -236,7 +233,7 @@ class _Lines(logging.Handler):
 async def fuzz_modbus(seconds: float, seed: int) -> Figures:
     figures = Figures("Modbus (battery drivers against a scripted server: garbage, exceptions, drops, silence)")
     lines = _Lines()
-    drivers_log = logging.getLogger("drivers")
+    drivers_log = logging.getLogger("laadplein.battery")
     drivers_log.addHandler(lines)
     drivers_log.setLevel(logging.INFO)
     drivers_log.propagate = False

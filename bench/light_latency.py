@@ -5,7 +5,7 @@ chargers that all send meter values every second, flips bays between plugged and
 prints p50/p99 latency, the daemon's CPU share and its peak memory. For a baseline measured
 in the same run it also times a bare MQTT round trip (publish -> subscriber) on the same broker.
 
-    python bench/light_latency.py [--chargers 12] [--flips 300] [--seconds 60]
+    python3 -m bench.light_latency [--chargers 12] [--flips 300] [--seconds 60]
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from drivers.sim_charger import SimCharger  # noqa: E402
-from tests.integration.harness import Daemon, MqttWatcher, free_port, square_toml  # noqa: E402
-from tests.integration.mosquitto import Mosquitto  # noqa: E402
+from drivers.sim.charger16 import SimCharger
+from tests.integration.harness import Daemon, MqttWatcher, free_port, square_toml
+from tests.integration.mosquitto import Mosquitto
 
 ROOT = "lp/testplein"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

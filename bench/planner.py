@@ -30,7 +30,7 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from bench.day_model import STEP_S, SquareSpec, Visit
-from drivers.sim_cars import TAPER_END_SHARE, TAPER_FROM_SOC_PCT
+from drivers.sim.cars import TAPER_END_SHARE, TAPER_FROM_SOC_PCT
 
 SLOT_S = 60.0
 

@@ -9,7 +9,7 @@ a while. It prints a line per fault and at the end: faults survived, grid-limit 
 sessions lost, the daemon's memory growth and restarts, light commands, alarms and the daemon's
 WARNING+ log lines, then a verdict per target. Exit 0 when every target is met, else 1.
 
-    python3 bench/soak.py [--minutes 60] [--fault-every-s 180] [--seed 1] [--keep]
+    python3 -m bench.soak [--minutes 60] [--fault-every-s 180] [--seed 1] [--keep]
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 from ocpp.v16 import call as ocpp_call
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.soak_faults import (
     FaultInjector,
     FaultPlan,
@@ -43,8 +41,8 @@ from bench.soak_faults import (
     tidy_simulator,
 )
 from config.loader import load_config_text
-from drivers.sim_cars import arrivals
-from drivers.sim_square import SimSquare
+from drivers.sim.cars import arrivals
+from drivers.sim.square import SimSquare
 from tests.integration.harness import Daemon, free_port
 from tests.integration.mosquitto import Mosquitto
 

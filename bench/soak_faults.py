@@ -21,8 +21,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from drivers.mqtt import ack_topic, occupancy_topic
-from drivers.sim_square import SimSquare
+from drivers.mqtt.link import ack_topic, occupancy_topic
+from drivers.sim.square import SimSquare
 from tests.integration.harness import Daemon
 from tests.integration.mosquitto import Mosquitto
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from config.schema import CrossCheckError, SquareConfig, cross_issues
+from config.issues import CrossCheckError, Loc, dotted, number_text
+from config.schema import SquareConfig, cross_issues
 
 __all__ = ["ConfigError", "ConfigIssue", "key_line", "load_config", "load_config_text"]
 
-Loc = tuple[str | int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def load_config_text(text: str, file_name: str = "<config>", base_dir: str | Pat
         square = SquareConfig.model_validate(raw)
     except ValidationError as exc:
         issues = [
-            ConfigIssue(file_name, locator.line_of(loc), _dotted(loc), _naming_entry(raw, loc, message))
+            ConfigIssue(file_name, locator.line_of(loc), dotted(loc), _naming_entry(raw, loc, message))
             for loc, message in _merged(_explain(exc), cross_issues(raw))
         ]
         issues.sort(key=lambda issue: issue.line)
@@ -171,13 +171,13 @@ def _message(error: Any, loc: Loc) -> str:
             return f"missing required section [{loc[0]}]"
         return f"missing required key {key!r}"
     if kind == "greater_than_equal":
-        return f"{shown} is below the minimum {_num(ctx['ge'])}"
+        return f"{shown} is below the minimum {number_text(ctx['ge'])}"
     if kind == "less_than_equal":
-        return f"{shown} is above the maximum {_num(ctx['le'])}"
+        return f"{shown} is above the maximum {number_text(ctx['le'])}"
     if kind == "greater_than":
-        return f"{shown} must be above {_num(ctx['gt'])}"
+        return f"{shown} must be above {number_text(ctx['gt'])}"
     if kind == "less_than":
-        return f"{shown} must be below {_num(ctx['lt'])}"
+        return f"{shown} must be below {number_text(ctx['lt'])}"
     if kind == "too_short":
         return f"{_entry_count(value)}, needs at least {ctx['min_length']}"
     if kind == "too_long":
@@ -250,14 +250,6 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _dotted(loc: Loc) -> str:
-    return ".".join(str(part) for part in loc) or "config"
-
-
-def _num(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _show(value: Any) -> str:
@@ -304,7 +296,7 @@ class _Locator:
         for number in range(line, 0, -1):
             loc = self._path_by_line.get(number)
             if loc is not None:
-                return _dotted(loc) if loc else ""
+                return dotted(loc) if loc else ""
         return ""
 
     def _scan(self, text: str) -> None:

@@ -6,23 +6,20 @@ Models are strict because TOML is typed: "80" where a number belongs is a mistak
 
 from __future__ import annotations
 
-import functools
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    Strict,
-    TypeAdapter,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from config.issues import CrossCheckError, Loc, field_value, number_text
 from config.schema_devices import BatteryConfig, GridMeterConfig, battery_issues
 
 __all__ = [
@@ -32,7 +29,6 @@ __all__ = [
     "GridMeterConfig",
     "ChargerConfig",
     "ControlConfig",
-    "CrossCheckError",
     "GridConfig",
     "MqttConfig",
     "OcppConfig",
@@ -42,23 +38,6 @@ __all__ = [
     "StorageConfig",
     "cross_issues",
 ]
-
-Loc = tuple[str | int, ...]
-
-class CrossCheckError(ValueError):
-    """One or more cross-field problems, each with its key path relative to the model that found it.
-
-    The loader expands these into one issue per problem; on its own the message lists them all.
-    """
-
-    def __init__(self, issues: list[tuple[Loc, str]]) -> None:
-        self.issues = list(issues)
-        super().__init__("; ".join(f"{_dotted(loc)}: {message}" for loc, message in self.issues))
-
-
-def _dotted(loc: Loc) -> str:
-    return ".".join(str(part) for part in loc)
-
 
 class SiteConfig(BaseModel):
     """Which square this is; `id` names its MQTT topics."""
@@ -307,11 +286,11 @@ def cross_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
 
 
 def _grid_issues(grid: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    limit_a = _valid(GridConfig, "limit_a", grid)
-    base_load_a = _valid(GridConfig, "base_load_a", grid)
+    limit_a = field_value(GridConfig, "limit_a", grid)
+    base_load_a = field_value(GridConfig, "base_load_a", grid)
     if limit_a is None or base_load_a is None or base_load_a < limit_a:
         return []
-    return [(("base_load_a",), f"{_num(base_load_a)} A must be below limit_a ({_num(limit_a)} A)")]
+    return [(("base_load_a",), f"{number_text(base_load_a)} A must be below limit_a ({number_text(limit_a)} A)")]
 
 
 def _square_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
@@ -328,7 +307,7 @@ def _square_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             issues.append((("chargers", index, "id"), f"duplicate charger id {charger_id!r} (also chargers.{first})"))
         else:
             first_charger[charger_id] = index
-            connectors_of[charger_id] = _valid(ChargerConfig, "connectors", entry)
+            connectors_of[charger_id] = field_value(ChargerConfig, "connectors", entry)
     known = ", ".join(sorted(connectors_of))
     first_bay: dict[str, int] = {}
     served: dict[tuple[str, int], str] = {}
@@ -345,7 +324,7 @@ def _square_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         if charger_id not in connectors_of:
             issues.append((("bays", index, "charger"), f"no charger {charger_id!r} (known: {known})"))
             continue
-        connector = _valid(BayConfig, "connector", entry)
+        connector = field_value(BayConfig, "connector", entry)
         if connector is None:
             continue
         connectors = connectors_of[charger_id]
@@ -369,7 +348,7 @@ def _square_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     bays = data.get("bays")
     signage = data.get("signage", {})
     if isinstance(bays, list) and isinstance(signage, Mapping):
-        min_free_ev_bays = _valid(SignageConfig, "min_free_ev_bays", signage)
+        min_free_ev_bays = field_value(SignageConfig, "min_free_ev_bays", signage)
         if min_free_ev_bays is not None and min_free_ev_bays > len(bays):
             issues.append(
                 (("signage", "min_free_ev_bays"), f"{min_free_ev_bays} is more than the number of bays ({len(bays)})")
@@ -383,24 +362,3 @@ def _entries(data: Mapping[str, Any], name: str) -> list[tuple[int, Mapping[str,
     if not isinstance(value, list):
         return None
     return [(index, entry) for index, entry in enumerate(value) if isinstance(entry, Mapping)]
-
-
-def _valid(model: type[BaseModel], name: str, table: Mapping[str, Any]) -> Any:
-    """Field `name` of a raw table as the model would take it (its default when absent); None when invalid."""
-    field = model.model_fields[name]
-    if name not in table:
-        return None if field.is_required() else field.get_default()
-    try:
-        return _field_adapter(model, name).validate_python(table[name])
-    except ValidationError:
-        return None
-
-
-@functools.cache
-def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    field = model.model_fields[name]
-    return TypeAdapter(Annotated[(field.annotation, *field.metadata, Strict())])  # type: ignore[misc]
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)

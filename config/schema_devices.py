@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.issues import CrossCheckError, field_value, number_text
+
 __all__ = [
     "BatteryConfig",
     "GridMeterConfig",
@@ -107,8 +109,6 @@ class BatteryConfig(BaseModel):
 
     @model_validator(mode="after")
     def _soc_window(self) -> BatteryConfig:
-        from config.schema import CrossCheckError
-
         issues = battery_issues(self.model_dump(by_alias=True))
         if issues:
             raise CrossCheckError(issues)
@@ -157,13 +157,11 @@ class GridMeterConfig(BaseModel):
 
 def battery_issues(battery: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-field problems of a raw (or dumped) [battery] table, each with its key path in the table."""
-    from config.schema import _num, _valid
-
     issues: list[tuple[tuple[str | int, ...], str]] = []
-    soc_min_pct = _valid(BatteryConfig, "soc_min_pct", battery)
-    soc_max_pct = _valid(BatteryConfig, "soc_max_pct", battery)
+    soc_min_pct = field_value(BatteryConfig, "soc_min_pct", battery)
+    soc_max_pct = field_value(BatteryConfig, "soc_max_pct", battery)
     if soc_min_pct is not None and soc_max_pct is not None and soc_min_pct >= soc_max_pct:
-        issues.append((("soc_min_pct",), f"{_num(soc_min_pct)} must be below soc_max_pct ({_num(soc_max_pct)})"))
+        issues.append((("soc_min_pct",), f"{number_text(soc_min_pct)} must be below soc_max_pct ({number_text(soc_max_pct)})"))
     registers = battery.get("registers")
     if battery.get("driver") == "registers":
         names = {r.get("name") for r in registers if isinstance(r, Mapping)} if isinstance(registers, list | tuple) else set()
@@ -184,6 +182,6 @@ def battery_issues(battery: Mapping[str, Any]) -> list[tuple[tuple[str | int, ..
         for index, w in enumerate(reserve):
             if isinstance(w, Mapping) and isinstance(w.get("soc_pct"), int | float) and w["soc_pct"] > soc_max_pct:
                 issues.append(
-                    (("reserve", index, "soc_pct"), f"{_num(w['soc_pct'])} is above soc_max_pct ({_num(soc_max_pct)})")
+                    (("reserve", index, "soc_pct"), f"{number_text(w['soc_pct'])} is above soc_max_pct ({number_text(soc_max_pct)})")
                 )
     return issues

@@ -17,23 +17,25 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from config.schema import SquareConfig
-from controller.api import AdminApi
-from controller.charging import SmartCharging
-from controller.clock import utc_now
-from controller.cycle import Cycle
-from controller.lease_journal import LeaseJournal
-from controller.local_list import LocalListKeeper
-from controller.power import PowerControl
-from controller.restart import end_run, keep_alive, start_run
-from controller.secrets import TagVault, load_or_create_secret
-from controller.service import JournalFormatter, ServiceNotifier, journal_stream
-from controller.state import SquareState
-from controller.store import Store
-from drivers.battery_factory import make_battery
-from drivers.grid_meter import make_grid_meter
-from drivers.login_guard import LoginGuard
-from drivers.mqtt import MqttLink
-from drivers.ocpp_server import OcppServer, TlsFileError, tls_server_context
+from controller.api.server import AdminApi
+from controller.shell.backend import SquareBackend
+from controller.shell.charging import SmartCharging
+from controller.shell.cycle import Cycle
+from controller.shell.local_list import LocalListKeeper
+from controller.shell.power import PowerControl
+from controller.shell.restart import end_run, keep_alive, start_run
+from controller.shell.service import JournalFormatter, ServiceNotifier, journal_stream
+from controller.shell.state import SquareState
+from controller.store.database import Store
+from controller.store.lease_journal import LeaseJournal
+from controller.store.secrets import TagVault, load_or_create_secret
+from drivers.batteries.factory import make_battery
+from drivers.contract.clock import utc_now
+from drivers.meters.factory import make_grid_meter
+from drivers.mqtt.link import MqttLink
+from drivers.ocpp.login_guard import LoginGuard
+from drivers.ocpp.server import OcppServer, TlsFileError, tls_server_context
+from drivers.sim.in_process import SimulatedBattery
 
 log = logging.getLogger("laadplein.daemon")
 
@@ -132,7 +134,7 @@ async def run_daemon(
             cfg.ocpp.host,
             cfg.ocpp.port,
             cfg.ocpp.path,
-            state,
+            SquareBackend(state),
             heartbeat_interval_s=cfg.ocpp.heartbeat_interval_s,
             call_timeout_s=cfg.ocpp.call_timeout_s,
             ping_interval_s=cfg.ocpp.ping_interval_s,
@@ -142,7 +144,7 @@ async def run_daemon(
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
         charging.journal = journal
-        battery = make_battery(cfg.battery, state.record_battery) if cfg.battery is not None else None
+        battery = make_battery(cfg.battery, state.record_battery, simulated=SimulatedBattery) if cfg.battery is not None else None
         meter = make_grid_meter(cfg.grid_meter, state.record_grid) if cfg.grid_meter is not None else None
         power = PowerControl(state, charging, battery)
         cycle = Cycle(state, mqtt, power, notifier=notifier)

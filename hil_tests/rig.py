@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from config.loader import load_config_text
-from drivers.sim_charger_core import SimChargerCore
-from drivers.sim_outbox import Confirmed
-from drivers.sim_square import SimSquare, ocpp_versions
+from drivers.sim.charger_core import SimChargerCore
+from drivers.sim.outbox import Confirmed
+from drivers.sim.square import SimSquare, ocpp_versions
 from tests.integration.harness import Daemon, MqttWatcher, free_port, wait_until
 from tests.integration.mosquitto import Mosquitto
 

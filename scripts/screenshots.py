@@ -5,7 +5,7 @@ daemon, the simulated chargers, cars, battery, lights and sensors), waits until 
 something worth seeing, reads the admin API as the console does and saves the console's screen at
 80x24 (compact) and 120x40 (roomy) as SVG:
 
-    python3 scripts/screenshots.py [--out docs/img] [--seed 1] [--timeout-s 120]
+    python3 -m scripts.screenshots [--out docs/img] [--seed 1] [--timeout-s 120]
 
 Exit 0 when both pictures are written, 1 when the square never became interesting within the
 timeout (what was missing and the log's last lines on stderr), 2 when it could not start.
@@ -26,19 +26,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rich.console import Console
+from rich.screen import Screen
 
-from rich.console import Console  # noqa: E402
-from rich.screen import Screen  # noqa: E402
-
-from config.loader import ConfigError, load_config  # noqa: E402
-from controller.client import ApiClient, ClientError  # noqa: E402
-from controller.console import read_screen  # noqa: E402
-from controller.console_render import CONNECTED, render, zone_or_utc  # noqa: E402
-from controller.daemon import run_daemon, setup_logging  # noqa: E402
-from controller.demo import DemoError, _free_port, demo_config, embedded_broker, example_config_path  # noqa: E402
-from drivers.sim_cars import Arrival, busy_afternoon  # noqa: E402
-from drivers.sim_square import SimSquare, ocpp_versions  # noqa: E402
+from config.loader import ConfigError, load_config
+from controller.cli.client import ApiClient, ClientError
+from controller.cli.console import read_screen
+from controller.cli.console_render import CONNECTED, render, zone_or_utc
+from controller.cli.demo import (
+    DemoError,
+    _free_port,
+    demo_config,
+    embedded_broker,
+    example_config_path,
+)
+from controller.daemon import run_daemon, setup_logging
+from drivers.sim.cars import Arrival, busy_afternoon
+from drivers.sim.square import SimSquare, ocpp_versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "img"

@@ -11,13 +11,15 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from signage.commands import format_ts
-from signage.texts import COLORS, LANGUAGES, pictogram_for, text_for
-
-PLUGGED_STATUSES = frozenset({"Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing"})
-SESSION_STATUSES = frozenset({"Preparing", "Charging", "SuspendedEVSE"})  # plugged, session not over
-FAULT_STATUSES = frozenset({"Faulted", "Unavailable"})
-STATUS_WORDS = PLUGGED_STATUSES | FAULT_STATUSES | {"Available", "Reserved"}  # OCPP 1.6
+from drivers.contract.clock import wire_ts
+from drivers.contract.words import (
+    COLORS,
+    FAULT_STATUSES,
+    PLUGGED_STATUSES,
+    SESSION_STATUSES,
+    STATUS_WORDS,
+)
+from signage.texts import LANGUAGES, pictogram_for, text_for
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,7 @@ def _inputs(bay: BayInputs, wish: _Wish, settings: SignageSettings, now: datetim
     }
     ov = _active_override(bay, now)
     if ov is not None:
-        out["override"] = {"color": ov.color, "until": format_ts(ov.until), "who": ov.who, "why": ov.why}
+        out["override"] = {"color": ov.color, "until": wire_ts(ov.until), "who": ov.who, "why": ov.why}
     if bay.closure is not None:
         out["closure"] = {"color": bay.closure.color, "text": bay.closure.text}
     out.update(wish.facts)

@@ -5,8 +5,9 @@ Colour is never the only cue (signage.md, invariant 2), so every blue or green l
 
 from __future__ import annotations
 
+from drivers.contract.words import COLORS
+
 LANGUAGES = frozenset({"nl", "en"})
-COLORS = frozenset({"blue", "green", "off"})
 MAX_TEXT_CHARS = 24  # what a bay sign shows on one line
 
 PICTOGRAMS = {"blue": "charging", "green": "parking", "off": "none"}

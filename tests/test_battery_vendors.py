@@ -31,10 +31,11 @@ from battery.vendors import (
     worth_logging,
 )
 from config.schema_devices import BatteryConfig
-from drivers.battery_factory import SimulatedBattery, make_battery, victron_unit_id
-from drivers.battery_registers import RegisterBattery
-from drivers.battery_sunspec import SunSpecBattery
-from drivers.battery_victron import VictronBattery
+from drivers.batteries.factory import make_battery, victron_unit_id
+from drivers.batteries.registers import RegisterBattery
+from drivers.batteries.sunspec import SunSpecBattery
+from drivers.batteries.victron import VictronBattery
+from drivers.sim.in_process import SimulatedBattery
 
 PLAIN = vendor_for("laadplein")
 FRONIUS = vendor_for("Fronius")
@@ -245,9 +246,14 @@ def test_each_driver_gets_its_preset_with_the_config_s_timings():
 
 
 def test_simulated_is_the_in_process_preset_and_a_setpoint_must_be_a_number():
-    simulated = make_battery(battery_cfg(driver="simulated"), print)
+    simulated = make_battery(battery_cfg(driver="simulated"), print, simulated=SimulatedBattery)
     assert isinstance(simulated, SimulatedBattery)
     assert simulated.status is None and "not started" in simulated.where
     for driver in ("sunspec", "simulated"):
         with pytest.raises(ValueError):
-            make_battery(battery_cfg(driver=driver), print).command(math.nan)
+            make_battery(battery_cfg(driver=driver), print, simulated=SimulatedBattery).command(math.nan)
+
+
+def test_the_simulated_preset_needs_the_composition_root_to_supply_the_simulator():
+    with pytest.raises(ValueError, match="simulated"):
+        make_battery(battery_cfg(driver="simulated"), print)

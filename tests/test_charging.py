@@ -6,10 +6,20 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 from config.loader import load_config_text
-from controller.charging import MAX_MODE, NONE_MODE, SETUP_MODE, TX_MODE, SmartCharging
-from controller.leases import Order
-from drivers import ocpp16_profiles as p16
-from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
+from controller.shell.charging import (
+    MAX_MODE,
+    NONE_MODE,
+    SETUP_MODE,
+    TX_MODE,
+    SmartCharging,
+)
+from drivers.contract.backend import (
+    CallErrorReceived,
+    CallTimedOut,
+    ChargerNotConnected,
+)
+from drivers.contract.orders import Order
+from drivers.ocpp import profiles16 as p16
 
 T0 = datetime(2026, 11, 28, 13, 0, tzinfo=timezone.utc)
 CONFIG = """

@@ -7,12 +7,17 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from controller import cli_ops
-from controller.cli import build_parser, main
-from controller.cli_ops import Cursor, charger_requests, fetch
-from controller.client import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ClientError
-from controller.clock import parse_ts, wire_ts
-from controller.views import When, answer_text, event_line, read_when
+from controller.cli import ops as cli_ops
+from controller.cli.client import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ClientError,
+)
+from controller.cli.main import build_parser, main
+from controller.cli.ops import Cursor, charger_requests, fetch
+from controller.cli.views import When, answer_text, event_line, read_when
+from drivers.contract.clock import parse_ts, wire_ts
 
 AMS = "Europe/Amsterdam"
 # a winter afternoon (UTC+1) and a summer one (UTC+2)
@@ -309,7 +314,7 @@ def test_follow_shows_an_alarm_written_late_with_the_time_it_began():
 
 
 def test_the_hour_the_clocks_go_back_says_which_one():
-    from controller.views import local_time
+    from controller.cli.views import local_time
 
     assert local_time("2026-10-25T00:30:00Z", AMS) == "2026-10-25 02:30:00 CEST"
     assert local_time("2026-10-25T01:30:00Z", AMS) == "2026-10-25 02:30:00 CET"

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from config.check import check_main
 from config.loader import ConfigError, ConfigIssue, load_config, load_config_text
 from config.schema import BatteryConfig, GridConfig, SquareConfig, cross_issues
+from controller.cli.check import check_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
 ISSUE_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+): (?P<key>[\w.]+): (?P<message>.+)$")

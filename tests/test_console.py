@@ -8,8 +8,8 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from controller.client import EXIT_REFUSED, EXIT_UNREACHABLE, ClientError
-from controller.console import CONNECTED, render, run_console
+from controller.cli.client import EXIT_REFUSED, EXIT_UNREACHABLE, ClientError
+from controller.cli.console import CONNECTED, render, run_console
 
 URL = "http://127.0.0.1:8080"
 DOWN = f"daemon not reachable at {URL} — reconnecting (since 14:03:00)"

@@ -13,18 +13,19 @@ import aiosqlite
 import pytest
 
 from config.loader import load_config_text
-from controller import events as ev
-from controller.charging import SmartCharging
-from controller.lease_journal import LeaseJournal
-from controller.leases import Order
-from controller.power import PowerControl
-from controller.reconcile import reconcile_sessions
-from controller.restart import RESTART_ALARM, start_run
-from controller.secrets import TagVault
-from controller.state import SquareState
-from controller.store import Store
-from controller.store_runs import RECONCILED, LeaseBound
-from controller.store_schema import MIGRATIONS
+from controller.shell.charging import SmartCharging
+from controller.shell.power import PowerControl
+from controller.shell.reconcile import reconcile_sessions
+from controller.shell.restart import RESTART_ALARM, start_run
+from controller.shell.state import SquareState
+from controller.shell.transactions import Transactions
+from controller.store.database import Store
+from controller.store.lease_journal import LeaseJournal
+from controller.store.runs import RECONCILED, LeaseBound
+from controller.store.schema import MIGRATIONS
+from controller.store.secrets import TagVault
+from drivers.contract import events as ev
+from drivers.contract.orders import Order
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=UTC)
 VAULT = TagVault(bytes(range(32)))
@@ -298,7 +299,7 @@ async def test_a_new_transaction_on_a_connector_closes_the_one_left_open(cfg, st
     tx1 = await store.start_transaction("CP01", 1, "B01", VAULT.hash_tag(TAG), 100, at(-300))
     state = SquareState(cfg, store, clock=Clock())
     await state.restore()
-    answer = await state.start_transaction("CP01", 1, TAG, 500, at(5))
+    answer = await Transactions(state).start_transaction("CP01", 1, TAG, 500, at(5))
     old = await store.session(tx1)
     assert old["stop_reason"] == RECONCILED and old["stopped"] == "2026-11-28T13:00:05.000Z"
     assert state.chargers["CP01"].connectors[1].transaction_id == answer.transaction_id != tx1
@@ -312,7 +313,7 @@ async def test_a_status_older_than_the_transaction_never_closes_it(cfg, store: S
     # plugged in and reported Available/Preparing long ago; the badge comes 100 s later
     state.record(ev.ConnectorStatusChanged(charger_id="CP01", connector_id=1, status="Available", at=at(100), error_code="NoError"))
     clock.now = at(200)
-    answer = await state.start_transaction("CP01", 1, TAG, 0, at(200))
+    answer = await Transactions(state).start_transaction("CP01", 1, TAG, 0, at(200))
     await reconcile_sessions(state, at(200.1), after_s=60)
     await reconcile_sessions(state, at(400), after_s=60)
     assert (await store.session(answer.transaction_id))["stopped"] is None

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from config.loader import load_config_text
-from controller import events as ev
-from controller.cycle import Cycle
-from controller.secrets import TagVault
-from controller.state import SquareState
-from controller.store import Store
+from controller.shell.cycle import Cycle
+from controller.shell.state import SquareState
+from controller.store.database import Store
+from controller.store.secrets import TagVault
+from drivers.contract import events as ev
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=timezone.utc)
 
@@ -221,7 +221,7 @@ async def test_light_changes_are_explained_in_the_event_log(square):
 def test_clock_check_release_date_and_jumps():
     from datetime import datetime, timedelta, timezone
 
-    from controller.cycle import ClockCheck
+    from controller.shell.clock_check import ClockCheck
 
     c = ClockCheck()
     t = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -27,7 +27,7 @@ from bench.day_model import (
 from bench.day_sim import place, square_from_config
 from bench.planner import upper_bound
 from config.loader import load_config
-from drivers.sim_cars import Arrival, CarModel, CarState, arrivals
+from drivers.sim.cars import Arrival, CarModel, CarState, arrivals
 
 START = datetime(2026, 6, 3, 14, tzinfo=ZoneInfo("Europe/Amsterdam"))
 ZOE = CarModel("Zoe", 52_000.0, 22_000.0, 3)  # 31.9 A per phase

@@ -8,8 +8,8 @@ import pytest
 
 from battery.trust import BatteryRatings
 from config.schema_devices import RegisterConfig
-from drivers.aio import cancel_count, raise_if_cancelled
-from drivers.battery_registers import BatteryLinkError, RegisterBattery
+from drivers.batteries.registers import BatteryLinkError, RegisterBattery
+from drivers.support.aio import cancel_count, raise_if_cancelled
 
 TABLE = [
     RegisterConfig(name="soc_pct", address=1, unit="%"),
@@ -24,7 +24,7 @@ async def test_a_battery_loop_ends_when_pymodbus_swallows_the_cancellation(monke
         except asyncio.CancelledError:
             raise BatteryLinkError("request cancelled") from None  # what pymodbus may do
 
-    monkeypatch.setattr("drivers.battery_registers.ModbusLink.connect", connect_swallowing)
+    monkeypatch.setattr("drivers.batteries.registers.ModbusLink.connect", connect_swallowing)
     battery = RegisterBattery("127.0.0.1", 1, 1, BatteryRatings(1000.0, 1000.0), TABLE, on_reading=lambda s: None,
                               timeout_s=0.5, poll_s=0.5, retry_s=0.5)
     task = asyncio.create_task(battery.run())
@@ -66,8 +66,8 @@ async def test_a_battery_loop_ends_when_a_successful_read_swallows_the_cancellat
             pass  # the answer came with the cancel: wait_for returns it (Python 3.11)
         return [50] * count
 
-    monkeypatch.setattr("drivers.battery_registers.ModbusLink.connect", connect)
-    monkeypatch.setattr("drivers.battery_registers.ModbusLink.read", read_swallowing)
+    monkeypatch.setattr("drivers.batteries.registers.ModbusLink.connect", connect)
+    monkeypatch.setattr("drivers.batteries.registers.ModbusLink.read", read_swallowing)
     battery = RegisterBattery("127.0.0.1", 1, 1, BatteryRatings(1000.0, 1000.0), TABLE, on_reading=lambda s: None,
                               timeout_s=0.5, poll_s=0.2, retry_s=0.5)
     task = asyncio.create_task(battery.run())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from controller.leases import SCHEDULE_LEAD_S, LeaseBook
-from controller.sharing_types import ConnectorDecision, Sharing
-from drivers import ocpp16_profiles as p16
+from controller.core.leases import LeaseBook
+from controller.core.sharing_types import ConnectorDecision, Sharing
+from drivers.contract.orders import SCHEDULE_LEAD_S
+from drivers.ocpp import profiles16 as p16
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=timezone.utc)
 KEY = "CP01/1"
@@ -158,7 +159,7 @@ def test_safe_default_payload_and_phase_rotation():
 
 
 def test_a_draw_measured_before_the_last_change_could_show_says_nothing():
-    from controller.leases import telling_draw_a
+    from controller.core.leases import telling_draw_a
 
     assert telling_draw_a(6.6, at(5), at(0), 10) is None
     assert telling_draw_a(6.6, at(10), at(0), 10) == 6.6
@@ -183,7 +184,7 @@ def test_a_falling_grid_share_is_written_into_a_one_period_lease():
 
 
 def test_a_draw_read_just_as_the_reaction_time_ends_may_still_show_the_old_limit():
-    from controller.leases import telling_draw_a
+    from controller.core.leases import telling_draw_a
 
     # Read 10 s after a rise but measured up to a second before: it may show the limit before the rise.
     assert telling_draw_a(6.6, at(10), at(0), 10, lag_s=1.0) is None

@@ -11,15 +11,9 @@ import pytest
 from rich.console import Console
 
 from config.loader import load_config_text
-from controller.cli_lights import describe_progress, print_result, result_table, summary
-from controller.cycle import Cycle
-from controller.events import (
-    BrokerConnected,
-    ChargerConnected,
-    ConnectorStatusChanged,
-    LightAcked,
-)
-from controller.lights_test import (
+from controller.cli.lights import describe_progress, print_result, result_table, summary
+from controller.shell.cycle import Cycle
+from controller.shell.lights_test import (
     NOT_DECIDED,
     FixtureResult,
     LightsTestBusy,
@@ -30,9 +24,15 @@ from controller.lights_test import (
     advance,
     parse_request,
 )
-from controller.secrets import TagVault
-from controller.state import SquareState
-from controller.store import Store
+from controller.shell.state import SquareState
+from controller.store.database import Store
+from controller.store.secrets import TagVault
+from drivers.contract.events import (
+    BrokerConnected,
+    ChargerConnected,
+    ConnectorStatusChanged,
+    LightAcked,
+)
 from signage.rules import Override
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=UTC)

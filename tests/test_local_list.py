@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ocpp.messages import Call, CallResult, MessageType, get_validator, validate_payload
 
-from controller.secrets import TagVault
-from controller.store import Store
-from drivers import ocpp_local_list as wire
-from drivers.ocpp_local_list import (
+from controller.store.database import Store
+from controller.store.secrets import TagVault
+from drivers.ocpp import local_list as wire
+from drivers.ocpp.local_list import (
     DIFFERENTIAL,
     FULL,
     V16,

@@ -13,14 +13,18 @@ import pytest
 from ocpp.messages import MessageType, get_validator
 
 from config.loader import load_config_text
-from controller import local_list
-from controller.events import ChargerBooted, ChargerConnected, ChargerDisconnected
-from controller.local_list import LocalListKeeper, retry_delay_s
-from controller.secrets import TagVault
-from controller.state import SquareState
-from controller.store import Store
-from drivers.ocpp_backend import CallErrorReceived, CallTimedOut, ChargerNotConnected
-from drivers.ocpp_local_list import DIFFERENTIAL, FULL, V16, V201
+from controller.shell import local_list
+from controller.shell.local_list import LocalListKeeper, retry_delay_s
+from controller.shell.state import SquareState
+from controller.store.database import Store
+from controller.store.secrets import TagVault
+from drivers.contract.backend import (
+    CallErrorReceived,
+    CallTimedOut,
+    ChargerNotConnected,
+)
+from drivers.contract.events import ChargerBooted, ChargerConnected, ChargerDisconnected
+from drivers.ocpp.local_list import DIFFERENTIAL, FULL, V16, V201
 from tests.test_local_list import (
     LIB,
     LONG_TAG,

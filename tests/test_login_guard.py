@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.login_guard import LoginGuard, Refusal
+from drivers.ocpp.login_guard import LoginGuard, Refusal
 
 HOST = "10.20.0.11"
 OTHER_HOST = "10.20.0.12"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.mqtt import (
+from drivers.mqtt.link import (
     FIRST_RETRY_S,
     RETRY_JITTER,
     STABLE_AFTER_S,

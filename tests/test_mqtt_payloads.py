@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.mqtt import (
+from drivers.mqtt.link import (
     MAX_PAYLOAD_BYTES,
     MqttLink,
     MqttLinkError,

@@ -11,11 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ocpp.messages import Call, validate_payload
 
-from controller.leases import Order
-from drivers import ocpp201_profiles as p201
-from drivers.ocpp201_evse import ChargerBook, Evse, Transaction, meter_values_as_v16, sequence_problem
-from drivers.ocpp_dialects import Dialect16, Dialect201, dialect
-from drivers.ocpp_frames import parse_meter_values
+from drivers.contract.orders import Order
+from drivers.ocpp import profiles201 as p201
+from drivers.ocpp.dialects import Dialect16, Dialect201, dialect
+from drivers.ocpp.evse201 import (
+    ChargerBook,
+    Evse,
+    Transaction,
+    meter_values_as_v16,
+    sequence_problem,
+)
+from drivers.ocpp.frames import parse_meter_values
 
 NOW = datetime(2026, 11, 28, 13, 5, 9, tzinfo=UTC)
 V16_WORDS = {"Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved", "Unavailable", "Faulted"}

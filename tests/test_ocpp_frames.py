@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.ocpp_frames import (
+from drivers.contract.clock import parse_ts_or_none, wire_ts
+from drivers.ocpp.frames import (
     MAX_DEPTH,
     call_error_frame,
     check_frame,
     error_code_for,
-    format_time,
     parse_meter_values,
-    parse_time,
     schema_error_code,
 )
 
@@ -178,8 +177,9 @@ def test_check_frame_never_raises_on_noise(raw: bytes | str) -> None:
 
 
 def test_times_on_the_wire_are_utc_milliseconds_with_z() -> None:
-    assert format_time(T0) == "2026-11-28T13:05:09.123Z"
-    assert format_time(T0.replace(tzinfo=None)) == "2026-11-28T13:05:09.123Z"
+    assert wire_ts(T0) == "2026-11-28T13:05:09.123Z"
+    with pytest.raises(ValueError, match="no timezone"):  # a naive time has no defined instant
+        wire_ts(T0.replace(tzinfo=None))
 
 
 @pytest.mark.parametrize(
@@ -187,12 +187,12 @@ def test_times_on_the_wire_are_utc_milliseconds_with_z() -> None:
     ["2026-11-28T13:05:09.123Z", "2026-11-28T13:05:09.123+00:00", "2026-11-28T13:05:09.123", "2026-11-28T14:05:09.123+01:00"],
 )
 def test_charger_times_are_read_leniently(text: str) -> None:
-    assert parse_time(text) == T0
+    assert parse_ts_or_none(text) == T0
 
 
 @pytest.mark.parametrize("text", ["yesterday", "", None, 17, "2026-13-45T00:00:00Z"])
 def test_unreadable_times_are_none(text: object) -> None:
-    assert parse_time(text) is None
+    assert parse_ts_or_none(text) is None
 
 
 # --- meter values --------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from jsonschema import Draft4Validator
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, validate_payload
 
-from drivers import ocpp_lenient as lenient
-from drivers.ocpp_lenient import MAX_FIXES_LISTED, normalize
+from drivers.ocpp import lenient
+from drivers.ocpp.lenient import MAX_FIXES_LISTED, normalize
 
 
 def fits(action: str, payload: Any, version: str) -> bool:

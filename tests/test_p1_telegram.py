@@ -11,7 +11,7 @@ from dsmr_parser.parsers import TelegramParser
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.meter_p1 import (
+from drivers.meters.p1 import (
     MAX_UNFRAMED_CHARS,
     VERSIONS,
     BadTelegram,
@@ -23,8 +23,8 @@ from drivers.meter_p1 import (
     decode_telegram,
     telegram_parser,
 )
-from drivers.meter_sdm630 import implausible
-from drivers.sim_p1 import EQUIPMENT_ID, build_telegram, garble, seal_telegram
+from drivers.meters.sdm630 import implausible
+from drivers.sim.p1 import EQUIPMENT_ID, build_telegram, garble, seal_telegram
 
 AT = datetime(2026, 11, 28, 13, 5, 9, tzinfo=UTC)
 V5 = TelegramParser(VERSIONS["5"].spec)  # reads every line, as a check of the simulator

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import controller.passwords as pw
+import controller.store.passwords as pw
 from config.schema import ChargerConfig
-from controller.passwords import (
+from controller.store.database import Store
+from controller.store.passwords import (
     MAX_PASSWORD_CHARS,
     ChargerPasswords,
     PasswordError,
@@ -25,8 +26,7 @@ from controller.passwords import (
     restore_passwords,
     verify_password,
 )
-from controller.secrets import TagVault
-from controller.store import Store
+from controller.store.secrets import TagVault
 
 T0 = datetime(2026, 11, 28, 13, 5, 9, tzinfo=UTC)
 FAST = {"n": 2**4, "r": 1, "p": 1}  # cheap parameters where the cost itself is not under test

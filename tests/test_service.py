@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from config.loader import load_config_text
-from controller.cycle import Cycle
-from controller.service import JournalFormatter, ServiceNotifier, journal_stream
+from controller.shell.cycle import Cycle
+from controller.shell.service import JournalFormatter, ServiceNotifier, journal_stream
 
 LOGGER = "laadplein.service"
 
@@ -331,7 +331,7 @@ def unit_entries(text: str) -> dict[str, dict[str, list[str]]]:
 
 def test_unit_has_the_service_settings_the_daemon_relies_on():
     from config.schema import StorageConfig
-    from controller.cli import DEFAULT_CONFIG
+    from controller.cli.main import DEFAULT_CONFIG
     from controller.daemon import SHUTDOWN_DEADLINE_S
 
     unit = unit_entries(UNIT.read_text())

@@ -9,8 +9,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.sharing import IDLE_GRACE_S, IDLE_RETRY_TURNS, round_down_a, safe_default_a, share
-from controller.sharing_types import Budget, ConnectorDecision, ConnectorInput, Sharing
+from controller.core.sharing import (
+    IDLE_GRACE_S,
+    IDLE_RETRY_TURNS,
+    round_down_a,
+    safe_default_a,
+    share,
+)
+from controller.core.sharing_types import (
+    Budget,
+    ConnectorDecision,
+    ConnectorInput,
+    Sharing,
+)
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=UTC)
 ALL = (0, 1, 2)

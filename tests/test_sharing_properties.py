@@ -13,8 +13,8 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.sharing import round_down_a, safe_default_a, share
-from controller.sharing_types import Budget, ConnectorInput, Sharing
+from controller.core.sharing import round_down_a, safe_default_a, share
+from controller.core.sharing_types import Budget, ConnectorInput, Sharing
 from tests.test_sharing import T0, fed_back, settled
 
 EXAMPLES = 200

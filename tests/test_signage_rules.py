@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from signage.commands import format_ts, light_command, same_command
+from drivers.contract.clock import wire_ts
+from signage.commands import light_command, same_command
 from signage.rules import (
     BayInputs,
     Closure,
@@ -489,11 +490,11 @@ def test_texts_refuse_unknown_language_and_colour():
 
 
 def test_format_ts():
-    assert format_ts(datetime(2026, 11, 28, 13, 5, 9, 123456, tzinfo=timezone.utc)) == "2026-11-28T13:05:09.123Z"
+    assert wire_ts(datetime(2026, 11, 28, 13, 5, 9, 123456, tzinfo=timezone.utc)) == "2026-11-28T13:05:09.123Z"
     cet = timezone(timedelta(hours=1))
-    assert format_ts(datetime(2026, 11, 28, 14, 5, 9, tzinfo=cet)) == "2026-11-28T13:05:09.000Z"
+    assert wire_ts(datetime(2026, 11, 28, 14, 5, 9, tzinfo=cet)) == "2026-11-28T13:05:09.000Z"
     with pytest.raises(ValueError):
-        format_ts(datetime(2026, 11, 28, 13, 5, 9))
+        wire_ts(datetime(2026, 11, 28, 13, 5, 9))
 
 
 def test_light_command_is_the_wire_payload():

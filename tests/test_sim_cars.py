@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers import elaad
-from drivers.sim_cars import (
+from drivers.sim import elaad
+from drivers.sim.cars import (
     Arrival,
     CarModel,
     CarState,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.sim_profiles import (
+from drivers.sim.profiles import (
     Follow,
     ProfileStore,
     charging_status,

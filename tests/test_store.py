@@ -13,8 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.secrets import SECRET_BYTES, SecretError, TagVault, load_or_create_secret
-from controller.store import SCHEMA_VERSION, Store, StoreError, from_z, to_z
+from controller.store.database import SCHEMA_VERSION, Store, StoreError
+from controller.store.secrets import (
+    SECRET_BYTES,
+    SecretError,
+    TagVault,
+    load_or_create_secret,
+)
+from drivers.contract.clock import parse_ts, wire_ts
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = bytes(range(32))
@@ -104,16 +110,16 @@ def test_vault_round_trip_and_hash_normalisation(tag: str) -> None:
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1),
                     timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))])))
 def test_time_text_round_trips_at_millisecond_resolution(when: datetime) -> None:
-    text = to_z(when)
+    text = wire_ts(when)
     assert text.endswith("Z") and len(text) == len("2026-11-28T13:05:09.123Z")
-    back = from_z(text)
+    back = parse_ts(text)
     assert back.tzinfo is not None
     assert timedelta(0) <= when - back < timedelta(milliseconds=1)
 
 
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError):
-        to_z(datetime(2026, 1, 1))
+        wire_ts(datetime(2026, 1, 1))
 
 
 # opening, schema, durability
@@ -173,15 +179,15 @@ async def test_committed_data_survives_close(db_path: Path, vault: TagVault) -> 
     await store.close()
     await store.close()  # harmless twice
     async with await Store.open(db_path, vault) as store:
-        assert (await store.session(tx))["started"] == to_z(at(0))
+        assert (await store.session(tx))["started"] == wire_ts(at(0))
 
 
 CRASH_SCRIPT = """
 import asyncio, os, sys
 from datetime import datetime, UTC
 from pathlib import Path
-from controller.secrets import TagVault
-from controller.store import Store
+from controller.store.secrets import TagVault
+from controller.store.database import Store
 
 async def main():
     vault = TagVault(bytes.fromhex(sys.argv[2]))
@@ -231,13 +237,13 @@ async def test_session_life(store: Store, vault: TagVault) -> None:
     ])
     assert (await store.session(tx))["energy_wh"] == 400  # the latest register reading
     samples = await store.meter_samples(tx)
-    assert [x["at"] for x in samples] == [to_z(at(10)), to_z(at(20)), to_z(at(30))]
-    assert samples[1] == {"charger": "CP01", "connector": 1, "tx_id": tx, "at": to_z(at(20)), "l1_a": 16.0,
+    assert [x["at"] for x in samples] == [wire_ts(at(10)), wire_ts(at(20)), wire_ts(at(30))]
+    assert samples[1] == {"charger": "CP01", "connector": 1, "tx_id": tx, "at": wire_ts(at(20)), "l1_a": 16.0,
                           "l2_a": 15.5, "l3_a": None, "power_w": 7000.0, "energy_wh": 1400.0}
     assert [x["id"] for x in await store.open_sessions()] == [tx]
 
     stopped = await store.stop_transaction(tx, 2500, at(60), "EVDisconnected")
-    assert stopped["stopped"] == to_z(at(60)) and stopped["energy_wh"] == 1500
+    assert stopped["stopped"] == wire_ts(at(60)) and stopped["energy_wh"] == 1500
     assert stopped["meter_stop_wh"] == 2500 and stopped["stop_reason"] == "EVDisconnected"
     again = await store.stop_transaction(tx, 9999, at(99), "Other")
     assert again == stopped  # a repeated stop changes nothing
@@ -287,8 +293,8 @@ async def test_events(store: Store) -> None:
     e3 = await store.add_event("light", at(20), bay_id="B02")
     assert e1 < e2 < e3
     first = (await store.events())[0]
-    assert first == {"id": e1, "ts": to_z(at(0)), "kind": "boot", "bay": None, "charger": "CP01",
-                     "message": "booted", "data": {"fw": "1.2", "t": to_z(at(0))}}
+    assert first == {"id": e1, "ts": wire_ts(at(0)), "kind": "boot", "bay": None, "charger": "CP01",
+                     "message": "booted", "data": {"fw": "1.2", "t": wire_ts(at(0))}}
     assert [e["id"] for e in await store.events()] == [e1, e2, e3]
     assert [e["id"] for e in await store.events(limit=2)] == [e2, e3]
     assert [e["id"] for e in await store.events(since=at(10))] == [e2, e3]
@@ -305,7 +311,7 @@ async def test_events(store: Store) -> None:
 
 def command(seq: int, color: str = "blue") -> dict:
     return {"color": color, "text": "Alleen opladen", "pictogram": "charging", "seq": seq,
-            "ts": to_z(at(seq)), "reason": "charging"}
+            "ts": wire_ts(at(seq)), "reason": "charging"}
 
 
 async def test_light_command_seq_survives_reopen(db_path: Path, vault: TagVault) -> None:
@@ -350,7 +356,7 @@ async def test_alarms_are_not_duplicated_and_log_events(store: Store) -> None:
     assert await store.raise_alarm("light-no-ack:B01", at(10), "no ack", "retrying", bay_id="B01") is True
     alarms = await store.active_alarms()
     assert [a["key"] for a in alarms] == ["light-no-ack:B01", "charger-offline:CP01"]
-    assert alarms[1] == {"key": "charger-offline:CP01", "since": to_z(at(0)), "message": "CP01 offline",
+    assert alarms[1] == {"key": "charger-offline:CP01", "since": wire_ts(at(0)), "message": "CP01 offline",
                          "action": "bays shown green", "bay": None, "charger": "CP01"}
 
     assert await store.clear_alarm("charger-offline:CP01", at(20)) is True
@@ -358,7 +364,7 @@ async def test_alarms_are_not_duplicated_and_log_events(store: Store) -> None:
     assert await store.clear_alarm("never-raised", at(21)) is False
     assert [a["key"] for a in await store.active_alarms()] == ["light-no-ack:B01"]
     assert await store.raise_alarm("charger-offline:CP01", at(30), "CP01 offline again", "bays shown green") is True
-    assert (await store.active_alarms())[0]["since"] == to_z(at(30))
+    assert (await store.active_alarms())[0]["since"] == wire_ts(at(30))
 
     events = await store.events()
     assert [(e["kind"], e["data"]["key"]) for e in events] == [
@@ -391,7 +397,7 @@ async def test_token_statuses(store: Store, vault: TagVault) -> None:
     listed = {t["tag_hash"]: t for t in await store.tokens()}
     assert listed[vault.hash_tag(TAG)] == {"tag_hash": vault.hash_tag(TAG), "status": "Blocked",
                                           "expiry": None, "group": "G2"}
-    assert listed[vault.hash_tag("OLD1")]["expiry"] == to_z(at(-1))
+    assert listed[vault.hash_tag("OLD1")]["expiry"] == wire_ts(at(-1))
     assert TAG not in repr(await store.tokens())
     tags = {t["tag"]: t for t in await store.token_tags()}
     assert set(tags) == {TAG, "BLOCKED1", "OLD1", "FOREVER"}

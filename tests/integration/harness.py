@@ -269,7 +269,7 @@ async def wait_until(condition, timeout_s: float = 10.0, what: str = "the condit
 @contextlib.asynccontextmanager
 async def chargers(daemon: Daemon, *ids: str, connectors: int = 2, **kw):
     """Simulated chargers connected to the daemon, each run by a task of one TaskGroup."""
-    from drivers.sim_charger import SimCharger
+    from drivers.sim.charger16 import SimCharger
 
     sims = {cid: SimCharger(daemon.ocpp_url, cid, connectors=connectors, meter_interval_s=1.0, **kw) for cid in ids}
     async with asyncio.TaskGroup() as tg:

@@ -19,7 +19,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from drivers.sim_charger_core import SimChargerCore
+from drivers.sim.charger_core import SimChargerCore
 from tests.integration.harness import free_port
 
 WAIT_S = 5.0

@@ -11,8 +11,8 @@ from pymodbus.constants import ExcCodes
 from battery.trust import BatteryRatings
 from battery.vendors import decode_register, encode_register
 from config.schema_devices import RegisterConfig
-from drivers.battery_registers import RegisterBattery
-from drivers.sim_modbus import serve_registers
+from drivers.batteries.registers import RegisterBattery
+from drivers.sim.modbus import serve_registers
 from tests.integration.harness import Recorder
 from tests.integration.test_battery_sunspec import running, trusted
 
@@ -131,7 +131,7 @@ async def test_setpoint_is_written_in_the_table_s_units_and_refreshed_every_poll
 
 
 async def test_idle_is_written_on_cancellation(image, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.battery_registers")
+    caplog.set_level(logging.INFO, logger="laadplein.battery")
     async with driver(image.port) as (battery, rec):
         await rec.wait_for(trusted, 10)
         battery.command(4_000.0)
@@ -165,7 +165,7 @@ async def test_silence_is_offline_within_2_s_and_back(image):
 
 
 async def test_a_table_without_a_setpoint_is_read_but_not_steered(image, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.battery_registers")
+    caplog.set_level(logging.INFO, logger="laadplein.battery")
     negative_scale = [
         RegisterConfig(name="soc_pct", address=SOC, type="uint16", scale=0.1, unit="%", table="input"),
         # a battery that counts charging as positive, in kW hundredths

@@ -10,8 +10,9 @@ import pytest
 
 from battery.model import BatteryModel
 from battery.trust import BatteryRatings
-from drivers.battery_sunspec import BatteryStatus, SunSpecBattery
-from drivers.sim_battery import SimBattery
+from drivers.batteries.sunspec import SunSpecBattery
+from drivers.contract.devices import BatteryStatus
+from drivers.sim.battery import SimBattery
 from tests.integration.harness import Recorder
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def trusted(s: BatteryStatus) -> bool:
 
 
 async def test_reads_soc_and_power_with_the_right_sign(sim, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.battery_sunspec")
+    caplog.set_level(logging.INFO, logger="laadplein.battery")
     async with driver(sim.port) as rec:
         status = await rec.wait_for(trusted, 3)
         assert status.soc_pct == pytest.approx(sim.model.soc_pct, abs=0.05)
@@ -88,7 +89,7 @@ async def test_first_trusted_after_three_readings(sim):
 
 
 async def test_silent_battery_is_offline_within_3_s_with_default_timings(sim, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.battery_sunspec")
+    caplog.set_level(logging.INFO, logger="laadplein.battery")
     async with driver(sim.port, timeout_s=1.0, poll_s=1.0, retry_s=2.0) as rec:
         await rec.wait_for(lambda s: s.online, 3)
         loop = asyncio.get_running_loop()
@@ -102,7 +103,7 @@ async def test_silent_battery_is_offline_within_3_s_with_default_timings(sim, ca
 
 
 async def test_silent_battery_is_retried_logged_once_and_trusted_again_after_3_readings(sim, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.battery_sunspec")
+    caplog.set_level(logging.INFO, logger="laadplein.battery")
     async with driver(sim.port, timeout_s=0.3, poll_s=0.2, retry_s=0.2) as rec:
         await rec.wait_for(trusted, 3)
         sim.set_fault("silent")

@@ -10,9 +10,10 @@ import pytest
 from battery.model import BatteryModel
 from battery.trust import BatteryRatings
 from config.schema_devices import BatteryConfig
-from drivers.battery_factory import make_battery
-from drivers.battery_sunspec import SunSpecBattery
-from drivers.sim_battery import SimBattery
+from drivers.batteries.factory import make_battery
+from drivers.batteries.sunspec import SunSpecBattery
+from drivers.sim.battery import SimBattery
+from drivers.sim.in_process import SimulatedBattery
 from tests.integration.harness import Recorder
 from tests.integration.test_battery_sunspec import running, trusted
 
@@ -22,7 +23,7 @@ MAX_CHARGE_W = 10_000.0
 MAX_DISCHARGE_W = 20_000.0
 RATINGS = BatteryRatings(max_charge_w=MAX_CHARGE_W, max_discharge_w=MAX_DISCHARGE_W)
 FAST = {"timeout_s": 0.5, "poll_s": 0.2, "retry_s": 0.5}
-LOGGER = "drivers.battery_sunspec"
+LOGGER = "laadplein.battery"
 
 
 @pytest.fixture
@@ -166,7 +167,7 @@ async def test_the_simulated_preset_takes_a_setpoint_given_before_it_started():
         "poll_s": 0.2, "timeout_s": 0.5,
     })
     rec = Recorder()
-    battery = make_battery(cfg, rec)
+    battery = make_battery(cfg, rec, simulated=SimulatedBattery)
     battery.command(7_000.0)  # the controller may command before the battery task runs
     async with running(battery.run, "battery-simulated"):
         status = await rec.wait_for(lambda s: trusted(s) and power_near(7_000.0)(s), 5)

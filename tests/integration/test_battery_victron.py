@@ -10,8 +10,8 @@ import pytest
 from battery.model import BatteryModel
 from battery.trust import BatteryRatings
 from battery.vendors import decode_register
-from drivers.battery_victron import VictronBattery
-from drivers.sim_victron import SimVictronGx
+from drivers.batteries.victron import VictronBattery
+from drivers.sim.victron import SimVictronGx
 from tests.integration.harness import Recorder
 from tests.integration.test_battery_sunspec import running, trusted
 
@@ -22,7 +22,7 @@ RATINGS = BatteryRatings(max_charge_w=MAX_W, max_discharge_w=MAX_W)
 LOAD_W = 12_000.0
 OVERRIDE_TIMEOUT_S = 1.5
 FAST = {"timeout_s": 0.5, "poll_s": 0.2, "retry_s": 0.5}
-LOGGER = "drivers.battery_victron"
+LOGGER = "laadplein.battery"
 
 
 @pytest.fixture

@@ -30,9 +30,9 @@ from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
 
-from controller.clock import parse_ts
-from drivers.sim_charger import SimCharger
-from drivers.sim_charger201 import SimCharger201
+from drivers.contract.clock import parse_ts
+from drivers.sim.charger16 import SimCharger
+from drivers.sim.charger201 import SimCharger201
 from tests.integration.harness import REPO, Daemon, free_port, square_toml
 from tests.integration.mosquitto import Mosquitto
 

@@ -195,7 +195,7 @@ async def test_junk_on_mqtt_is_survived(make_daemon, mosquitto):
 
 
 async def test_local_list_accepts_only_listed_tags_and_keeps_them_hashed(make_daemon):
-    from drivers.sim_charger import SimChargerError
+    from drivers.sim.charger16 import SimChargerError
 
     d = make_daemon(auth="local_list")
     d.start()

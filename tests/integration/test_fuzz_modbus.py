@@ -25,14 +25,15 @@ from battery.sunspec_map import blank_image, build_layout, set_point
 from battery.trust import BatteryRatings
 from battery.vendors import encode_register
 from config.schema_devices import RegisterConfig
-from drivers.battery_registers import BatteryStatus, ModbusBattery, RegisterBattery
-from drivers.battery_sunspec import SunSpecBattery
-from drivers.battery_victron import (
+from drivers.batteries.registers import ModbusBattery, RegisterBattery
+from drivers.batteries.sunspec import SunSpecBattery
+from drivers.batteries.victron import (
     BATTERY,
     GRID_POWER,
     OVERRIDE_SETPOINT,
     VictronBattery,
 )
+from drivers.contract.devices import BatteryStatus
 from tests.integration.fuzz_strategies import ModbusPoll, drawn, modbus_scripts
 from tests.integration.harness import Recorder
 from tests.integration.test_fuzz_ocpp import FAULT_LINES_MAX, fault_kind
@@ -253,7 +254,7 @@ async def test_garbage_exceptions_and_drops_never_make_a_reading_trusted(preset,
     trusted = check_trust(recorder.seen)
     after = [s for s in recorder.seen[faults_end:] if s.online]
     assert after.index(back) == 2, f"trusted again after {after.index(back) + 1} good readings"
-    lines = [r.getMessage() for r in caplog.records if r.name.startswith("drivers.battery")]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("laadplein.battery")]
     kinds = Counter(fault_kind(line) for line in lines)
     print(f"\nfuzz modbus {preset}: {battery_server.polls} polls ({dict(battery_server.fates)}), "
           f"{len(recorder.seen)} reports, {trusted} trusted, 0 driver deaths, {len(lines)} log lines over {len(kinds)} kinds")

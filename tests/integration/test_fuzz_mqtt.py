@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.mqtt_wire import Throttle
+from drivers.mqtt.wire import Throttle
 from tests.integration.fuzz_strategies import MqttMessage, drawn, mqtt_messages
 from tests.integration.harness import (
     Daemon,

@@ -16,13 +16,13 @@ import pytest
 from pymodbus.constants import ExcCodes
 
 from config.schema_devices import GridMeterConfig
-from drivers.devices import GridReading
-from drivers.grid_meter import make_grid_meter
-from drivers.meter_p1 import P1Meter
-from drivers.meter_sdm630 import Sdm630Meter, float32_from_regs
-from drivers.sim_meter import LAST_REGISTER, SimGridMeter, float_regs
-from drivers.sim_modbus import serve_registers
-from drivers.sim_p1 import EQUIPMENT_ID, SimP1Meter, build_telegram
+from drivers.contract.devices import GridReading
+from drivers.meters.factory import make_grid_meter
+from drivers.meters.p1 import P1Meter
+from drivers.meters.sdm630 import Sdm630Meter, float32_from_regs
+from drivers.sim.modbus import serve_registers
+from drivers.sim.p1 import EQUIPMENT_ID, SimP1Meter, build_telegram
+from drivers.sim.sdm630 import LAST_REGISTER, SimGridMeter, float_regs
 from tests.integration.harness import Recorder
 
 pytestmark = pytest.mark.integration
@@ -126,7 +126,7 @@ def test_make_grid_meter_builds_the_configured_driver():
 
 
 async def test_sdm630_readings_follow_the_meter(sdm, draw, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.meter_sdm630")
+    caplog.set_level(logging.INFO, logger="laadplein.meter")
     async with meter(sdm630_config(sdm.port)) as rec:
         first = await rec.wait_for(online, 3)
         assert first.current_a == (12.5, 7.0, 3.25)
@@ -145,7 +145,7 @@ async def test_sdm630_readings_follow_the_meter(sdm, draw, caplog):
     [((math.nan, 1.0, 1.0), "L1 current is not a number"), ((1.0, 1.0, 20_000.0), "L3 current 20000 A is above")],
 )
 async def test_sdm630_implausible_values_are_offline_logged_once_and_recover(sdm, draw, caplog, bad, words):
-    caplog.set_level(logging.INFO, logger="drivers.meter_sdm630")
+    caplog.set_level(logging.INFO, logger="laadplein.meter")
     async with meter(sdm630_config(sdm.port)) as rec:
         await rec.wait_for(online, 3)
         draw.current_a = bad
@@ -230,7 +230,7 @@ async def test_p1_readings_follow_the_meter_in_whole_amperes(p1, draw):
 
 
 async def test_p1_silence_is_offline_within_three_intervals_and_recovers(p1, draw, caplog):
-    caplog.set_level(logging.INFO, logger="drivers.meter_p1")
+    caplog.set_level(logging.INFO, logger="laadplein.meter")
     async with meter(p1_config(p1.port)) as rec:
         await rec.wait_for(online, 2)
         await asyncio.sleep(3.5)  # longer than the silence allowed: telegrams keep it online

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from drivers.sim_lights import SimFixtures
+from drivers.sim.lights import SimFixtures
 from tests.integration.harness import (
     REPO,
     Daemon,

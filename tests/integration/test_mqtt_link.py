@@ -16,14 +16,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from controller.events import (
+from drivers.contract.events import (
     BrokerConnected,
     BrokerLost,
     Event,
     LightAcked,
     OccupancyChanged,
 )
-from drivers.mqtt import (
+from drivers.mqtt.link import (
     MqttLink,
     ack_topic,
     light_topic,
@@ -32,7 +32,7 @@ from drivers.mqtt import (
     state_topic,
     status_topic,
 )
-from drivers.sim_lights import SimFixtures
+from drivers.sim.lights import SimFixtures
 from tests.integration.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -147,8 +147,8 @@ async def test_cancelled_run_also_publishes_offline(mosquitto: Mosquitto) -> Non
 async def test_last_will_says_offline_when_the_gateway_dies(mosquitto: Mosquitto) -> None:
     script = (
         "import asyncio\n"
-        "from controller.events import BrokerConnected\n"
-        "from drivers.mqtt import MqttLink\n"
+        "from drivers.contract.events import BrokerConnected\n"
+        "from drivers.mqtt.link import MqttLink\n"
         "def on_event(e):\n"
         "    if isinstance(e, BrokerConnected):\n"
         "        print('up', flush=True)\n"
@@ -215,7 +215,7 @@ async def test_occupancy_reaches_the_controller(mosquitto: Mosquitto) -> None:
 
 
 async def test_junk_is_a_sensor_fault_logged_once(mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.mqtt")
+    caplog.set_level(logging.WARNING, logger="laadplein.mqtt")
     events = Events()
     link = make_link(mosquitto, events)
     sim = make_sim(mosquitto)

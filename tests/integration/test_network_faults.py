@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.sim_charger import SimCharger
+from drivers.sim.charger16 import SimCharger
 from tests.integration.harness import (
     Daemon,
     MqttWatcher,

@@ -27,11 +27,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.headers import build_authorization_basic
 
-from config.check import check_main
-from controller.events import Event
-from controller.passwords import ChargerPasswords, hash_password
-from drivers.login_guard import LoginGuard
-from drivers.ocpp_server import (
+from controller.cli.check import check_main
+from controller.store.passwords import ChargerPasswords, hash_password
+from drivers.contract.events import Event
+from drivers.ocpp.login_guard import LoginGuard
+from drivers.ocpp.server import (
     MAX_PASSWORD_CHECKS_PENDING,
     PASSWORD_CHECK_THREADS,
     OcppServer,
@@ -358,7 +358,7 @@ async def test_a_flood_of_wrong_passwords_does_not_stall_the_event_loop(caplog):
     backend = PasswordSquare(passwords)
     flood = 3 * MAX_PASSWORD_CHECKS_PENDING
     loop_thread = threading.get_ident()
-    with caplog.at_level(logging.WARNING, logger="drivers.ocpp_server"):
+    with caplog.at_level(logging.WARNING, logger="laadplein.ocpp"):
         async with endpoint(backend) as url:
             gaps: list[float] = []
             stop = asyncio.Event()

@@ -14,7 +14,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.headers import build_authorization_basic
 
-from controller.events import (
+from drivers.contract.backend import (
+    CallErrorReceived,
+    CallTimedOut,
+    ChargerNotConnected,
+    TransactionAnswer,
+)
+from drivers.contract.events import (
     ChargerBooted,
     ChargerConnected,
     ChargerDisconnected,
@@ -22,14 +28,8 @@ from controller.events import (
     Event,
     MeterSample,
 )
-from drivers.ocpp_backend import (
-    CallErrorReceived,
-    CallTimedOut,
-    ChargerNotConnected,
-    TransactionAnswer,
-)
-from drivers.ocpp_server import OcppServer
-from drivers.sim_charger import SimCharger
+from drivers.ocpp.server import OcppServer
+from drivers.sim.charger16 import SimCharger
 
 WAIT_S = 3.0
 START_TX = '[2,"{id}","StartTransaction",{{"connectorId":1,"idTag":"TAG-1","meterStart":0,"timestamp":"2026-11-28T13:05:09Z"}}]'

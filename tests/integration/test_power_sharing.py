@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from battery.model import BatteryModel
-from drivers.sim_battery import SimBattery
+from drivers.sim.battery import SimBattery
 from tests.integration.harness import (
     Daemon,
     chargers,
@@ -133,7 +133,7 @@ async def test_four_cars_share_grid_and_battery_and_fall_back_to_the_grid_when_t
 
 
 async def test_a_grid_meter_shows_the_rest_of_the_site_and_its_loss_keeps_a_margin(tmp_path, mosquitto):
-    from drivers.sim_meter import SimGridMeter
+    from drivers.sim.sdm630 import SimGridMeter
 
     other_a = 10.0
     sims_box: dict = {}

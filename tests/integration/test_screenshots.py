@@ -11,7 +11,7 @@ import time
 import pytest
 
 from config.loader import load_config
-from controller.demo import example_config_path
+from controller.cli.demo import example_config_path
 from tests.integration.harness import REPO
 
 pytestmark = pytest.mark.integration
@@ -21,8 +21,8 @@ def test_screenshots_script_writes_both_consoles_as_svg(tmp_path):
     out = tmp_path / "img"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "screenshots.py"), "--out", str(out), "--timeout-s", "150"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-m", "scripts.screenshots", "--out", str(out), "--timeout-s", "150"],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
     )
     took = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]

@@ -23,7 +23,7 @@ from typing import Self
 import pytest
 
 from battery.model import BatteryModel
-from drivers.sim_battery import SimBattery
+from drivers.sim.battery import SimBattery
 from tests.integration.harness import (
     Daemon,
     MqttWatcher,

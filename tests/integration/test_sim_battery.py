@@ -11,8 +11,8 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from battery.model import BatteryModel
 from battery.sunspec_map import decode_point, encode_point
-from drivers.sim_battery import SimBattery
-from drivers.sim_meter import (
+from drivers.sim.battery import SimBattery
+from drivers.sim.sdm630 import (
     CURRENT_A,
     FREQUENCY_HZ,
     POWER_FACTOR,

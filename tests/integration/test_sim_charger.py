@@ -16,8 +16,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from drivers.ocpp_frames import format_time
-from drivers.sim_charger import SimCharger
+from drivers.contract.clock import wire_ts
+from drivers.sim.charger16 import SimCharger
 
 REACTION_S = 0.3
 WAIT_S = 3.0
@@ -34,11 +34,11 @@ class Central(ChargePoint):
 
     @on(Action.boot_notification)
     def on_boot(self, **_: Any) -> Any:
-        return call_result.BootNotification(current_time=format_time(datetime.now(timezone.utc)), interval=300, status="Accepted")
+        return call_result.BootNotification(current_time=wire_ts(datetime.now(timezone.utc)), interval=300, status="Accepted")
 
     @on(Action.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
-        return call_result.Heartbeat(current_time=format_time(datetime.now(timezone.utc)))
+        return call_result.Heartbeat(current_time=wire_ts(datetime.now(timezone.utc)))
 
     @on(Action.status_notification)
     def on_status(self, connector_id: int, status: str, **_: Any) -> Any:
@@ -117,7 +117,7 @@ def profile(
 ) -> dict[str, Any]:
     schedule: dict[str, Any] = {
         "chargingRateUnit": "A",
-        "startSchedule": format_time(start),
+        "startSchedule": wire_ts(start),
         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit_a}],
     }
     if duration_s is not None:

@@ -25,11 +25,11 @@ from ocpp.v201.enums import Action
 from websockets.asyncio.server import ServerConnection
 
 from config.loader import load_config_text
-from drivers.ocpp_frames import format_time
-from drivers.sim_charger import SimCharger
-from drivers.sim_charger201 import DeviceModel, SimCharger201, connector_status
-from drivers.sim_outbox import ListEntry, LocalList, SimChargerError
-from drivers.sim_square import SimSquare
+from drivers.contract.clock import wire_ts
+from drivers.sim.charger16 import SimCharger
+from drivers.sim.charger201 import DeviceModel, SimCharger201, connector_status
+from drivers.sim.outbox import ListEntry, LocalList, SimChargerError
+from drivers.sim.square import SimSquare
 from hil_tests.rig import mixed_versions
 from tests.integration import sim_rig
 from tests.integration.sim_rig import eventually, open_rig
@@ -125,12 +125,12 @@ class Csms(ChargePoint):
     @on(Action.boot_notification)
     def on_boot(self, **kw: Any) -> Any:
         self.heard.frames.append(("BootNotification", kw))
-        return call_result.BootNotification(current_time=format_time(datetime.now(UTC)), interval=300, status="Accepted")
+        return call_result.BootNotification(current_time=wire_ts(datetime.now(UTC)), interval=300, status="Accepted")
 
     @on(Action.heartbeat)
     def on_heartbeat(self, **kw: Any) -> Any:
         self.heard.frames.append(("Heartbeat", kw))
-        return call_result.Heartbeat(current_time=format_time(datetime.now(UTC)))
+        return call_result.Heartbeat(current_time=wire_ts(datetime.now(UTC)))
 
     @on(Action.status_notification)
     def on_status(self, **kw: Any) -> Any:
@@ -179,7 +179,7 @@ def variable(component: str, name: str, value: str | None = None) -> dict[str, A
 
 def profile201(profile_id: int, purpose: str, limit_a: float, *, stack: int, start: datetime,
                duration_s: int | None = None, tx: str | None = None) -> dict[str, Any]:
-    schedule: dict[str, Any] = {"id": profile_id, "chargingRateUnit": "A", "startSchedule": format_time(start),
+    schedule: dict[str, Any] = {"id": profile_id, "chargingRateUnit": "A", "startSchedule": wire_ts(start),
                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit_a}]}
     if duration_s is not None:
         schedule["duration"] = duration_s
@@ -412,7 +412,7 @@ class Central16(ChargePoint16):
     @on(Action16.boot_notification)
     def on_boot(self, **kw: Any) -> Any:
         self.heard.frames.append(("BootNotification", kw))
-        return result16.BootNotification(current_time=format_time(datetime.now(UTC)), interval=300, status="Accepted")
+        return result16.BootNotification(current_time=wire_ts(datetime.now(UTC)), interval=300, status="Accepted")
 
     @on(Action16.status_notification)
     def on_status(self, **kw: Any) -> Any:
@@ -446,7 +446,7 @@ async def test_the_1_6_charger_starts_offline_for_a_listed_tag_and_is_numbered_o
 
     async with open_rig(Central16, "ocpp1.6", Heard16(blocked={"OK-2"}), sim) as r:
         entries = [{"idTag": t, "idTagInfo": {"status": "Accepted"}} for t in ("OK-1", "OK-2")]
-        entries.append({"idTag": "OLD", "idTagInfo": {"status": "Accepted", "expiryDate": format_time(datetime.now(UTC))}})
+        entries.append({"idTag": "OLD", "idTagInfo": {"status": "Accepted", "expiryDate": wire_ts(datetime.now(UTC))}})
         sent = await r.send(call16.SendLocalList(list_version=4, update_type="Full", local_authorization_list=entries))
         assert sent.status == "Accepted"
         assert (await r.send(call16.GetLocalListVersion())).list_version == 4

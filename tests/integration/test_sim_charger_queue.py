@@ -21,10 +21,10 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import ServerConnection
 
-from drivers import sim_charger
-from drivers.ocpp_frames import format_time
-from drivers.sim_charger import SimCharger
-from drivers.sim_outbox import Outbox, SimChargerError, TxMessage
+from drivers.contract.clock import wire_ts
+from drivers.sim import charger16 as sim_charger
+from drivers.sim.charger16 import SimCharger
+from drivers.sim.outbox import Outbox, SimChargerError, TxMessage
 from tests.integration import sim_rig
 from tests.integration.sim_rig import WAIT_S, eventually, open_rig
 
@@ -133,7 +133,7 @@ class Central(ChargePoint):
     @on(Action.boot_notification)
     async def on_boot(self, **kw: Any) -> Any:
         await self._hear("BootNotification", kw)
-        return call_result.BootNotification(current_time=format_time(datetime.now(UTC)), interval=300, status="Accepted")
+        return call_result.BootNotification(current_time=wire_ts(datetime.now(UTC)), interval=300, status="Accepted")
 
     @on(Action.status_notification)
     async def on_status(self, **kw: Any) -> Any:
@@ -209,7 +209,7 @@ async def test_what_happens_offline_is_delivered_in_order_after_the_reconnect_be
         queued = [(m.action, m.transaction_id, m.timestamp) for m in r.sim.outbox.pending()]
         heard_before = len(tx_frames(r.heard))
 
-        back_at = format_time(datetime.now(UTC))
+        back_at = wire_ts(datetime.now(UTC))
         await r.up()
         await eventually(lambda: len(tx_frames(r.heard)) >= heard_before + len(queued) + 2
                          and r.heard.frames[-1][0] != "BootNotification" and _statuses_since_boot(r.heard) >= 2)
@@ -314,11 +314,11 @@ async def test_without_the_gateway_the_lease_runs_out_and_the_log_shows_the_safe
         now = datetime.now(UTC)
         default = {"chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
                    "chargingProfileKind": "Absolute",
-                   "chargingSchedule": {"startSchedule": format_time(now), "chargingRateUnit": "A",
+                   "chargingSchedule": {"startSchedule": wire_ts(now), "chargingRateUnit": "A",
                                         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 8.0}]}}
         lease = {"chargingProfileId": 11, "stackLevel": 1, "chargingProfilePurpose": "TxProfile", "transactionId": tx,
                  "chargingProfileKind": "Absolute",
-                 "chargingSchedule": {"startSchedule": format_time(now - timedelta(seconds=5)), "duration": 6,
+                 "chargingSchedule": {"startSchedule": wire_ts(now - timedelta(seconds=5)), "duration": 6,
                                       "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 20.0}]}}
         assert await set_profile(r, 1, default) == "Accepted" and await set_profile(r, 1, lease) == "Accepted"
         await eventually(lambda: r.sim.applied_a(1) == 20.0)

@@ -26,7 +26,7 @@ def figure(pattern: str, text: str) -> re.Match:
 @pytest.mark.timeout(240)
 def test_a_short_soak_runs_its_faults_and_loses_no_session():
     run = subprocess.run(
-        [sys.executable, "bench/soak.py", "--minutes", "1.5", "--fault-every-s", "20", "--seed", "3"],
+        [sys.executable, "-m", "bench.soak", "--minutes", "1.5", "--fault-every-s", "20", "--seed", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=220, check=False,
     )
     out = run.stdout

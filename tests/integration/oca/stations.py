@@ -42,17 +42,18 @@ def wire_time(offset_s: float = 0.0) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_time(text: str) -> dt.datetime:
+def parse_ts_or_none(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
 @dataclass(frozen=True)
 class Frame:
-    """A request the gateway sent to a station: its action and payload as on the wire."""
+    """A request the gateway sent to a station: its action and payload as on the wire, and the answer."""
 
     action: str
     payload: dict[str, Any]
     at: float  # monotonic seconds
+    answer: dict[str, Any] | None = None  # the station's CALLRESULT payload (None: it sent a CALLERROR)
 
 
 class _Scripted:
@@ -79,18 +80,19 @@ class _Scripted:
         await self._answer(msg, json.loads(raw_msg)[3])
 
     async def _answer(self, msg: Call, payload: dict[str, Any]) -> None:
+        answer = None
         try:
-            await self._reply(msg, payload)
+            answer = await self._reply(msg, payload)
         finally:  # kept once answered: a test that sees the request sees the station's state after it
-            self.received.append(Frame(msg.action, payload, time.monotonic()))
+            self.received.append(Frame(msg.action, payload, time.monotonic(), answer))
 
-    async def _reply(self, msg: Call, payload: dict[str, Any]) -> None:
+    async def _reply(self, msg: Call, payload: dict[str, Any]) -> dict[str, Any] | None:
         try:
             await validate_payload(msg, self._ocpp_version)
         except (OCPPError, ValidationError) as exc:
             self.invalid.append(f"{msg.action} {json.dumps(payload)[:300]}: {exc}")
             await self._send(msg.create_call_error(exc).to_json())
-            return
+            return None
         answer = self.answers.get(msg.action)
         if answer is None:
             answer = self.default_answer(msg.action, payload)
@@ -100,10 +102,11 @@ class _Scripted:
             answer = NotImplementedCallError(description=f"{msg.action} is not scripted")
         if isinstance(answer, OCPPError):
             await self._send(msg.create_call_error(answer).to_json())
-            return
+            return None
         result = msg.create_call_result(answer)
         await validate_payload(result, self._ocpp_version)  # the station's own answer must fit too
         await self._send(result.to_json())
+        return result.payload
 
     def default_answer(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """What a compliant station answers; None for a request it does not know."""

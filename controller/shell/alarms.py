@@ -1,0 +1,199 @@
+"""Alarms: conditions checked every cycle, raised once (one per key, kept in the store) and cleared
+when the condition ends. Each says what happened, to which charger or bay, since when, and what the
+square does meanwhile, for the technician at the gateway (interfaces.md §6).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from controller.shell.charging import MAX_MODE, NONE_MODE
+from controller.shell.clock_check import ClockCheck
+from controller.shell.power import PowerControl
+from controller.shell.restart import RESTART_ALARM
+from controller.shell.state import SquareState
+from drivers.contract.clock import local_text
+
+log = logging.getLogger("laadplein.cycle")
+
+
+class FixtureLink(Protocol):
+    """What the alarms need of the MQTT link: is it up, and when did a bay's command go out."""
+
+    connected: bool
+
+    def published_at(self, bay_id: str) -> datetime | None: ...
+
+
+class Alarms:
+    """The square's alarms, checked by the cycle after each decision."""
+
+    def __init__(self, state: SquareState, mqtt: FixtureLink, power: PowerControl | None, clock_check: ClockCheck) -> None:
+        self.state = state
+        self.mqtt = mqtt
+        self.power = power
+        self.clock_check = clock_check
+        self.active: set[str] | None = None  # keys of the active alarms, loaded at the first check
+
+    async def check(self, now: datetime) -> None:
+        """Raise what is wrong at `now`, clear what is no longer wrong."""
+        st = self.state
+        cfg = st.cfg
+        if self.active is None:
+            self.active = {a["key"] for a in await st.store.active_alarms()}
+        for charger in cfg.chargers:
+            key = f"charger_offline:{charger.id}"
+            c = st.chargers[charger.id]
+            never = c.connected_at is None and (now - st.started_at).total_seconds() >= cfg.signage.startup_wait_s
+            gone = not c.online and c.disconnected_at is not None and not st.charger_online(charger.id, now)
+            if never or gone:
+                since = c.disconnected_at or st.started_at
+                bays = ", ".join(b.id for b in cfg.bays if b.charger == charger.id)
+                power = f"; {self.power.offline_note(charger.id, now)}" if self.power is not None and key not in self.active else ""
+                await self._raise(
+                    key, since, f"charger {charger.id} offline since {local_text(since, cfg.site.timezone)}",
+                    f"its bays ({bays}) show green (fault){power}", charger_id=charger.id,
+                )
+            elif c.online:
+                await self._clear(key, now)
+        if RESTART_ALARM in self.active:
+            # Back to normal once every charger has been back (and told its status), or after
+            # ten minutes: a charger still missing then has its own alarm.
+            back = all(st.chargers[c.id].connected_at is not None for c in cfg.chargers)
+            if back or (now - st.started_at).total_seconds() > 600:
+                await self._clear(RESTART_ALARM, now)
+        key = "broker_offline"
+        if not st.broker_online and (now - st.started_at).total_seconds() > 10:
+            await self._raise(
+                key, now, f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} unreachable",
+                "control goes on; light commands are published again on reconnect",
+            )
+        elif st.broker_online:
+            await self._clear(key, now)
+        if cfg.battery is not None:
+            await self._check_battery(now)
+        if self.power is not None:
+            await self._check_power(now)
+        for bay in cfg.bays:
+            await self._check_fixture(bay.id, now)
+            if bay.sensor:
+                s = st.sensors[bay.id]
+                key = f"sensor_silent:{bay.id}"
+                if s.at is not None and (now - s.at).total_seconds() > cfg.signage.sensor_timeout_s:
+                    await self._raise(
+                        key, s.at, f"bay {bay.id}: sensor silent since {local_text(s.at, cfg.site.timezone)}",
+                        "the bay counts as occupied (never reserved)", bay_id=bay.id,
+                    )
+                elif s.at is not None:
+                    await self._clear(key, now)
+
+    async def _check_battery(self, now: datetime) -> None:
+        st = self.state
+        b, where = st.battery, f"{st.cfg.battery.host}:{st.cfg.battery.port}"
+        plan = self.power.battery_note(now) if self.power is not None else "power sharing plans as if the battery gives nothing"
+        action = f"{plan}; the link is retried every 2 s, and trusted again after 3 plausible readings"
+        if b is None:
+            if (now - st.started_at).total_seconds() > 10:
+                await self._raise("battery_offline", st.started_at, f"no reading from the battery at {where} yet", action)
+            return
+        since = st.battery_changed_at or now
+        if not b.online:
+            await self._clear("battery_untrusted", now)
+            await self._raise("battery_offline", since, f"battery link lost: {b.reason}", action)
+            return
+        await self._clear("battery_offline", now)
+        if not b.trusted and (now - since).total_seconds() >= 10:
+            # Trust takes 3 plausible readings after every (re)connect: only a lasting distrust is an alarm.
+            await self._raise("battery_untrusted", since, f"battery readings not trusted: {b.reason}", action)
+        elif b.trusted:
+            await self._clear("battery_untrusted", now)
+
+    async def _check_fixture(self, bay_id: str, now: datetime) -> None:
+        st = self.state
+        cmd = st.commands.get(bay_id)
+        sent_at = self.mqtt.published_at(bay_id)
+        if cmd is None or sent_at is None:
+            return
+        noack, wrong = f"fixture_silent:{bay_id}", f"fixture_wrong:{bay_id}"
+        ack = st.acks.get(bay_id)
+        if ack is not None and ack[0] == cmd["seq"]:
+            await self._clear(noack, now)
+            if ack[1] == cmd["color"]:
+                await self._clear(wrong, now)
+            else:
+                await self._raise(
+                    wrong, ack[2], f"bay {bay_id}: fixture shows {ack[1]}, commanded {cmd['color']} (seq {cmd['seq']})",
+                    "command stays retained on the broker; check the fixture", bay_id=bay_id,
+                )
+        elif self.mqtt.connected and now - sent_at > timedelta(seconds=st.cfg.signage.ack_timeout_s):
+            await self._raise(
+                noack, sent_at,
+                f"bay {bay_id}: fixture did not ack seq {cmd['seq']} ({cmd['color']}) within "
+                f"{st.cfg.signage.ack_timeout_s:g} s",
+                "command stays retained on the broker; check the fixture and its link", bay_id=bay_id,
+            )
+
+    async def _check_power(self, now: datetime) -> None:
+        st, ch = self.state, self.power.charging
+        for charger in st.cfg.chargers:
+            setup = ch.setups.get(charger.id)
+            key = f"profiles_refused:{charger.id}"
+            if setup is not None and setup.mode in (MAX_MODE, NONE_MODE):
+                await self._raise(key, now, f"charger {charger.id} refuses charging profiles", setup.problem, charger_id=charger.id)
+            elif setup is not None and setup.done:
+                await self._clear(key, now)
+            key = f"setup:{charger.id}"
+            live = st.chargers[charger.id]
+            if setup is not None and live.online and not setup.done and (now - setup.connected_at).total_seconds() > 30:
+                await self._raise(
+                    key, setup.connected_at, f"charger {charger.id} not set up: {setup.problem or 'no answer yet'}",
+                    "its connectors count at its maximum; set-up is tried again", charger_id=charger.id,
+                )
+            elif setup is not None and setup.done:
+                await self._clear(key, now)
+        meter = st.cfg.grid_meter
+        if meter is not None:
+            r, at = st.grid_reading, st.grid_reading_at
+            stale = at is None or (now - at).total_seconds() > 3 * meter.poll_s + 1
+            if (r is None and (now - st.started_at).total_seconds() > 10) or (r is not None and (not r.online or stale)):
+                why = "no reading yet" if r is None else (r.reason if not r.online else "no reading for a while")
+                await self._raise(
+                    "grid_meter", at or st.started_at, f"grid meter ({meter.driver}) lost: {why}",
+                    f"the load is estimated from the chargers and the battery, keeping {meter.margin_a:g} A per phase free",
+                )
+            elif r is not None and r.online and not stale:
+                await self._clear("grid_meter", now)
+        view = self.power.view
+        if view is not None:
+            for d in view.sharing.connectors:
+                key = f"not_resuming:{d.key}"
+                if d.not_resuming:
+                    await self._raise(
+                        key, now, f"{d.key}: the car does not resume charging after a pause",
+                        "its minimum goes to the cars that want more; it is offered current again in a later turn",
+                    )
+                else:
+                    await self._clear(key, now)
+        key = "clock"
+        if not self.clock_check.sane:
+            await self._raise(key, self.clock_check.since or now, f"gateway clock not sane: {self.clock_check.why}",
+                              "only the safe default is used until the clock is sane")
+        else:
+            await self._clear(key, now)
+
+    async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
+        """Raise an alarm unless it is already active (the store keeps one per key)."""
+        if key not in self.active:
+            self.active.add(key)
+            if await self.state.store.raise_alarm(key, since, message, action, **where):
+                # A full car that stops drawing is the usual reason for not resuming: no warning.
+                level = logging.INFO if key.startswith("not_resuming:") else logging.WARNING
+                log.log(level, "ALARM %s: %s; %s", key, message, action)
+
+    async def _clear(self, key: str, now: datetime) -> None:
+        if key in self.active:
+            self.active.discard(key)
+            if await self.state.store.clear_alarm(key, now):
+                log.info("alarm %s cleared", key)

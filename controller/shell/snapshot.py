@@ -1,0 +1,120 @@
+"""The state snapshot of interfaces.md §4 (MQTT `P/state`, `GET /api/status`, the console): what the
+square shows, built from the live state and the last power decision."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from controller.shell.power import PowerControl
+from controller.shell.state import SquareState
+from drivers.contract.clock import wire_ts
+from drivers.contract.words import PLUGGED_STATUSES, STATUS_WORDS
+from drivers.ocpp.profiles16 import grid_phase
+
+IDLE_STATUSES = STATUS_WORDS - PLUGGED_STATUSES
+"""No car drawing current: a sample from before the connector went idle is not shown."""
+
+
+def _battery_view(state: SquareState) -> dict:
+    b = state.battery
+    if b is None:
+        return {"online": False, "soc_pct": None, "power_w": None, "state": None, "reason": "no reading yet"}
+    usable = b.online and b.trusted
+    return {
+        "online": usable,
+        "soc_pct": round(b.soc_pct, 1) if usable and b.soc_pct is not None else None,
+        "power_w": round(b.power_w) if usable and b.power_w is not None else None,
+        "state": b.state,
+        "reason": None if usable else b.reason,
+    }
+
+
+def _grid_phase(
+    state: SquareState, power: PowerControl | None, charger_id: str, connector: int, charger_phase: int
+) -> int:
+    if state.cfg.grid.phases == 1:
+        return 0
+    rotation = None
+    if power is not None:
+        rotation = power.charging.rotations.get(f"{charger_id}/{connector}")
+    return grid_phase(rotation or state.cfg.charger(charger_id).phase_rotation, charger_phase)
+
+
+def _grid_estimate(state: SquareState, cars_a: list[float], now: datetime) -> list[float]:
+    """Grid current per phase (A): the meter's when it reads, else cars + base load - battery."""
+    st, cfg = state, state.cfg
+    r = st.grid_reading
+    if (
+        cfg.grid_meter is not None and r is not None and r.online and r.current_a is not None
+        and st.grid_reading_at is not None and (now - st.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
+    ):
+        return list(r.current_a)
+    b = st.battery
+    battery_a = 0.0
+    if b is not None and b.online and b.trusted and b.power_w is not None:
+        battery_a = b.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
+    return [abs(a + cfg.grid.base_load_a - battery_a) if p < cfg.grid.phases else 0.0 for p, a in enumerate(cars_a)]
+
+
+def square_snapshot(state: SquareState, power: PowerControl | None, now: datetime) -> dict:
+    """The state snapshot of interfaces.md §4 (MQTT `P/state` and `GET /api/status`)."""
+    st = state
+    cfg = st.cfg
+    grid = [0.0, 0.0, 0.0]
+    bays = []
+    for bay in cfg.bays:
+        conn = st.chargers[bay.charger].connectors[bay.connector]
+        fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
+        # a car that left takes its current with it: a sample from before the connector went idle is not shown
+        left = (conn.status in IDLE_STATUSES and conn.status_changed_at is not None and conn.sample_at is not None
+                and conn.sample_at <= conn.status_changed_at)
+        currents = conn.current_a if fresh and not left else (None, None, None)
+        for i, a in enumerate(currents):
+            grid[_grid_phase(state, power, bay.charger, bay.connector, i)] += a or 0.0
+        present = [a for a in currents if a is not None]
+        light = st.lights.get(bay.id)
+        bays.append(
+            {
+                "id": bay.id,
+                "light": light.color if light else None,
+                "reason": light.reason if light else None,
+                "text": light.text if light else None,
+                "occupied": st.sensor_reading(bay.id, now) if bay.sensor else None,
+                "charger": bay.charger,
+                "connector": bay.connector,
+                "status": conn.status,
+                "limit_a": power.limit_a(bay.charger, bay.connector) if power is not None else None,
+                "current_a": round(max(present), 1) if present else None,
+            }
+        )
+    phases = cfg.grid.phases
+    grid = _grid_estimate(state, grid, now)
+    return {
+        "site": cfg.site.id,
+        "ts": wire_ts(now),
+        "timezone": cfg.site.timezone,
+        "grid": {"limit_a": cfg.grid.limit_a, "current_a": [round(a, 1) for a in grid[:phases]]},
+        "battery": None if cfg.battery is None else _battery_view(state),
+        "power": _power_view(state, power),
+        "bays": bays,
+        "chargers": [
+            {"id": c.id, "online": st.chargers[c.id].online, "ocpp": st.chargers[c.id].ocpp_version}
+            for c in cfg.chargers
+        ],
+    }
+
+
+def _power_view(state: SquareState, power: PowerControl | None) -> dict | None:
+    if power is None or power.view is None:
+        return None
+    v = power.view
+    return {
+        "grid_a": [round(a, 1) for a in v.budget.grid_a[: state.cfg.grid.phases]],
+        "battery_a": [round(a, 1) for a in v.budget.battery_a[: state.cfg.grid.phases]],
+        "load_a": [round(a, 1) for a in v.sharing.load_a[: state.cfg.grid.phases]],
+        "short": v.sharing.short,
+        "grid_source": v.grid_source,
+        "battery_setpoint_w": None if v.dispatch is None else round(v.dispatch.setpoint_w),
+        "battery_reason": None if v.dispatch is None else v.dispatch.reason,
+        "reasons": {d.key: d.reason for d in v.sharing.connectors if d.reason},
+    }

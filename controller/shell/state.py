@@ -1,0 +1,371 @@
+"""The live state of the square: domain events in, persisted first where a charger relies on it.
+
+`SquareState` is every driver's event sink and, with `controller.shell.transactions`, the OCPP
+driver's backend (`controller.shell.backend`). It applies events to plain records, keeps what a
+charger was told is true on disk before answering, and wakes the cycle. It makes no decisions:
+those are the pure deciders' job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from config.schema import SquareConfig
+from controller.store.database import Store
+from controller.store.passwords import ChargerPasswords, restore_passwords
+from drivers.contract import events as ev
+from drivers.contract.clock import parse_ts, utc_now
+from drivers.contract.words import STATUS_WORDS
+from drivers.support.fault_log import FaultLog
+from signage.rules import Light, Override, track_session_over
+
+log = logging.getLogger("laadplein.state")
+
+@dataclass
+class ConnectorLive:
+    """What the gateway knows of one connector now."""
+
+    status: str | None = None
+    status_at: datetime | None = None  # the last StatusNotification (a repeat too)
+    status_changed_at: datetime | None = None  # when the status last became what it is
+    error_code: str = "NoError"
+    session_over_at: datetime | None = None
+    transaction_id: int | None = None
+    charger_tx: str | None = None  # an OCPP 2.0.1 charger's own name of that transaction
+    tx_seen_at: datetime | None = None  # when the gateway learnt of the transaction (start, or restore)
+    current_a: tuple[float | None, float | None, float | None] = (None, None, None)
+    power_w: float | None = None
+    energy_wh: float | None = None
+    sample_at: datetime | None = None
+
+
+@dataclass
+class ChargerLive:
+    """What the gateway knows of one charger now."""
+
+    online: bool = False
+    ocpp_version: str | None = None
+    connected_at: datetime | None = None
+    disconnected_at: datetime | None = None
+    last_heard: datetime | None = None
+    remote: str = ""
+    vendor: str = ""
+    model: str = ""
+    firmware: str = ""
+    connectors: dict[int, ConnectorLive] = field(default_factory=dict)
+
+
+@dataclass
+class SensorLive:
+    """A bay sensor's last reading; occupied None means a fault or an unreadable message."""
+
+    occupied: bool | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """An event for the log, waiting to be written by the cycle."""
+
+    kind: str
+    at: datetime
+    message: str
+    bay_id: str | None = None
+    charger_id: str | None = None
+    data: dict | None = None
+
+
+class SquareState:
+    """The square's live state: what the drivers reported, as events applied in order (`record`)."""
+
+    def __init__(self, cfg: SquareConfig, store: Store, *, clock=utc_now) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.started_at = clock()
+        self.wake = asyncio.Event()
+        self.chargers: dict[str, ChargerLive] = {
+            c.id: ChargerLive(connectors={n: ConnectorLive() for n in range(1, c.connectors + 1)})
+            for c in cfg.chargers
+        }
+        self.sensors: dict[str, SensorLive] = {b.id: SensorLive() for b in cfg.bays}
+        self.overrides: dict[str, Override] = {}
+        self.lights: dict[str, Light] = {}
+        self.commands: dict[str, dict] = {}  # bay -> last command sent (with its seq)
+        self.acks: dict[str, tuple[int, str, datetime]] = {}  # bay -> what the fixture says it shows
+        self.broker_online = False
+        self.battery = None  # drivers.battery_sunspec.BatteryStatus, once read
+        self.battery_changed_at: datetime | None = None  # when it last went online/offline/(un)trusted
+        self.battery_at: datetime | None = None  # when the battery driver last reported
+        self.grid_reading = None  # drivers.devices.GridReading, once read
+        self.grid_reading_at: datetime | None = None
+        self.tz = ZoneInfo(cfg.site.timezone)
+        self.pending_log: list[LogEntry] = []
+        self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.passwords)
+        self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
+        self.reconciled = 0  # sessions closed by the gateway since start
+        self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind
+
+    # ---- restore -------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load what must survive a restart: open sessions, last light commands, overrides, API-set passwords."""
+        await restore_passwords(self.store, self.passwords)
+        for s in await self.store.open_sessions():
+            conn = self.connector(s["charger"], s["connector"])
+            if conn is None:
+                continue
+            if conn.transaction_id is not None:
+                # Two open sessions on one connector: the older one ended unseen (a charger has
+                # one transaction per connector); close it at its last reading.
+                await self.close_unseen(s["charger"], s["connector"], conn.transaction_id, self.clock(),
+                                      "a newer transaction was recorded on the same connector")
+            conn.transaction_id, conn.tx_seen_at = s["id"], self.clock()
+            conn.charger_tx = s["charger_tx"]
+            if not s["leases_tracked"]:
+                self.untracked_tx.add(s["id"])
+        self.commands = await self.store.light_commands()
+        self.lights = {bay: light_from_command(cmd) for bay, cmd in self.commands.items()}
+        for bay, o in (await self.store.overrides()).items():
+            self.overrides[bay] = Override(color=o["color"], until=o["until"], who=o["who"], why=o["why"])
+        log.info(
+            "restored %d open session(s), %d light command(s), %d override(s)",
+            sum(1 for c in self.chargers.values() for k in c.connectors.values() if k.transaction_id),
+            len(self.commands),
+            len(self.overrides),
+        )
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def connector(self, charger_id: str, connector_id: int) -> ConnectorLive | None:
+        charger = self.chargers.get(charger_id)
+        if charger is None:
+            return None
+        return charger.connectors.get(connector_id)
+
+    def where(self, charger_id: str, connector_id: int) -> str:
+        bay = self.cfg.bay_for(charger_id, connector_id)
+        return f"{charger_id}/{connector_id}" + (f" (bay {bay.id})" if bay else "")
+
+    def note(self, kind: str, message: str, *, at: datetime | None = None, bay_id=None, charger_id=None, data=None):
+        """Queue an event for the log (written by the cycle) and wake the cycle."""
+        self.pending_log.append(LogEntry(kind, at or self.clock(), message, bay_id, charger_id, data))
+        self.wake.set()
+
+    def rare(self, level: int, source: str, kind: str, msg: str, *args) -> None:
+        """Log `msg` once per source and kind a minute, with how many like it were held back."""
+        self._faults.log(log, level, source, kind, msg, *args)
+
+    async def close_unseen(self, charger_id: str, connector_id: int, tx_id: int, stopped_at: datetime, why: str) -> None:
+        """Close transaction `tx_id` on a connector at its last meter reading, saying `why`."""
+        row = await self.store.reconcile_session(tx_id, stopped_at)
+        conn = self.chargers.get(charger_id).connectors.get(connector_id) if charger_id in self.chargers else None
+        if conn is not None and conn.transaction_id == tx_id:
+            conn.transaction_id, conn.charger_tx = None, None
+        if row is None:
+            return
+        self.reconciled += 1
+        bay = self.cfg.bay_for(charger_id, connector_id)
+        where = f"{charger_id}/{connector_id}" + (f" (bay {bay.id})" if bay else "")
+        last = f"sampled {row['last_sample_at']}" if row["last_sample_at"] else "no meter values: its start reading"
+        self.note(
+            "session_reconciled",
+            f"{where}: transaction {tx_id} ended while the gateway did not see it ({why}); closed at its last"
+            f" meter reading, {row['energy_wh']} Wh ({last})",
+            charger_id=charger_id,
+            bay_id=bay.id if bay else None,
+            data={"transaction_id": tx_id, "energy_wh": row["energy_wh"], "why": why},
+        )
+        self.rare(logging.WARNING, charger_id, "reconciled", "%s: transaction %d closed by the gateway: %s", where, tx_id, why)
+
+    def charger_online(self, charger_id: str, now: datetime) -> bool:
+        """Online: connected, or closed for less than `offline_after_s` (a quick reconnect changes no light)."""
+        c = self.chargers.get(charger_id)
+        if c is None:
+            return False
+        if c.online:
+            return True
+        if c.disconnected_at is None:
+            return False
+        return (now - c.disconnected_at).total_seconds() < self.cfg.signage.offline_after_s
+
+    def record_battery(self, status) -> None:
+        """A battery poll's outcome (online, trusted, SoC, power); wakes the cycle when trust changes."""
+        prev = self.battery
+        self.battery = status
+        self.battery_at = self.clock()
+        if prev is None or (prev.online, prev.trusted) != (status.online, status.trusted):
+            self.battery_changed_at = self.clock()
+            if status.online and status.trusted:
+                word = f"online and trusted: SoC {status.soc_pct:.0f} %, {status.power_w:.0f} W"
+            elif status.online:
+                word = f"answering but not trusted: {status.reason}"
+            else:
+                word = f"link lost: {status.reason}"
+            self.note("battery", f"battery {word}")
+
+    def record_grid(self, reading) -> None:
+        """A grid meter reading (or its failure); wakes the cycle when the meter comes or goes."""
+        prev = self.grid_reading
+        self.grid_reading = reading
+        self.grid_reading_at = self.clock()
+        if prev is None or prev.online != reading.online:
+            if reading.online:
+                self.note("grid_meter", "grid meter reads: " + ", ".join(f"L{p + 1} {a:.1f} A" for p, a in enumerate(reading.current_a or ())))
+            else:
+                self.note("grid_meter", f"grid meter lost: {reading.reason}")
+
+    # ---- CentralSystemBackend ------------------------------------------------------------
+
+    def charger_known(self, charger_id: str) -> bool:
+        return charger_id in self.chargers or self.cfg.ocpp.allow_unknown_chargers
+
+    def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
+        return self.passwords.check(charger_id, password)
+
+    def charger_password_known(self, charger_id: str, password: str | None) -> bool | None:
+        return self.passwords.known(charger_id, password)
+
+    def charger_lenient(self, charger_id: str) -> bool:
+        return charger_id in self.chargers and self.cfg.charger(charger_id).lenient
+
+    def connector_count(self, charger_id: str) -> int:
+        return self.cfg.charger(charger_id).connectors if charger_id in self.chargers else 0
+
+    def record(self, event: ev.Event) -> None:
+        try:
+            self._apply(event)
+        except Exception:  # a bad event must not take the driver down with it
+            log.exception("could not apply %s", type(event).__name__)
+        # Meter samples and proof of life change no light: the periodic cycle picks them up.
+        if not isinstance(event, (ev.MeterSample, ev.ChargerHeard)):
+            self.wake.set()
+
+    def _apply(self, event: ev.Event) -> None:
+        match event:
+            case ev.ChargerConnected(charger_id=cid, ocpp_version=ver, at=at, remote=remote):
+                c = self.chargers.setdefault(cid, ChargerLive())
+                c.online, c.ocpp_version, c.connected_at, c.last_heard, c.remote = True, ver, at, at, remote
+                self.note("charger_connected", f"charger {cid} connected from {remote} ({ver})", at=at, charger_id=cid)
+            case ev.ChargerDisconnected(charger_id=cid, at=at, reason=reason):
+                c = self.chargers.get(cid)
+                if c is not None:
+                    c.online, c.disconnected_at = False, at
+                self.note("charger_disconnected", f"charger {cid} disconnected: {reason or 'closed'}", at=at, charger_id=cid)
+            case ev.ChargerBooted(charger_id=cid, at=at, vendor=vendor, model=model, firmware=fw):
+                c = self.chargers.setdefault(cid, ChargerLive())
+                c.vendor, c.model, c.firmware = vendor, model, fw
+                self.note("charger_booted", f"charger {cid} booted: {vendor} {model} firmware {fw}".strip(), at=at, charger_id=cid)
+            case ev.ChargerHeard(charger_id=cid, at=at):
+                c = self.chargers.get(cid)
+                if c is not None:
+                    c.last_heard = at
+                return  # proof of life only: nothing for the cycle to decide
+            case ev.ConnectorStatusChanged(charger_id=cid, connector_id=n, status=status, at=at, error_code=code):
+                self._apply_status(cid, n, status, at, code)
+            case ev.MeterSample():
+                self._apply_sample(event)
+            case ev.OccupancyChanged(bay_id=bay, occupied=occupied, at=at):
+                s = self.sensors.get(bay)
+                if s is None:
+                    return
+                if s.occupied != occupied or s.at is None:
+                    word = {True: "occupied", False: "empty", None: "fault (unreadable message)"}[occupied]
+                    self.note("occupancy", f"bay {bay}: sensor says {word}", at=at, bay_id=bay, data={"occupied": occupied})
+                s.occupied, s.at = occupied, at
+            case ev.LightAcked(bay_id=bay, seq=seq, color=color, at=at):
+                self.acks[bay] = (seq, color, at)
+            case ev.BrokerConnected(at=at):
+                self.broker_online = True
+                self.note("broker_connected", "MQTT broker connected", at=at)
+            case ev.BrokerLost(at=at, reason=reason):
+                if self.broker_online:
+                    self.note("broker_lost", f"MQTT broker lost: {reason}", at=at)
+                self.broker_online = False
+            case _:
+                log.debug("ignored event %r", event)
+
+    def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str) -> None:
+        c = self.chargers.get(cid)
+        if c is None:
+            return
+        if n == 0:
+            # The charger as a whole: Unavailable/Faulted applies to every connector's bay.
+            for k, conn in c.connectors.items():
+                if status in ("Unavailable", "Faulted") or conn.status is None:
+                    self._apply_status(cid, k, status, at, code)
+            return
+        conn = c.connectors.get(n)
+        if conn is None:
+            self.rare(logging.WARNING, cid, "status-connector", "charger %s reports status for connector %d, which the config does not have", cid, n)
+            return
+        if status not in STATUS_WORDS:
+            self.rare(logging.WARNING, cid, "status-word", "charger %s/%d: unknown status %r treated as Faulted", cid, n, status)
+            status = "Faulted"
+        conn.session_over_at = track_session_over(conn.status, status, conn.session_over_at, at)
+        if status != conn.status:
+            conn.status_changed_at = at
+            bay = self.cfg.bay_for(cid, n)
+            detail = f"{conn.status or 'unknown'} -> {status}" + (f" ({code})" if code and code != "NoError" else "")
+            self.note(
+                "connector_status",
+                f"{self.where(cid, n)}: {detail}",
+                at=at,
+                charger_id=cid,
+                bay_id=bay.id if bay else None,
+                data={"connector": n, "status": status, "error_code": code},
+            )
+        conn.status, conn.status_at, conn.error_code = status, at, code
+
+    def _apply_sample(self, s: ev.MeterSample) -> None:
+        conn = self.connector(s.charger_id, s.connector_id)
+        if conn is None:
+            return
+        if any(v is not None for v in s.current_a):
+            before = max((a for a in conn.current_a if a is not None), default=None)
+            now_a = max(a for a in s.current_a if a is not None)
+            if before is not None and now_a <= before - 1.0:
+                self.wake.set()  # a lower limit shows in the meter values: rises elsewhere may follow
+            conn.current_a = s.current_a
+        if s.power_w is not None:
+            conn.power_w = s.power_w
+        if s.energy_wh is not None:
+            conn.energy_wh = s.energy_wh
+        conn.sample_at = self.clock()
+
+    # ---- derived views -------------------------------------------------------------------
+
+    def bay_known(self, bay_id: str, now: datetime) -> bool:
+        """Known once a connector status arrived since start, an override holds it, or `startup_wait_s` passed."""
+        bay = self.cfg.bay(bay_id)
+        conn = self.connector(bay.charger, bay.connector)
+        if conn is not None and conn.status is not None:
+            return True
+        override = self.overrides.get(bay_id)
+        if override is not None and override.until > now:
+            return True  # a person said what the bay shows: no need to wait for the charger
+        return (now - self.started_at).total_seconds() >= self.cfg.signage.startup_wait_s
+
+    def sensor_reading(self, bay_id: str, now: datetime) -> bool | None:
+        """The sensor's reading, or None (counts as occupied) with no reading, a fault, or silence too long."""
+        s = self.sensors[bay_id]
+        if s.at is None:
+            return None
+        if now - s.at > timedelta(seconds=self.cfg.signage.sensor_timeout_s):
+            return None
+        return s.occupied
+
+
+def light_from_command(cmd: dict) -> Light:
+    """The Light a stored command stands for (its time counts as the last colour change)."""
+    return Light(
+        color=cmd["color"],
+        reason=cmd["reason"],
+        text=cmd["text"],
+        pictogram=cmd["pictogram"],
+        changed_at=parse_ts(cmd["ts"]),
+    )

@@ -1,0 +1,128 @@
+"""The gateway's own secret and what it protects: keyed hashes of id tags and their encryption.
+
+An id tag identifies a person (spec §8). Everywhere but the local authorization list it is
+kept only as `TagVault.hash_tag`; the list keeps the tag itself, encrypted with `TagVault.encrypt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+log = logging.getLogger("laadplein.store")
+
+SECRET_BYTES = 32
+NONCE_BYTES = 12
+_ENCRYPTION_INFO = b"laadplein id-tag encryption v1"
+_AAD = b"laadplein.id-tag.v1"
+
+
+class SecretError(Exception):
+    """The secret file is unusable, or an encrypted tag does not open with this secret."""
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the gateway's 32-byte secret from `path`, creating it (mode 0600) at first start.
+
+    A file of the wrong size raises `SecretError` and is left alone: every stored tag hash and
+    the encrypted token list depend on it, so replacing it would silently orphan them.
+    """
+    path = Path(path)
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = os.urandom(SECRET_BYTES)
+    # Written under a private name and hard-linked into place, so the secret appears whole or
+    # not at all, and a concurrent first start cannot overwrite a secret already in use.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(secret)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _read_secret(path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("created a new gateway secret at %s", path)
+    return secret
+
+
+def _read_secret(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        data = f.read(SECRET_BYTES + 1)
+    if len(data) != SECRET_BYTES:
+        raise SecretError(
+            f"{path}: a gateway secret is {SECRET_BYTES} bytes, this file has "
+            f"{'more' if len(data) > SECRET_BYTES else len(data)}; it is not replaced, "
+            "because stored tag hashes and the token list depend on it"
+        )
+    if mode & 0o077:
+        log.warning("%s is readable by other users (mode %o); it should be 0600", path, mode & 0o777)
+    return data
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the link itself is done
+    finally:
+        os.close(fd)
+
+
+def normalise_tag(tag: str) -> str:
+    """An id tag as compared and stored: surrounding whitespace removed, case kept."""
+    return tag.strip()
+
+
+class TagVault:
+    """Keyed hashing and encryption of id tags with the gateway's secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != SECRET_BYTES:
+            raise SecretError(f"a gateway secret is {SECRET_BYTES} bytes, got {len(secret)}")
+        self._hash_key = bytes(secret)
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_ENCRYPTION_INFO).derive(secret)
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "TagVault(<secret>)"
+
+    def hash_tag(self, tag: str) -> str:
+        """HMAC-SHA256 of the normalised tag, as 64 lowercase hex digits."""
+        message = normalise_tag(tag).encode("utf-8")
+        return hmac.new(self._hash_key, message, hashlib.sha256).hexdigest()
+
+    def encrypt(self, tag: str) -> bytes:
+        """AES-GCM of the normalised tag: a random 12-byte nonce followed by the ciphertext."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, normalise_tag(tag).encode("utf-8"), _AAD)
+
+    def decrypt(self, blob: bytes) -> str:
+        """The tag inside a blob made by `encrypt`; `SecretError` if it was made with another secret or altered."""
+        if len(blob) < NONCE_BYTES + 16:
+            raise SecretError("encrypted tag is too short")
+        try:
+            plain = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _AAD)
+        except InvalidTag:
+            raise SecretError("encrypted tag does not open with this gateway secret") from None
+        return plain.decode("utf-8")

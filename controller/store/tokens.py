@@ -1,0 +1,134 @@
+"""Two groups of `Store` methods: the local authorization list, the one place tags are kept
+(encrypted), with the version number chargers hold it under, and the retention purge of old rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from controller.store.secrets import TagVault
+from drivers.contract.clock import parse_ts, wire_ts, wire_ts_or_none
+from drivers.contract.words import TOKEN_STATUSES
+
+LIST_VERSION_KEY = "local_list_version"
+
+# Every change of the list raises its version by one, in the same transaction. Before the first
+# change (or in a database older than the `settings` table) the version counts as one more than
+# the number of tags: so the version is always above the number of tags, and a list sent in n
+# parts can number its parts n consecutive versions ending at the list's own (OCPP numbers every
+# SendLocalList, and a Differential must raise the number).
+_CURRENT_VERSION = (
+    "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?),"
+    " (SELECT COUNT(*) FROM tokens) + 1)"
+)
+
+
+class TokensMixin:
+    """The token and retention methods of `Store`, run on its connection and vault."""
+
+    _vault: TagVault
+
+    if TYPE_CHECKING:
+        def _write(self, *, durable: bool = False) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+        async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+
+    async def put_token(
+        self, tag: str, status: str, expiry: datetime | None, group: str | None,
+        *, at: datetime | None = None,
+    ) -> int:
+        """Add or change a tag of the local list; `at` (default: now) is kept as its update time.
+
+        Returns the list's new version, raised with the change and committed durably with it:
+        chargers are told the list under that number, so it must never go back after a power cut.
+        """
+        if status not in TOKEN_STATUSES:
+            raise ValueError(f"token status must be one of {sorted(TOKEN_STATUSES)}, got {status!r}")
+        if not tag.strip():
+            raise ValueError("an empty tag cannot be put on the local list")
+        updated = wire_ts(at if at is not None else datetime.now(UTC))
+        async with self._write(durable=True) as db:
+            version = await _raise_version(db)  # counted before the change: see _CURRENT_VERSION
+            await db.execute(
+                "INSERT OR REPLACE INTO tokens (tag_hash, tag_enc, status, expiry, grp, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (self._vault.hash_tag(tag), self._vault.encrypt(tag), status, wire_ts_or_none(expiry), group, updated),
+            )
+            return version
+
+    async def delete_token(self, tag: str) -> bool:
+        """Remove a tag from the local list, raising the list's version with it (durably);
+        False if it was not on it (the version stays)."""
+        tag_hash = self._vault.hash_tag(tag)
+        async with self._write(durable=True) as db:
+            async with db.execute("SELECT 1 FROM tokens WHERE tag_hash = ?", (tag_hash,)) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            await _raise_version(db)  # counted before the change: see _CURRENT_VERSION
+            await db.execute("DELETE FROM tokens WHERE tag_hash = ?", (tag_hash,))
+            return True
+
+    async def list_version(self) -> int:
+        """The version of the local list as chargers are to hold it (at least 1)."""
+        rows = await self._fetch(_CURRENT_VERSION, (LIST_VERSION_KEY,))
+        return int(rows[0][0])
+
+    async def token_status(self, tag: str, now: datetime) -> str:
+        """Accepted, Blocked, Expired or Invalid; an Accepted tag past its expiry is Expired,
+        a tag not on the list Invalid."""
+        rows = await self._fetch("SELECT status, expiry FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
+        if not rows:
+            return "Invalid"
+        status, expiry = rows[0]["status"], rows[0]["expiry"]
+        if status == "Accepted" and expiry is not None and parse_ts(expiry) <= now:
+            return "Expired"
+        return status
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        """The local list without the tags: `{"tag_hash", "status", "expiry", "group"}`."""
+        rows = await self._fetch("SELECT tag_hash, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        return [{"tag_hash": r["tag_hash"], "status": r["status"], "expiry": r["expiry"], "group": r["grp"]}
+                for r in rows]
+
+    async def token_tags(self) -> list[dict[str, Any]]:
+        """The local list with the tags decrypted, only for pushing it to chargers:
+        `{"tag", "status", "expiry", "group"}`."""
+        rows = await self._fetch("SELECT tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        return [{"tag": self._vault.decrypt(r["tag_enc"]), "status": r["status"], "expiry": r["expiry"],
+                 "group": r["grp"]} for r in rows]
+
+    # retention
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete sessions stopped before `cutoff` with their meter samples, loose samples,
+        events and cleared alarms from before it; returns the number of rows deleted.
+        Open sessions and their samples are kept whatever their age."""
+        z = wire_ts(cutoff)
+        statements = (
+            "DELETE FROM meter_samples WHERE tx_id IN"
+            " (SELECT id FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?)",
+            "DELETE FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?",
+            "DELETE FROM meter_samples WHERE at < ? AND (tx_id IS NULL OR tx_id NOT IN (SELECT id FROM sessions))",
+            "DELETE FROM events WHERE ts < ?",
+            "DELETE FROM alarms WHERE cleared_at IS NOT NULL AND cleared_at < ?",
+        )
+        deleted = 0
+        async with self._write() as db:
+            for sql in statements:
+                cur = await db.execute(sql, (z,))
+                deleted += cur.rowcount
+        return deleted
+
+
+async def _raise_version(db: aiosqlite.Connection) -> int:
+    """Raise the local list's version by one inside the caller's transaction; the new version."""
+    async with db.execute(_CURRENT_VERSION, (LIST_VERSION_KEY,)) as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) + 1
+    await db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (LIST_VERSION_KEY, str(version)))
+    return version
