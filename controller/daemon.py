@@ -108,7 +108,7 @@ async def run_daemon(
     try:
         state = SquareState(cfg, store, clock=utc_now)
         await state.restore()
-        journal = LeaseJournal(store, cfg.control.lease_s, await store.lease_bounds())
+        journal = LeaseJournal(store, cfg.control.lease_s, await store.leases.all())
         run = await start_run(store, state, len(journal.restored))
         cutoff_purged = await store.purge_older_than(utc_now() - timedelta(days=cfg.storage.retention_days))
         if cutoff_purged:

@@ -90,28 +90,37 @@ class NoCalls:
 # ---- the lease journal -----------------------------------------------------------------------
 
 
-class SpyStore:
+class SpyLeases:
+    """The store's lease bounds (`Store.leases`), recording what the journal writes."""
+
     def __init__(self, fail: bool = False) -> None:
         self.puts: list[LeaseBound] = []
         self.lowered: list[tuple[str, int, float]] = []
         self.dropped: list[tuple[str, int]] = []
         self.fail = fail
 
-    async def put_lease_bound(self, bound, at):
+    async def put(self, bound, at):
         if self.fail:
             raise sqlite3.OperationalError("disk I/O error")
         self.puts.append(bound)
 
-    async def lower_lease_bound(self, key, tx_id, limit_a):
+    async def lower(self, key, tx_id, limit_a):
         self.lowered.append((key, tx_id, limit_a))
 
-    async def drop_lease_bound(self, key, tx_id):
+    async def drop(self, key, tx_id):
         self.dropped.append((key, tx_id))
 
 
+class SpyStore:
+    """A store with only its lease bounds, as the journal uses it."""
+
+    def __init__(self, leases: SpyLeases) -> None:
+        self.leases = leases
+
+
 async def test_journal_writes_before_a_lease_goes_above_the_bound_and_never_holds_up_one_within_it() -> None:
-    spy = SpyStore()
-    j = LeaseJournal(spy, lease_s=60)
+    spy = SpyLeases()
+    j = LeaseJournal(SpyStore(spy), lease_s=60)
     first = Order("CP01/1", 16.0, 16.0, "first")
     assert await j.before_send(first, "CP01", 1, 7, at(0), 8.0)
     assert [(b.limit_a, b.tx_id) for b in spy.puts] == [(16.0, 7)]
@@ -137,8 +146,8 @@ async def test_journal_writes_before_a_lease_goes_above_the_bound_and_never_hold
 
 
 async def test_journal_lowers_the_bound_when_a_lower_lease_is_accepted_and_drops_it_at_the_end() -> None:
-    spy = SpyStore()
-    j = LeaseJournal(spy, lease_s=60)
+    spy = SpyLeases()
+    j = LeaseJournal(SpyStore(spy), lease_s=60)
     await j.before_send(Order("CP01/1", 20.0, 20.0, "first"), "CP01", 1, 7, at(0), 8.0)
     down = Order("CP01/1", 9.0, 9.0, "decrease")
     await j.before_send(down, "CP01", 1, 7, at(5), 8.0)
@@ -152,7 +161,7 @@ async def test_journal_lowers_the_bound_when_a_lower_lease_is_accepted_and_drops
 
 
 async def test_journal_that_cannot_write_lets_out_only_leases_within_the_bound_or_the_safe_default() -> None:
-    j = LeaseJournal(SpyStore(fail=True), lease_s=60, restored={
+    j = LeaseJournal(SpyStore(SpyLeases(fail=True)), lease_s=60, restored={
         "CP01/1": LeaseBound("CP01/1", "CP01", 1, 7, 20.0, at(30)),
     })
     assert not await j.before_send(Order("CP01/1", 16.0, 16.0, "first"), "CP01", 2, 9, at(0), 8.0)
@@ -168,17 +177,17 @@ async def test_journal_that_cannot_write_lets_out_only_leases_within_the_bound_o
 
 async def test_lease_bounds_round_trip_and_are_dropped_with_a_reconciled_session(store: Store) -> None:
     tx = await store.start_transaction("CP01", 1, "B01", VAULT.hash_tag(TAG), 1000, at(0))
-    await store.put_lease_bound(LeaseBound("CP01/1", "CP01", 1, tx, 16.0, at(120)), at(1))
-    await store.lower_lease_bound("CP01/1", tx, 20.0)  # not lower: unchanged
-    assert (await store.lease_bounds())["CP01/1"].limit_a == 16.0
-    await store.lower_lease_bound("CP01/1", tx, 10.0)
-    assert (await store.lease_bounds())["CP01/1"] == LeaseBound("CP01/1", "CP01", 1, tx, 10.0, at(120))
+    await store.leases.put(LeaseBound("CP01/1", "CP01", 1, tx, 16.0, at(120)), at(1))
+    await store.leases.lower("CP01/1", tx, 20.0)  # not lower: unchanged
+    assert (await store.leases.all())["CP01/1"].limit_a == 16.0
+    await store.leases.lower("CP01/1", tx, 10.0)
+    assert (await store.leases.all())["CP01/1"] == LeaseBound("CP01/1", "CP01", 1, tx, 10.0, at(120))
     await store.add_meter_samples([("CP01", 1, tx, at(30), 10.0, 10.0, 10.0, 6900.0, 1500.0),
                                    ("CP01", 1, tx, at(60), 10.0, 10.0, 10.0, 6900.0, 2100.4)])
-    row = await store.reconcile_session(tx, at(90))
+    row = await store.runs.reconcile_session(tx, at(90))
     assert row["meter_stop_wh"] == 2100 and row["energy_wh"] == 1100
-    assert await store.lease_bounds() == {}
-    assert await store.reconcile_session(tx, at(91)) is None  # no longer open
+    assert await store.leases.all() == {}
+    assert await store.runs.reconcile_session(tx, at(91)) is None  # no longer open
     s = await store.session(tx)
     assert (s["stopped"], s["stop_reason"], s["energy_wh"]) == ("2026-11-28T13:01:30.000Z", RECONCILED, 1100)
     # the charger's own StopTransaction, arriving late, replaces the gateway's guess ...
@@ -191,18 +200,18 @@ async def test_lease_bounds_round_trip_and_are_dropped_with_a_reconciled_session
 
 async def test_session_without_samples_is_reconciled_at_its_start_reading(store: Store) -> None:
     tx = await store.start_transaction("CP01", 2, "B02", VAULT.hash_tag(TAG), 4000, at(0))
-    row = await store.reconcile_session(tx, at(10))
+    row = await store.runs.reconcile_session(tx, at(10))
     assert (row["meter_stop_wh"], row["energy_wh"], row["last_sample_at"]) == (4000, 0, None)
 
 
 async def test_runs_tell_a_clean_stop_from_an_unclean_one(store: Store) -> None:
-    run, prev = await store.begin_run(at(0), 111)
+    run, prev = await store.runs.begin(at(0), 111)
     assert prev is None
-    await store.run_alive(run.id, at(60))
-    run2, prev = await store.begin_run(at(100), 222)  # the first run never recorded its stop
+    await store.runs.alive(run.id, at(60))
+    run2, prev = await store.runs.begin(at(100), 222)  # the first run never recorded its stop
     assert prev.id == run.id and prev.stopped_at is None and prev.alive_at == at(60) and prev.pid == 111
-    await store.end_run(run2.id, at(200))
-    _, prev = await store.begin_run(at(300), 333)
+    await store.runs.end(run2.id, at(200))
+    _, prev = await store.runs.begin(at(300), 333)
     assert prev.id == run2.id and prev.stopped_at == at(200)
 
 
@@ -232,13 +241,13 @@ async def _restored(cfg, store, bounds=None):
     state = SquareState(cfg, store, clock=clock)
     await state.restore()
     charging = SmartCharging(cfg, NoCalls(), clock, asyncio.Event())
-    charging.journal = LeaseJournal(store, cfg.control.lease_s, bounds if bounds is not None else await store.lease_bounds())
+    charging.journal = LeaseJournal(store, cfg.control.lease_s, bounds if bounds is not None else await store.leases.all())
     return state, charging, PowerControl(state, charging)
 
 
 async def test_restored_session_counts_at_its_lease_bound_then_its_safe_default(cfg, store: Store) -> None:
     tx = await store.start_transaction("CP01", 1, "B01", VAULT.hash_tag(TAG), 0, at(-30))
-    await store.put_lease_bound(LeaseBound("CP01/1", "CP01", 1, tx, 24.0, at(90)), at(-20))
+    await store.leases.put(LeaseBound("CP01/1", "CP01", 1, tx, 24.0, at(90)), at(-20))
     state, charging, _ = await _restored(cfg, store)
     book = charging.book
     assert charging.safe_defaults["CP01/1"] == 16.0  # 32 A over two connectors
@@ -251,7 +260,7 @@ async def test_restored_session_counts_at_its_lease_bound_then_its_safe_default(
 async def test_restored_session_without_a_bound_got_no_lease_but_an_untracked_one_counts_at_the_maximum(cfg, store: Store) -> None:
     await store.start_transaction("CP01", 1, "B01", VAULT.hash_tag(TAG), 0, at(-30))
     tx2 = await store.start_transaction("CP01", 2, "B02", VAULT.hash_tag(TAG), 0, at(-30))
-    await store._db.execute("UPDATE sessions SET leases_tracked = 0 WHERE id = ?", (tx2,))
+    await store._conn.db.execute("UPDATE sessions SET leases_tracked = 0 WHERE id = ?", (tx2,))
     # a bound of another (older) transaction on the connector does not count
     stale = {"CP01/1": LeaseBound("CP01/1", "CP01", 1, tx2 + 100, 30.0, at(300))}
     _, charging, _ = await _restored(cfg, store, stale)
@@ -262,7 +271,7 @@ async def test_restored_session_without_a_bound_got_no_lease_but_an_untracked_on
 
 async def test_start_after_an_unclean_stop_raises_the_restart_alarm_with_what_was_restored(cfg, store: Store) -> None:
     state = SquareState(cfg, store, clock=Clock())
-    await store.begin_run(at(-600), 1)  # never stopped
+    await store.runs.begin(at(-600), 1)  # never stopped
     await store.start_transaction("CP01", 1, "B01", VAULT.hash_tag(TAG), 0, at(-30))
     await state.restore()
     run = await start_run(store, state, lease_bounds=1)
@@ -270,7 +279,7 @@ async def test_start_after_an_unclean_stop_raises_the_restart_alarm_with_what_wa
     assert [a["key"] for a in alarms] == [RESTART_ALARM]
     assert "uncleanly" in alarms[0]["message"] and "600 s before this start" in alarms[0]["message"]
     assert "restored 1 open session(s)" in alarms[0]["action"] and "1 lease bound(s)" in alarms[0]["action"]
-    await store.end_run(run.id, at(1))
+    await store.runs.end(run.id, at(1))
     await start_run(store, state, lease_bounds=0)  # after a clean stop: no alarm, the old one cleared
     assert await store.active_alarms() == []
 

@@ -323,25 +323,25 @@ async def store(tmp_path: Path):
 
 
 async def test_every_change_raises_the_version_durably(tmp_path: Path, store: Store) -> None:
-    assert await store.list_version() == 1
-    assert await store.put_token("AAA", "Accepted", None, None) == 2
-    assert await store.put_token("AAA", "Blocked", None, None) == 3
-    assert await store.put_token("BBB", "Accepted", at(60), "G1") == 4
-    assert await store.delete_token("CCC") is False
-    assert await store.list_version() == 4
-    assert await store.delete_token("AAA") is True
-    assert await store.list_version() == 5
+    assert await store.tokens.version() == 1
+    assert await store.tokens.put("AAA", "Accepted", None, None) == 2
+    assert await store.tokens.put("AAA", "Blocked", None, None) == 3
+    assert await store.tokens.put("BBB", "Accepted", at(60), "G1") == 4
+    assert await store.tokens.delete("CCC") is False
+    assert await store.tokens.version() == 4
+    assert await store.tokens.delete("AAA") is True
+    assert await store.tokens.version() == 5
     await store.close()
     async with await Store.open(tmp_path / "state" / "laadplein.db", TagVault(bytes(range(32)))) as again:
-        assert await again.list_version() == 5
-        assert [t["tag"] for t in await again.token_tags()] == ["BBB"]
+        assert await again.tokens.version() == 5
+        assert [t["tag"] for t in await again.tokens.tags()] == ["BBB"]
 
 
 async def test_a_list_from_before_versions_counts_above_its_size(store: Store) -> None:
     for tag in ("AAA", "BBB", "CCC"):
-        await store.put_token(tag, "Accepted", None, None)
-    async with store._write() as db:  # a database whose tokens predate the version
+        await store.tokens.put(tag, "Accepted", None, None)
+    async with store._conn.write() as db:  # a database whose tokens predate the version
         await db.execute("DELETE FROM settings")
-    assert await store.list_version() == 4
-    assert await store.delete_token("AAA") is True
-    assert await store.list_version() == 5  # counted before the tag went: it still goes up
+    assert await store.tokens.version() == 4
+    assert await store.tokens.delete("AAA") is True
+    assert await store.tokens.version() == 5  # counted before the tag went: it still goes up

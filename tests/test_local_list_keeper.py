@@ -194,7 +194,7 @@ async def test_a_charger_that_connects_gets_the_whole_list_in_parts(square) -> N
     assert model.calls[0][1] == {"key": "LocalAuthListEnabled", "value": "true"}
     sends = model.sends()
     assert [(s["updateType"], s["listVersion"]) for s in sends] == [(FULL, 4), (DIFFERENTIAL, 5), (DIFFERENTIAL, 6)]
-    assert model.version == 6 == await sq.state.store.list_version()
+    assert model.version == 6 == await sq.state.store.tokens.version()
     assert held_tags(model) == {f"TAG{i}": "Accepted" for i in range(5)}
     # In step: reconnecting with the same version sends no list.
     sq.connect("CP01", model)
@@ -357,7 +357,7 @@ async def test_with_free_authorization_changes_are_kept_and_not_sent(square) -> 
     sq.connect("CP01", model)
     await sq.keeper.put("AAA", "Accepted", None, None)
     await sq.settle()
-    assert model.calls == [] and await sq.state.store.list_version() == 2
+    assert model.calls == [] and await sq.state.store.tokens.version() == 2
 
 
 # ---- a list cut off between its parts ----------------------------------------------------------

@@ -251,7 +251,7 @@ async def test_a_changed_password_is_stored_hashed_and_survives_a_restart(
         await change_password(store, passwords, "CP01", SECRET_TEXT, T0)
     assert passwords.check("CP01", SECRET_TEXT) and not passwords.check("CP01", "uit-de-config-1234")
     assert SECRET_TEXT not in caplog.text and "CP01" in caplog.text
-    rows = await store._fetch("SELECT * FROM charger_passwords")
+    rows = await store._conn.fetch("SELECT * FROM charger_passwords")
     assert [(r["charger_id"], r["set_at"]) for r in rows] == [("CP01", "2026-11-28T13:05:09.000Z")]
     assert verify_password(SECRET_TEXT, rows[0]["hash"])
     # After a restart the config's password is hashed again, and the stored one replaces it.
@@ -289,7 +289,7 @@ async def test_change_password_refuses_what_password_problem_refuses(store: Stor
     with pytest.raises(ValueError):
         await change_password(store, passwords, "CP01", password, T0)
     assert not passwords.required("CP01")
-    assert await store._fetch("SELECT * FROM charger_passwords") == []
+    assert await store._conn.fetch("SELECT * FROM charger_passwords") == []
 
 
 async def test_a_short_password_is_accepted_with_a_warning(store: Store, caplog: pytest.LogCaptureFixture) -> None:

@@ -153,13 +153,13 @@ async def test_newer_schema_is_refused(db_path: Path, vault: TagVault) -> None:
 
 async def test_transaction_commits_with_synchronous_full(store: Store, vault: TagVault, monkeypatch) -> None:
     seen: list[str] = []
-    execute = store._db.execute
+    execute = store._conn.db.execute
 
     def spy(sql, *args, **kwargs):
         seen.append(" ".join(sql.split())[:30])
         return execute(sql, *args, **kwargs)
 
-    monkeypatch.setattr(store._db, "execute", spy)
+    monkeypatch.setattr(store._conn.db, "execute", spy)
     tx = await store.start_transaction("CP01", 1, "B01", vault.hash_tag(TAG), 1000, at(0))
     assert seen[0] == "PRAGMA synchronous=FULL"
     assert seen[-2:] == ["COMMIT", "PRAGMA synchronous=NORMAL"]
@@ -379,37 +379,37 @@ async def test_alarms_are_not_duplicated_and_log_events(store: Store) -> None:
 
 async def test_token_statuses(store: Store, vault: TagVault) -> None:
     now = at(0)
-    await store.put_token(TAG, "Accepted", at(3600), "G1")
-    await store.put_token("BLOCKED1", "Blocked", None, None)
-    await store.put_token("OLD1", "Accepted", at(-1), None)
-    await store.put_token("FOREVER", "Accepted", None, None)
-    assert await store.token_status(TAG, now) == "Accepted"
-    assert await store.token_status(f" {TAG} ", now) == "Accepted"
-    assert await store.token_status(TAG, at(3600)) == "Expired"
-    assert await store.token_status("OLD1", now) == "Expired"
-    assert await store.token_status("BLOCKED1", now) == "Blocked"
-    assert await store.token_status("FOREVER", at(10**8)) == "Accepted"
-    assert await store.token_status("UNKNOWN", now) == "Invalid"
-    assert await store.token_status(TAG.lower(), now) == "Invalid"
+    await store.tokens.put(TAG, "Accepted", at(3600), "G1")
+    await store.tokens.put("BLOCKED1", "Blocked", None, None)
+    await store.tokens.put("OLD1", "Accepted", at(-1), None)
+    await store.tokens.put("FOREVER", "Accepted", None, None)
+    assert await store.tokens.status(TAG, now) == "Accepted"
+    assert await store.tokens.status(f" {TAG} ", now) == "Accepted"
+    assert await store.tokens.status(TAG, at(3600)) == "Expired"
+    assert await store.tokens.status("OLD1", now) == "Expired"
+    assert await store.tokens.status("BLOCKED1", now) == "Blocked"
+    assert await store.tokens.status("FOREVER", at(10**8)) == "Accepted"
+    assert await store.tokens.status("UNKNOWN", now) == "Invalid"
+    assert await store.tokens.status(TAG.lower(), now) == "Invalid"
 
-    await store.put_token(TAG, "Blocked", None, "G2")  # change in place
-    assert await store.token_status(TAG, now) == "Blocked"
-    listed = {t["tag_hash"]: t for t in await store.tokens()}
+    await store.tokens.put(TAG, "Blocked", None, "G2")  # change in place
+    assert await store.tokens.status(TAG, now) == "Blocked"
+    listed = {t["tag_hash"]: t for t in await store.tokens.all()}
     assert listed[vault.hash_tag(TAG)] == {"tag_hash": vault.hash_tag(TAG), "status": "Blocked",
                                           "expiry": None, "group": "G2"}
     assert listed[vault.hash_tag("OLD1")]["expiry"] == wire_ts(at(-1))
-    assert TAG not in repr(await store.tokens())
-    tags = {t["tag"]: t for t in await store.token_tags()}
+    assert TAG not in repr(await store.tokens.all())
+    tags = {t["tag"]: t for t in await store.tokens.tags()}
     assert set(tags) == {TAG, "BLOCKED1", "OLD1", "FOREVER"}
     assert tags[TAG] == {"tag": TAG, "status": "Blocked", "expiry": None, "group": "G2"}
 
-    assert await store.delete_token(TAG) is True
-    assert await store.delete_token(TAG) is False
-    assert await store.token_status(TAG, now) == "Invalid"
+    assert await store.tokens.delete(TAG) is True
+    assert await store.tokens.delete(TAG) is False
+    assert await store.tokens.status(TAG, now) == "Invalid"
     with pytest.raises(ValueError):
-        await store.put_token("X", "Maybe", None, None)
+        await store.tokens.put("X", "Maybe", None, None)
     with pytest.raises(ValueError):
-        await store.put_token("  ", "Accepted", None, None)
+        await store.tokens.put("  ", "Accepted", None, None)
 
 
 async def test_tag_never_stored_in_plain_text(db_path: Path, vault: TagVault) -> None:
@@ -417,9 +417,9 @@ async def test_tag_never_stored_in_plain_text(db_path: Path, vault: TagVault) ->
         h = vault.hash_tag(TAG)
         tx = await store.start_transaction("CP01", 1, "B01", h, 0, at(0))
         await store.add_event("authorize", at(0), charger_id="CP01", data={"tag_hash": h})
-        await store.put_token(TAG, "Accepted", None, "G1")
+        await store.tokens.put(TAG, "Accepted", None, "G1")
         await store.stop_transaction(tx, 10, at(1), None)
-        assert [t["tag"] for t in await store.token_tags()] == [TAG]
+        assert [t["tag"] for t in await store.tokens.tags()] == [TAG]
         files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
         raw = b"".join(p.read_bytes() for p in files)
         assert h.encode() in raw  # the files are readable as written...

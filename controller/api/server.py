@@ -344,7 +344,7 @@ class AdminApi:
         return _json([{k: v for k, v in s.items() if k != "charger_tx"} | {"id": s["charger_tx"] or s["id"]} for s in sessions])
 
     async def tokens(self, request: web.Request) -> web.Response:
-        return _json(await self.state.store.tokens())
+        return _json(await self.state.store.tokens.all())
 
     async def put_token(self, request: web.Request) -> web.Response:
         body = await _body(request)

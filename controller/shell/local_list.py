@@ -110,16 +110,16 @@ class LocalListKeeper:
     async def put(self, tag: str, status: str, expiry: datetime | None, group: str | None) -> str:
         """Add or change a tag; its hash. The new version goes to connected chargers as a Differential."""
         async with self._lock:
-            version = await self.store.put_token(tag, status, expiry, group)
+            version = await self.store.tokens.put(tag, status, expiry, group)
             self._changed(version, ListEntry(normalise_tag(tag), status, expiry, group))
         return self.store.hash_tag(tag)
 
     async def remove(self, tag: str) -> bool:
         """Remove a tag; False if it was not on the list. Connected chargers drop it by a Differential."""
         async with self._lock:
-            if not await self.store.delete_token(tag):
+            if not await self.store.tokens.delete(tag):
                 return False
-            self._changed(await self.store.list_version(), ListEntry(normalise_tag(tag), None))
+            self._changed(await self.store.tokens.version(), ListEntry(normalise_tag(tag), None))
         return True
 
     def _changed(self, version: int, entry: ListEntry) -> None:
@@ -144,7 +144,7 @@ class LocalListKeeper:
                     await asyncio.Event().wait()
                 async with self._lock:
                     if self.version is None:
-                        self.version = await self.store.list_version()
+                        self.version = await self.store.tokens.version()
                 log.info("local list: version %d; chargers are brought in step as they connect", self.version)
                 while True:
                     self.look()
@@ -310,7 +310,7 @@ class LocalListKeeper:
             if changes is not None:
                 sendable = tuple(e for e in changes if self._fits(cid, version, e))
                 return wire.plan_differential(sendable, rec.version, target, rec.per_message)
-        rows = await self.store.token_tags()
+        rows = await self.store.tokens.tags()
         entries = [
             ListEntry(r["tag"], r["status"], parse_ts(r["expiry"]) if r["expiry"] else None, r["group"]) for r in rows
         ]

@@ -23,7 +23,7 @@ async def start_run(store, state, lease_bounds: int) -> Run | None:
     None when the disk refuses (the square runs all the same; the next start cannot tell)."""
     now = state.clock()
     try:
-        run, prev = await store.begin_run(now, os.getpid())
+        run, prev = await store.runs.begin(now, os.getpid())
     except sqlite3.Error as exc:
         log.error("could not record this start of the daemon (%s); running without it", exc)
         return None
@@ -55,7 +55,7 @@ async def keep_alive(store, run_id: int, clock) -> None:
     while True:
         await asyncio.sleep(ALIVE_EVERY_S)
         try:
-            await store.run_alive(run_id, clock())
+            await store.runs.alive(run_id, clock())
         except sqlite3.Error as exc:  # the next start reports an older sign of life; nothing worse
             log.warning("could not write the daemon's sign of life (%s)", exc)
 
@@ -63,6 +63,6 @@ async def keep_alive(store, run_id: int, clock) -> None:
 async def end_run(store, run_id: int, clock) -> None:
     """This run stops cleanly."""
     try:
-        await store.end_run(run_id, clock())
+        await store.runs.end(run_id, clock())
     except sqlite3.Error as exc:
         log.warning("could not record the clean stop (%s); the next start will report an unclean one", exc)

@@ -162,7 +162,7 @@ class SquareState:
 
     async def close_unseen(self, charger_id: str, connector_id: int, tx_id: int, stopped_at: datetime, why: str) -> None:
         """Close transaction `tx_id` on a connector at its last meter reading, saying `why`."""
-        row = await self.store.reconcile_session(tx_id, stopped_at)
+        row = await self.store.runs.reconcile_session(tx_id, stopped_at)
         conn = self.chargers.get(charger_id).connectors.get(connector_id) if charger_id in self.chargers else None
         if conn is not None and conn.transaction_id == tx_id:
             conn.transaction_id, conn.charger_tx = None, None

@@ -29,7 +29,7 @@ class Transactions:
     async def _tag_status(self, id_tag: str) -> str:
         if self.state.cfg.ocpp.auth == "free":
             return "Accepted"
-        return await self.state.store.token_status(id_tag, self.state.clock())
+        return await self.state.store.tokens.status(id_tag, self.state.clock())
 
     async def start_transaction(
         self, charger_id: str, connector_id: int, id_tag: str | None, meter_start_wh: int, timestamp: datetime,

@@ -7,29 +7,27 @@ text, overrides with datetimes, because the controller compares them with its cl
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
 
-from controller.store.runs import RECONCILED, RunsMixin
+from controller.store.connection import Connection
+from controller.store.runs import RECONCILED, LeaseBounds, Runs
 from controller.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     StoreError,
     migrate,
     pragma,
-    read_schema_version,
 )
 from controller.store.secrets import TagVault
-from controller.store.tokens import TokensMixin
+from controller.store.tokens import TokenList
 from drivers.contract.clock import parse_ts, wire_ts
 
 __all__ = [
@@ -89,15 +87,18 @@ def _event(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-class Store(TokensMixin, RunsMixin):
-    """One SQLite connection; every statement runs under one lock, so no coroutine reads
-    another's uncommitted writes. Open with `await Store.open(path, vault)`."""
+class Store:
+    """The gateway's records on one SQLite connection (`controller.store.connection`): sessions,
+    meter values, events, lights, overrides, alarms and passwords here; the local list in `tokens`,
+    lease bounds in `leases`, the daemon's runs in `runs`. Open with `await Store.open(path, vault)`."""
 
     def __init__(self, db: aiosqlite.Connection, vault: TagVault, path: Path) -> None:
-        self._db = db
+        self._conn = conn = Connection(db)
         self._vault = vault
-        self._lock = asyncio.Lock()
         self.path = path
+        self.tokens = TokenList(conn, vault)
+        self.leases = LeaseBounds(conn)
+        self.runs = Runs(conn)
 
     @classmethod
     async def open(cls, path: Path, vault: TagVault) -> Store:
@@ -121,8 +122,7 @@ class Store(TokensMixin, RunsMixin):
 
     async def close(self) -> None:
         """Close the connection; committed data is already on disk. Closing twice is harmless."""
-        async with self._lock:
-            await self._db.close()
+        await self._conn.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -138,39 +138,30 @@ class Store(TokensMixin, RunsMixin):
         """The keyed hash under which a tag appears everywhere (see `TagVault.hash_tag`)."""
         return self._vault.hash_tag(tag)
 
-    @contextlib.asynccontextmanager
-    async def _write(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; `durable` makes its commit `synchronous=FULL`."""
-        db = self._db
-        async with self._lock:
-            try:
-                if durable:
-                    await db.execute("PRAGMA synchronous=FULL")
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
-            except BaseException:
-                # Statements run in order on aiosqlite's thread, so this lands after whatever
-                # was already queued, even when we were cancelled while waiting for it.
-                with contextlib.suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-                raise
-            finally:
-                if durable:
-                    await db.execute("PRAGMA synchronous=NORMAL")
-
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
-
     async def info(self) -> dict[str, Any]:
         """For health checks: `{"schema_version", "journal_mode", "synchronous"}`."""
-        async with self._lock:
-            version = await read_schema_version(self._db)
-            mode = await pragma(self._db, "journal_mode")
-            sync = await pragma(self._db, "synchronous")
-        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-        return {"schema_version": version, "journal_mode": mode, "synchronous": names.get(sync, sync)}
+        return await self._conn.info()
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete sessions stopped before `cutoff` with their meter samples, loose samples,
+        events and cleared alarms from before it; returns the number of rows deleted.
+        Open sessions and their samples are kept whatever their age."""
+        z = wire_ts(cutoff)
+        statements = (
+            "DELETE FROM meter_samples WHERE tx_id IN"
+            " (SELECT id FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?)",
+            "DELETE FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?",
+            "DELETE FROM meter_samples WHERE at < ? AND (tx_id IS NULL OR tx_id NOT IN (SELECT id FROM sessions))",
+            "DELETE FROM events WHERE ts < ?",
+            "DELETE FROM alarms WHERE cleared_at IS NOT NULL AND cleared_at < ?",
+        )
+        deleted = 0
+        async with self._conn.write() as db:
+            for sql in statements:
+                cur = await db.execute(sql, (z,))
+                deleted += cur.rowcount
+        return deleted
+
 
     # sessions
 
@@ -186,7 +177,7 @@ class Store(TokensMixin, RunsMixin):
             # The value is not echoed: if it is not a hash, it may be a tag.
             raise ValueError("tag_hash must be a TagVault.hash_tag value")
         started = wire_ts(started_at)
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             cur = await db.execute(
                 "INSERT INTO sessions (charger_id, connector_id, bay_id, tag_hash, meter_start_wh,"
                 " started_at, leases_tracked, charger_tx) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
@@ -203,7 +194,7 @@ class Store(TokensMixin, RunsMixin):
         is returned as it is (a charger may repeat a StopTransaction it got no answer to), unless
         the gateway closed it itself (RECONCILED): the charger's own stop then replaces that."""
         stopped = wire_ts(stopped_at)
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute(
                 "UPDATE sessions SET meter_stop_wh = ?, stopped_at = ?, stop_reason = ?"
                 f" WHERE id = ? AND (stopped_at IS NULL OR stop_reason = '{RECONCILED}')",
@@ -214,12 +205,12 @@ class Store(TokensMixin, RunsMixin):
         return None if row is None else _session(row)
 
     async def session(self, tx_id: int) -> dict[str, Any] | None:
-        rows = await self._fetch(_SESSION_SELECT + " WHERE s.id = ?", (tx_id,))
+        rows = await self._conn.fetch(_SESSION_SELECT + " WHERE s.id = ?", (tx_id,))
         return _session(rows[0]) if rows else None
 
     async def session_by_charger_tx(self, charger_id: str, charger_tx: str) -> dict[str, Any] | None:
         """The session an OCPP 2.0.1 charger calls `charger_tx`, or None."""
-        rows = await self._fetch(
+        rows = await self._conn.fetch(
             _SESSION_SELECT + " WHERE s.charger_id = ? AND s.charger_tx = ? ORDER BY s.id DESC LIMIT 1", (charger_id, charger_tx)
         )
         return _session(rows[0]) if rows else None
@@ -228,24 +219,24 @@ class Store(TokensMixin, RunsMixin):
         """Name the tag of a session that started without one (OCPP 2.0.1: the car was plugged in first)."""
         if not _TAG_HASH.fullmatch(tag_hash):
             raise ValueError("tag_hash must be a TagVault.hash_tag value")
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute("UPDATE sessions SET tag_hash = ? WHERE id = ?", (tag_hash, tx_id))
 
     async def set_meter_start(self, tx_id: int, meter_start_wh: int) -> None:
         """The start reading of a session that started without one (OCPP 2.0.1 leaves it out at times)."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute("UPDATE sessions SET meter_start_wh = ? WHERE id = ?", (meter_start_wh, tx_id))
 
     # charger passwords (hashes only: controller.passwords)
 
     async def charger_password_hashes(self) -> list[dict[str, Any]]:
         """The Basic Auth password hashes set through the API: `{"charger_id", "hash", "set_at"}`."""
-        rows = await self._fetch("SELECT charger_id, hash, set_at FROM charger_passwords ORDER BY charger_id")
+        rows = await self._conn.fetch("SELECT charger_id, hash, set_at FROM charger_passwords ORDER BY charger_id")
         return [dict(r) for r in rows]
 
     async def put_charger_password(self, charger_id: str, encoded: str, at: datetime) -> None:
         """Store a charger's new password hash, durably."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute(
                 "INSERT OR REPLACE INTO charger_passwords (charger_id, hash, set_at) VALUES (?, ?, ?)",
                 (charger_id, encoded, wire_ts(at)),
@@ -254,19 +245,19 @@ class Store(TokensMixin, RunsMixin):
     async def open_sessions(self) -> list[dict[str, Any]]:
         """Sessions not yet stopped, oldest first; each also says whether its leases were written
         down (`leases_tracked`: a session recorded by this schema or a later one)."""
-        rows = await self._fetch(_SESSION_SELECT + " WHERE s.stopped_at IS NULL ORDER BY s.id")
+        rows = await self._conn.fetch(_SESSION_SELECT + " WHERE s.stopped_at IS NULL ORDER BY s.id")
         return [_session(r) | {"leases_tracked": bool(r["leases_tracked"])} for r in rows]
 
     async def sessions(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Sessions started at or after `since`, oldest first; without `since`, the newest
         `limit` sessions, still oldest first."""
         if since is not None:
-            rows = await self._fetch(
+            rows = await self._conn.fetch(
                 _SESSION_SELECT + " WHERE s.started_at >= ? ORDER BY s.started_at, s.id LIMIT ?",
                 (wire_ts(since), limit),
             )
         else:
-            rows = await self._fetch(_SESSION_SELECT + " ORDER BY s.started_at DESC, s.id DESC LIMIT ?", (limit,))
+            rows = await self._conn.fetch(_SESSION_SELECT + " ORDER BY s.started_at DESC, s.id DESC LIMIT ?", (limit,))
             rows.reverse()
         return [_session(r) for r in rows]
 
@@ -282,7 +273,7 @@ class Store(TokensMixin, RunsMixin):
         if not rows:
             return
         values = [(c, n, tx, wire_ts(at), l1, l2, l3, p, e) for c, n, tx, at, l1, l2, l3, p, e in rows]
-        async with self._write() as db:
+        async with self._conn.write() as db:
             await db.executemany(
                 "INSERT INTO meter_samples (charger_id, connector_id, tx_id, at, l1_a, l2_a, l3_a,"
                 " power_w, energy_wh) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -292,7 +283,7 @@ class Store(TokensMixin, RunsMixin):
     async def meter_samples(self, tx_id: int) -> list[dict[str, Any]]:
         """A transaction's samples in time order: `{"charger", "connector", "tx_id", "at",
         "l1_a", "l2_a", "l3_a", "power_w", "energy_wh"}` (A, W, Wh)."""
-        rows = await self._fetch("SELECT * FROM meter_samples WHERE tx_id = ? ORDER BY at, id", (tx_id,))
+        rows = await self._conn.fetch("SELECT * FROM meter_samples WHERE tx_id = ? ORDER BY at, id", (tx_id,))
         return [
             {"charger": r["charger_id"], "connector": r["connector_id"], "tx_id": r["tx_id"], "at": r["at"],
              "l1_a": r["l1_a"], "l2_a": r["l2_a"], "l3_a": r["l3_a"], "power_w": r["power_w"],
@@ -307,14 +298,14 @@ class Store(TokensMixin, RunsMixin):
         message: str = "", data: dict[str, Any] | None = None,
     ) -> int:
         """Append to the event log and return the event's id."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             return await _insert_event(db, kind, at, bay_id, charger_id, message, data)
 
     async def add_events(self, entries: Sequence[tuple[str, datetime, str | None, str | None, str, dict[str, Any] | None]]) -> None:
         """Append many events (kind, at, bay, charger, message, data) in one transaction."""
         if not entries:
             return
-        async with self._write() as db:
+        async with self._conn.write() as db:
             for kind, at, bay_id, charger_id, message, data in entries:
                 await _insert_event(db, kind, at, bay_id, charger_id, message, data)
 
@@ -328,7 +319,7 @@ class Store(TokensMixin, RunsMixin):
         `after_id`: the events written after that one, in the order they were written (an alarm's
         event carries the time the alarm began, which may be long before it was written)."""
         if after_id is not None:
-            rows = await self._fetch("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            rows = await self._conn.fetch("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
             return [_event(r) for r in rows]
         where, params = [], []
         if since is not None:
@@ -342,7 +333,7 @@ class Store(TokensMixin, RunsMixin):
             params.append(bay_id)
         sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
         order = "ASC" if since is not None else "DESC"
-        rows = await self._fetch(f"{sql} ORDER BY ts {order}, id {order} LIMIT ?", (*params, limit))
+        rows = await self._conn.fetch(f"{sql} ORDER BY ts {order}, id {order} LIMIT ?", (*params, limit))
         if since is None:
             rows.reverse()
         return [_event(r) for r in rows]
@@ -357,7 +348,7 @@ class Store(TokensMixin, RunsMixin):
             raise ValueError(f"bay {bay_id}: a light command needs an integer seq")
         # Durable: a seq lost in a power cut would be handed out again after it (lights change
         # a few times an hour per bay, so the flash can afford it).
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             async with db.execute("SELECT seq FROM light_commands WHERE bay_id = ?", (bay_id,)) as cur:
                 row = await cur.fetchone()
             if row is not None and seq < row["seq"]:
@@ -370,7 +361,7 @@ class Store(TokensMixin, RunsMixin):
 
     async def light_commands(self) -> dict[str, dict[str, Any]]:
         """The last saved command of every bay, by bay id."""
-        rows = await self._fetch("SELECT bay_id, command FROM light_commands ORDER BY bay_id")
+        rows = await self._conn.fetch("SELECT bay_id, command FROM light_commands ORDER BY bay_id")
         return {r["bay_id"]: json.loads(r["command"]) for r in rows}
 
     # overrides
@@ -380,7 +371,7 @@ class Store(TokensMixin, RunsMixin):
     ) -> None:
         """Hold a bay's light at `color` until `until`, durably (a person relies on it); replaces the
         bay's earlier override."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute(
                 "INSERT OR REPLACE INTO overrides (bay_id, color, until, who, why, set_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -389,13 +380,13 @@ class Store(TokensMixin, RunsMixin):
 
     async def clear_override(self, bay_id: str) -> bool:
         """End a bay's override; False if it had none."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             cur = await db.execute("DELETE FROM overrides WHERE bay_id = ?", (bay_id,))
             return cur.rowcount > 0
 
     async def overrides(self) -> dict[str, dict[str, Any]]:
         """By bay id: `{"color", "until", "who", "why", "set_at"}`, times as aware datetimes."""
-        rows = await self._fetch("SELECT * FROM overrides ORDER BY bay_id")
+        rows = await self._conn.fetch("SELECT * FROM overrides ORDER BY bay_id")
         return {
             r["bay_id"]: {"color": r["color"], "until": parse_ts(r["until"]), "who": r["who"],
                           "why": r["why"], "set_at": parse_ts(r["set_at"])}
@@ -409,7 +400,7 @@ class Store(TokensMixin, RunsMixin):
         charger_id: str | None = None,
     ) -> bool:
         """Raise an alarm and log an `alarm` event; False (and nothing written) if `key` is already active."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             cur = await db.execute(
                 "INSERT INTO alarms (key, raised_at, message, action, bay_id, charger_id)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
@@ -422,7 +413,7 @@ class Store(TokensMixin, RunsMixin):
 
     async def clear_alarm(self, key: str, at: datetime) -> bool:
         """Clear an active alarm and log an `alarm_cleared` event; False if it was not active."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             async with db.execute(
                 "UPDATE alarms SET cleared_at = ? WHERE key = ? AND cleared_at IS NULL"
                 " RETURNING message, bay_id, charger_id",
@@ -437,7 +428,7 @@ class Store(TokensMixin, RunsMixin):
 
     async def active_alarms(self) -> list[dict[str, Any]]:
         """Active alarms, newest first: `{"key", "since", "message", "action", "bay", "charger"}`."""
-        rows = await self._fetch("SELECT * FROM alarms WHERE cleared_at IS NULL ORDER BY raised_at DESC, id DESC")
+        rows = await self._conn.fetch("SELECT * FROM alarms WHERE cleared_at IS NULL ORDER BY raised_at DESC, id DESC")
         return [
             {"key": r["key"], "since": r["raised_at"], "message": r["message"], "action": r["action"],
              "bay": r["bay_id"], "charger": r["charger_id"]}

@@ -64,7 +64,7 @@ class LeaseJournal:
         ends_at = self._lease_end(sent_at) + timedelta(seconds=self.lease_s)
         bound = LeaseBound(order.key, charger_id, connector_id, tx_id, limit_a, ends_at)
         try:
-            await self.store.put_lease_bound(bound, sent_at)
+            await self.store.leases.put(bound, sent_at)
         except (sqlite3.Error, OSError) as exc:
             if order.limit_a <= safe_default_a:
                 log.error("%s: could not write the lease of %.1f A down (%s); sent anyway (not above the safe default)",
@@ -85,7 +85,7 @@ class LeaseJournal:
         bound = LeaseBound(order.key, charger_id, connector_id, tx_id, limit_a,
                            self._lease_end(sent_at) + timedelta(seconds=self.lease_s))
         try:
-            await self.store.put_lease_bound(bound, sent_at)
+            await self.store.leases.put(bound, sent_at)
         except (sqlite3.Error, OSError) as exc:
             log.error("%s: could not extend the lease bound on disk (%s)", order.key, exc)
             return
@@ -98,7 +98,7 @@ class LeaseJournal:
             return
         self._bounds[order.key] = LeaseBound(old.key, old.charger_id, old.connector_id, tx_id, order.limit_a, old.ends_at)
         try:
-            await self.store.lower_lease_bound(order.key, tx_id, order.limit_a)
+            await self.store.leases.lower(order.key, tx_id, order.limit_a)
         except (sqlite3.Error, OSError) as exc:  # the higher bound stays on disk: over-counting is safe
             log.warning("%s: could not lower the lease bound on disk (%s)", order.key, exc)
 
@@ -108,6 +108,6 @@ class LeaseJournal:
         if old is None:
             return
         try:
-            await self.store.drop_lease_bound(key, old.tx_id)
+            await self.store.leases.drop(key, old.tx_id)
         except (sqlite3.Error, OSError) as exc:
             log.warning("%s: could not drop the lease bound on disk (%s)", key, exc)

@@ -1,18 +1,15 @@
-"""Two groups of `Store` methods for crash safety: the leases a charger may still hold after a
-restart, and the daemon's runs (a run that never recorded its stop ended uncleanly)."""
+"""Crash safety in the store: the leases a charger may still hold after a restart, and the daemon's
+runs (a run that never recorded its stop ended uncleanly) with the sessions that ended unseen."""
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import aiosqlite
-
+from controller.store.connection import Connection
 from drivers.contract.clock import parse_ts, wire_ts
 
 RECONCILED = "Reconciled"
@@ -54,20 +51,18 @@ def _run(row: sqlite3.Row) -> Run:
     )
 
 
-class RunsMixin:
-    """The lease and run methods of `Store`, run on its connection."""
+class LeaseBounds:
+    """The most each connector's charger may hold, written down (durably) before the lease goes out."""
 
-    if TYPE_CHECKING:
-        def _write(self, *, durable: bool = False) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     # ---- leases ---------------------------------------------------------------------------
 
-    async def put_lease_bound(self, bound: LeaseBound, at: datetime) -> None:
+    async def put(self, bound: LeaseBound, at: datetime) -> None:
         """Write a connector's lease bound durably (synchronous=FULL): it must survive a power cut
         that follows the SetChargingProfile it allows."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute(
                 "INSERT OR REPLACE INTO leases (key, charger_id, connector_id, tx_id, limit_a, ends_at, written_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -75,26 +70,34 @@ class RunsMixin:
                  wire_ts(bound.ends_at), wire_ts(at)),
             )
 
-    async def lower_lease_bound(self, key: str, tx_id: int, limit_a: float) -> None:
+    async def lower(self, key: str, tx_id: int, limit_a: float) -> None:
         """The charger accepted a lower lease: lower the bound (a lost write only over-counts)."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             await db.execute(
                 "UPDATE leases SET limit_a = ? WHERE key = ? AND tx_id = ? AND limit_a > ?",
                 (limit_a, key, tx_id, limit_a),
             )
 
-    async def drop_lease_bound(self, key: str, tx_id: int) -> None:
+    async def drop(self, key: str, tx_id: int) -> None:
         """The connector's lease for transaction `tx_id` ended with its session, or was taken back."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             await db.execute("DELETE FROM leases WHERE key = ? AND tx_id = ?", (key, tx_id))
 
-    async def lease_bounds(self) -> dict[str, LeaseBound]:
+    async def all(self) -> dict[str, LeaseBound]:
         """Every lease bound on record, by connector key."""
-        rows = await self._fetch("SELECT * FROM leases ORDER BY key")
+        rows = await self._conn.fetch("SELECT * FROM leases ORDER BY key")
         return {
             r["key"]: LeaseBound(r["key"], r["charger_id"], r["connector_id"], r["tx_id"], r["limit_a"], parse_ts(r["ends_at"]))
             for r in rows
         }
+
+
+class Runs:
+    """The daemon's runs (one that never recorded its stop ended uncleanly) and the sessions that
+    ended while it was down, closed by the gateway itself."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     # ---- sessions closed by the gateway ---------------------------------------------------------
 
@@ -102,7 +105,7 @@ class RunsMixin:
         """Close an open session the charger no longer has, durably, at its last meter reading (or
         its start reading without samples). None if it was not open. Returns `{"id", "meter_stop_wh",
         "energy_wh", "last_sample_at"}`."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             async with db.execute(
                 "SELECT s.meter_start_wh, (SELECT MAX(m.energy_wh) FROM meter_samples m WHERE m.tx_id = s.id)"
                 " AS last_wh, (SELECT MAX(m.at) FROM meter_samples m WHERE m.tx_id = s.id) AS last_at"
@@ -126,9 +129,9 @@ class RunsMixin:
 
     # ---- runs -----------------------------------------------------------------------------------
 
-    async def begin_run(self, at: datetime, pid: int) -> tuple[Run, Run | None]:
+    async def begin(self, at: datetime, pid: int) -> tuple[Run, Run | None]:
         """Record this start of the daemon; returns it and the run before it (None on a first start)."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             async with db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1") as cur:
                 prev = await cur.fetchone()
             cur = await db.execute(
@@ -140,12 +143,12 @@ class RunsMixin:
         assert run_id is not None
         return Run(run_id, at, at, None, pid), (None if prev is None else _run(prev))
 
-    async def run_alive(self, run_id: int, at: datetime) -> None:
+    async def alive(self, run_id: int, at: datetime) -> None:
         """The daemon is still running (a sign of life for the next start to report)."""
-        async with self._write() as db:
+        async with self._conn.write() as db:
             await db.execute("UPDATE runs SET alive_at = ? WHERE id = ?", (wire_ts(at), run_id))
 
-    async def end_run(self, run_id: int, at: datetime) -> None:
+    async def end(self, run_id: int, at: datetime) -> None:
         """This run stops cleanly."""
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             await db.execute("UPDATE runs SET alive_at = ?, stopped_at = ? WHERE id = ?", (wire_ts(at), wire_ts(at), run_id))

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiosqlite
 
+from controller.store.connection import Connection
 from controller.store.secrets import TagVault
 from drivers.contract.clock import parse_ts, wire_ts, wire_ts_or_none
 from drivers.contract.words import TOKEN_STATUSES
@@ -28,17 +26,15 @@ _CURRENT_VERSION = (
 )
 
 
-class TokensMixin:
-    """The token and retention methods of `Store`, run on its connection and vault."""
+class TokenList:
+    """The local authorization list: tags kept encrypted, looked up by their keyed hash, and the
+    list's version that chargers are told."""
 
-    _vault: TagVault
+    def __init__(self, conn: Connection, vault: TagVault) -> None:
+        self._conn = conn
+        self._vault = vault
 
-    if TYPE_CHECKING:
-        def _write(self, *, durable: bool = False) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
-
-    async def put_token(
+    async def put(
         self, tag: str, status: str, expiry: datetime | None, group: str | None,
         *, at: datetime | None = None,
     ) -> int:
@@ -52,7 +48,7 @@ class TokensMixin:
         if not tag.strip():
             raise ValueError("an empty tag cannot be put on the local list")
         updated = wire_ts(at if at is not None else datetime.now(UTC))
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             version = await _raise_version(db)  # counted before the change: see _CURRENT_VERSION
             await db.execute(
                 "INSERT OR REPLACE INTO tokens (tag_hash, tag_enc, status, expiry, grp, updated_at)"
@@ -61,11 +57,11 @@ class TokensMixin:
             )
             return version
 
-    async def delete_token(self, tag: str) -> bool:
+    async def delete(self, tag: str) -> bool:
         """Remove a tag from the local list, raising the list's version with it (durably);
         False if it was not on it (the version stays)."""
         tag_hash = self._vault.hash_tag(tag)
-        async with self._write(durable=True) as db:
+        async with self._conn.write(durable=True) as db:
             async with db.execute("SELECT 1 FROM tokens WHERE tag_hash = ?", (tag_hash,)) as cur:
                 if await cur.fetchone() is None:
                     return False
@@ -73,15 +69,15 @@ class TokensMixin:
             await db.execute("DELETE FROM tokens WHERE tag_hash = ?", (tag_hash,))
             return True
 
-    async def list_version(self) -> int:
+    async def version(self) -> int:
         """The version of the local list as chargers are to hold it (at least 1)."""
-        rows = await self._fetch(_CURRENT_VERSION, (LIST_VERSION_KEY,))
+        rows = await self._conn.fetch(_CURRENT_VERSION, (LIST_VERSION_KEY,))
         return int(rows[0][0])
 
-    async def token_status(self, tag: str, now: datetime) -> str:
+    async def status(self, tag: str, now: datetime) -> str:
         """Accepted, Blocked, Expired or Invalid; an Accepted tag past its expiry is Expired,
         a tag not on the list Invalid."""
-        rows = await self._fetch("SELECT status, expiry FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
+        rows = await self._conn.fetch("SELECT status, expiry FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
         if not rows:
             return "Invalid"
         status, expiry = rows[0]["status"], rows[0]["expiry"]
@@ -89,40 +85,20 @@ class TokensMixin:
             return "Expired"
         return status
 
-    async def tokens(self) -> list[dict[str, Any]]:
+    async def all(self) -> list[dict[str, Any]]:
         """The local list without the tags: `{"tag_hash", "status", "expiry", "group"}`."""
-        rows = await self._fetch("SELECT tag_hash, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        rows = await self._conn.fetch("SELECT tag_hash, status, expiry, grp FROM tokens ORDER BY tag_hash")
         return [{"tag_hash": r["tag_hash"], "status": r["status"], "expiry": r["expiry"], "group": r["grp"]}
                 for r in rows]
 
-    async def token_tags(self) -> list[dict[str, Any]]:
+    async def tags(self) -> list[dict[str, Any]]:
         """The local list with the tags decrypted, only for pushing it to chargers:
         `{"tag", "status", "expiry", "group"}`."""
-        rows = await self._fetch("SELECT tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        rows = await self._conn.fetch("SELECT tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
         return [{"tag": self._vault.decrypt(r["tag_enc"]), "status": r["status"], "expiry": r["expiry"],
                  "group": r["grp"]} for r in rows]
 
     # retention
-
-    async def purge_older_than(self, cutoff: datetime) -> int:
-        """Delete sessions stopped before `cutoff` with their meter samples, loose samples,
-        events and cleared alarms from before it; returns the number of rows deleted.
-        Open sessions and their samples are kept whatever their age."""
-        z = wire_ts(cutoff)
-        statements = (
-            "DELETE FROM meter_samples WHERE tx_id IN"
-            " (SELECT id FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?)",
-            "DELETE FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?",
-            "DELETE FROM meter_samples WHERE at < ? AND (tx_id IS NULL OR tx_id NOT IN (SELECT id FROM sessions))",
-            "DELETE FROM events WHERE ts < ?",
-            "DELETE FROM alarms WHERE cleared_at IS NOT NULL AND cleared_at < ?",
-        )
-        deleted = 0
-        async with self._write() as db:
-            for sql in statements:
-                cur = await db.execute(sql, (z,))
-                deleted += cur.rowcount
-        return deleted
 
 
 async def _raise_version(db: aiosqlite.Connection) -> int:
