@@ -33,14 +33,9 @@ from tests.integration.fuzz_strategies import (
     ocpp_expectation,
     ocpp_frames,
 )
-from tests.integration.harness import (
-    Daemon,
-    MqttWatcher,
-    chargers,
-    free_port,
-    square_toml,
-)
+from tests.integration.harness import Daemon, MqttWatcher, chargers, square_toml
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ports import free_port
 from tests.integration.test_fuzz_modbus import (
     PRESETS,
     SCRIPT_RUN,

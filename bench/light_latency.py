@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from drivers.sim.charger16 import SimCharger
-from tests.integration.harness import Daemon, MqttWatcher, free_port, square_toml
+from tests.integration.harness import Daemon, MqttWatcher, square_toml
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ports import free_port
 
 ROOT = "lp/testplein"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -43,8 +43,9 @@ from bench.soak_faults import (
 from config.loader import load_config_text
 from drivers.sim.cars import arrivals
 from drivers.sim.square import SimSquare
-from tests.integration.harness import Daemon, free_port
+from tests.integration.harness import Daemon
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ports import free_port
 
 PROBE_ID = "CP07"  # in the daemon's config, not run by the simulator: the malformed-frame client's id
 LEASE_S = 30

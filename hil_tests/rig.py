@@ -26,8 +26,9 @@ from config.loader import load_config_text
 from drivers.sim.charger_core import SimChargerCore
 from drivers.sim.outbox import Confirmed
 from drivers.sim.square import SimSquare, ocpp_versions
-from tests.integration.harness import Daemon, MqttWatcher, free_port, wait_until
+from tests.integration.harness import Daemon, MqttWatcher, wait_until
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ports import free_port
 
 ROOT = "lp/hilplein"
 
@@ -371,13 +372,19 @@ class HardwareRig(Rig):
         return self
 
     async def _all_online(self) -> bool:
+        # Online is the websocket; a charger may act (start a transaction) only once its boot is
+        # accepted, after which it reports every connector's status: wait for those too.
         status, chargers = await self.api("GET", "/api/chargers")
-        return status == 200 and all(c["online"] for c in chargers)
+        return status == 200 and all(
+            c["online"] and all(n["status"] is not None for n in c["connectors"]) for c in chargers
+        )
 
     async def __aexit__(self, *exc) -> None:
-        await self.watcher.__aexit__(*exc)
-        if self.daemon.proc is not None and self.daemon.proc.poll() is None:
-            self.daemon.stop()
+        try:
+            await self.watcher.__aexit__(*exc)
+        finally:  # never leave a daemon behind, whatever failed above
+            if self.daemon.proc is not None and self.daemon.proc.poll() is None:
+                self.daemon.stop()
 
     def _action(self, section: str, key: str, fault: dict, **fmt) -> None:
         """Do a rig action: POST `fault` to the section's `fault_url`, or run its shell command."""

@@ -14,8 +14,9 @@ import time
 import pytest
 
 from hil_tests.rig import SIGNAGE, SIM_CHARGERS, rig_square_toml
-from tests.integration.harness import REPO, free_port
+from tests.integration.harness import REPO
 from tests.integration.mosquitto import mosquitto  # noqa: F401  (the fixture)
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

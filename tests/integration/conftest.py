@@ -2,8 +2,9 @@
 
 import pytest
 
-from tests.integration.harness import Daemon, free_port, square_toml
+from tests.integration.harness import Daemon, square_toml
 from tests.integration.mosquitto import mosquitto  # noqa: F401
+from tests.integration.ports import free_port
 
 
 @pytest.fixture

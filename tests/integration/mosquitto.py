@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.ports import free_port
+
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class Mosquitto:

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from drivers.sim.charger_core import SimChargerCore
-from tests.integration.harness import free_port
+from tests.integration.ports import free_port
 
 WAIT_S = 5.0
 

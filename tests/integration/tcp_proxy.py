@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+
+from tests.integration.ports import free_port
 
 CHUNK_BYTES = 65536
 CONNECT_TIMEOUT_S = 5.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class _Pair:

@@ -33,8 +33,9 @@ from ocpp.v16 import call as call16
 from drivers.contract.clock import parse_ts
 from drivers.sim.charger16 import SimCharger
 from drivers.sim.charger201 import SimCharger201
-from tests.integration.harness import REPO, Daemon, free_port, square_toml
+from tests.integration.harness import REPO, Daemon, square_toml
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from tests.integration.harness import REPO, Daemon, chargers, free_port, square_toml
+from tests.integration.harness import REPO, Daemon, chargers, square_toml
+from tests.integration.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -133,8 +133,14 @@ async def test_session_that_ended_while_the_daemon_was_down_is_reconciled(make_d
         took_s = time.monotonic() - t0
         s = [s for s in (await d.aapi("GET", "/api/sessions"))[1] if s["id"] == tx][0]
         assert s["stop_reason"] == "Reconciled" and s["energy_wh"] == 750
-        events = (await d.aapi("GET", "/api/events"))[1]
-        notes = [e for e in events if e["kind"] == "session_reconciled"]
+
+        async def reconcile_notes() -> list[dict]:
+            return [e for e in (await d.aapi("GET", "/api/events"))[1] if e["kind"] == "session_reconciled"]
+
+        # The cycle closes the session in the database at once but writes its events at the end
+        # of the cycle (SquareState.note queues them): wait for the event, then check there is one.
+        await wait_until(reconcile_notes, 10, "the session_reconciled event written")
+        notes = await reconcile_notes()
         assert len(notes) == 1 and f"transaction {tx}" in notes[0]["message"] and notes[0]["bay"] == "B01"
         # the charger's StopTransaction, if it still comes, replaces the gateway's guess
         await cp.call("StopTransaction", {"transactionId": tx, "meterStop": 1900, "timestamp": NOW, "reason": "EVDisconnected"})

@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.integration.harness import REPO, Daemon, free_port, square_toml
+from tests.integration.harness import REPO, Daemon, square_toml
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,8 @@ from hypothesis import strategies as st
 
 from drivers.mqtt.wire import Throttle
 from tests.integration.fuzz_strategies import MqttMessage, drawn, mqtt_messages
-from tests.integration.harness import (
-    Daemon,
-    MqttWatcher,
-    chargers,
-    free_port,
-    square_toml,
-)
+from tests.integration.harness import Daemon, MqttWatcher, chargers, square_toml
+from tests.integration.ports import free_port
 from tests.integration.test_fuzz_ocpp import (
     FAULT_LINES_MAX,
     assert_no_crash,

@@ -29,7 +29,8 @@ from tests.integration.fuzz_strategies import (
     ocpp_expectation,
     ocpp_frames,
 )
-from tests.integration.harness import Daemon, free_port, square_toml
+from tests.integration.harness import Daemon, square_toml
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ import shutil
 
 import pytest
 
-from tests.integration.harness import REPO, Daemon, free_port, square_toml
+from tests.integration.harness import REPO, Daemon, square_toml
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,8 @@ import time
 import pytest
 
 from drivers.sim.lights import SimFixtures
-from tests.integration.harness import (
-    REPO,
-    Daemon,
-    MqttWatcher,
-    chargers,
-    free_port,
-    wait_until,
-)
+from tests.integration.harness import REPO, Daemon, MqttWatcher, chargers, wait_until
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

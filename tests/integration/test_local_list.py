@@ -16,7 +16,8 @@ from ocpp import v16, v201
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.routing import on
 
-from tests.integration.harness import Daemon, free_port, square_toml, wait_until
+from tests.integration.harness import Daemon, square_toml, wait_until
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

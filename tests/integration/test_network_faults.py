@@ -20,11 +20,11 @@ from tests.integration.harness import (
     Daemon,
     MqttWatcher,
     chargers,
-    free_port,
     square_toml,
     wait_until,
 )
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ports import free_port
 from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration

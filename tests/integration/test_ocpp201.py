@@ -14,7 +14,8 @@ import websockets
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 
-from tests.integration.harness import Daemon, free_port, square_toml, wait_until
+from tests.integration.harness import Daemon, square_toml, wait_until
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.integration.harness import Daemon, free_port, square_toml, wait_until
+from tests.integration.harness import Daemon, square_toml, wait_until
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

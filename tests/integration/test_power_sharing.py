@@ -15,13 +15,8 @@ import pytest
 
 from battery.model import BatteryModel
 from drivers.sim.battery import SimBattery
-from tests.integration.harness import (
-    Daemon,
-    chargers,
-    free_port,
-    square_toml,
-    wait_until,
-)
+from tests.integration.harness import Daemon, chargers, square_toml, wait_until
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

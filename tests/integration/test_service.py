@@ -28,10 +28,10 @@ from tests.integration.harness import (
     Daemon,
     MqttWatcher,
     chargers,
-    free_port,
     square_toml,
     wait_until,
 )
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

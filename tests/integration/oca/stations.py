@@ -26,7 +26,8 @@ from ocpp.exceptions import OCPPError, ValidationError
 from ocpp.messages import Call, MessageType, unpack, validate_payload
 from websockets.headers import build_authorization_basic
 
-from tests.integration.harness import Daemon, free_port, square_toml
+from tests.integration.harness import Daemon, square_toml
+from tests.integration.ports import free_port
 
 WAIT_S = 5.0  # how long a test waits for a frame the gateway must send (its calls time out after 5 s)
 SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
