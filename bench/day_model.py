@@ -16,7 +16,7 @@ from typing import Protocol
 from battery.model import BatteryModel
 from config.schema_devices import ReserveWindow
 from drivers.sim.cars import Arrival, CarState
-from drivers.sim.profiles import Follow, charging_status, follow_limit
+from drivers.sim.charger_math import Follow, charging_status, follow_limit
 
 STEP_S = 1.0
 OVERSHOOT_EPS_A = 0.01

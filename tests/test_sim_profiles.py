@@ -11,19 +11,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.sim.profiles import (
+from drivers.sim.charger_math import (
     Follow,
-    ProfileStore,
     charging_status,
-    composite_schedule,
-    composite_schedule201,
     follow_limit,
-    parse_profile,
-    parse_profile201,
     plain_draw,
-    purpose201,
     sampled_values,
     sampled_values201,
+)
+from drivers.sim.profiles import (
+    ProfileStore,
+    composite_schedule,
+    composite_schedule201,
+    parse_profile,
+    parse_profile201,
+    purpose201,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -8,6 +8,10 @@ after a pause) keeps that minimum for IDLE_GRACE_S; after that its minimum goes 
 want more (rule 3: what a car does not draw goes to the others). It then gets current only from room
 no other car wants, else it waits with `paused_since` set to when it is offered current again
 (later than now), and from then on it waits for a turn like any paused car.
+
+Kept in one file past 400 lines: rules 1-6 are one pass over the same frozen picture, in an order
+that matters; split, that order would be spread over files. Its inputs and outputs are in
+`sharing_types.py`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@ alarms and the local authorization list (spec §7, §8).
 
 Methods take aware datetimes; rows meant to be served come back JSON-ready with times as `wire_ts`
 text, overrides with datetimes, because the controller compares them with its clock.
+
+Past 400 lines because it holds one small method per statement for the daemon's everyday records;
+the parts with a life of their own are in `tokens.py` (the local list), `runs.py` (lease bounds,
+runs) and `connection.py` (the connection and its lock).
 """
 
 from __future__ import annotations

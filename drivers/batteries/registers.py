@@ -4,6 +4,9 @@
 the reports to `on_reading`, the held setpoint (written after every poll, let go of on the way out)
 and the log lines; a preset says how to start, read, steer and let go. `RegisterBattery` is the
 preset for a battery that speaks neither SunSpec nor Victron: a register table from the config.
+
+Kept in one file past 400 lines: the poll loop, the trust verdicts and the held setpoint are one
+state machine over one link; the presets that differ live in `sunspec.py` and `victron.py`.
 """
 
 from __future__ import annotations

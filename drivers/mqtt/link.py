@@ -1,7 +1,9 @@
 """The gateway's MQTT link (interfaces.md §4): light commands and the state out, sensor readings and fixture acks in.
 
 `MqttLink` is the connection that keeps coming back, republishing what the fixtures must see after
-every reconnect; the wire format it speaks lives in `drivers.mqtt.wire`.
+every reconnect; the wire format it speaks lives in `drivers.mqtt.wire`, its back-off in
+`drivers.mqtt.retry`. Kept in one file past 400 lines: connecting, reading and republishing share
+one client and its lifecycle (a reconnect must republish what the last connection had sent).
 """
 
 from __future__ import annotations

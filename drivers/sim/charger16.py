@@ -23,6 +23,7 @@ from ocpp.v16.enums import Action
 from drivers.contract.clock import parse_ts_or_none, wire_ts
 from drivers.sim.charger_core import Car, SimChargerCore, TxId, now_text, utcnow
 from drivers.sim.charger_link import logger
+from drivers.sim.charger_math import charging_status, sampled_values
 from drivers.sim.outbox import (
     TX_RETRY_S,
     CallLost,
@@ -30,12 +31,7 @@ from drivers.sim.outbox import (
     SimChargerError,
     TxMessage,
 )
-from drivers.sim.profiles import (
-    charging_status,
-    composite_schedule,
-    parse_profile,
-    sampled_values,
-)
+from drivers.sim.profiles import composite_schedule, parse_profile
 
 __all__ = ["TX_RETRY_S", "CallLost", "Car", "SimCharger", "SimChargerError"]
 

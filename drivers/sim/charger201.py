@@ -9,6 +9,9 @@ periodic readings (Updated, MeterValuePeriodic) only once the gateway set
 SampledDataCtrlr.TxUpdatedInterval; the measurands are the device model's. Statuses are kept in
 OCPP 1.6 words (see `drivers.sim.charger_core`) and reported as 2.0.1 connector statuses and
 charging states.
+
+Kept in one file past 400 lines: it is one version's wire layer, like `charger16.py`; what both
+versions share is in `charger_core.py`, `charger_link.py`, `profiles.py` and `charger_math.py`.
 """
 
 from __future__ import annotations
@@ -24,15 +27,9 @@ from ocpp.v201.enums import Action
 from drivers.contract.clock import parse_ts_or_none, wire_ts
 from drivers.sim.charger_core import Car, SimChargerCore, TxId, now_text, utcnow
 from drivers.sim.charger_link import logger
+from drivers.sim.charger_math import charging_status, sampled_values, sampled_values201
 from drivers.sim.outbox import ListEntry, SimChargerError, TxMessage
-from drivers.sim.profiles import (
-    charging_status,
-    composite_schedule201,
-    parse_profile201,
-    purpose201,
-    sampled_values,
-    sampled_values201,
-)
+from drivers.sim.profiles import composite_schedule201, parse_profile201, purpose201
 
 __all__ = ["DeviceModel", "SimCharger201"]
 

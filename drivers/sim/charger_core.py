@@ -19,16 +19,13 @@ from typing import Protocol
 
 from drivers.contract.clock import wire_ts
 from drivers.sim.charger_link import SimLink, TxId
+from drivers.sim.charger_math import Follow, charging_status, follow_limit, plain_draw
 from drivers.sim.outbox import CallLost, LocalList, SimChargerError, TxMessage
 from drivers.sim.profiles import (
     MIN_CURRENT_A,
     TX_PURPOSE,
     VOLTAGE_V,
-    Follow,
     ProfileStore,
-    charging_status,
-    follow_limit,
-    plain_draw,
     profile_limit_a,
     schedule_start,
 )

@@ -3,6 +3,9 @@
 Every device speaks its real protocol (OCPP, Modbus TCP, MQTT), so a daemon cannot tell
 the simulation from the street. Cars arrive by a seeded scenario; a small HTTP control
 interface injects faults. One TaskGroup owns every device's task.
+
+Kept in one file past 400 lines: it is the wiring of the simulated devices (each in its own
+module) and the fault interface that reaches all of them, under one lifecycle.
 """
 
 from __future__ import annotations
