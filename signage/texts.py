@@ -5,38 +5,38 @@ Colour is never the only cue (signage.md, invariant 2), so every blue or green l
 
 from __future__ import annotations
 
-from drivers.contract.words import COLORS
+from drivers.contract.words import BLUE, COLORS, GREEN, OFF
 
 LANGUAGES = frozenset({"nl", "en"})
 MAX_TEXT_CHARS = 24  # what a bay sign shows on one line
 
-PICTOGRAMS = {"blue": "charging", "green": "parking", "off": "none"}
+PICTOGRAMS = {BLUE: "charging", GREEN: "parking", OFF: "none"}
 
 _TEXTS: dict[str, dict[tuple[str, str], str]] = {
     "nl": {
-        ("blue", "plugged"): "Alleen opladen",
-        ("blue", "charging"): "Alleen opladen",
-        ("blue", "reserved"): "Alleen elektrisch laden",
-        ("blue", "finished"): "Opladen klaar",
-        ("green", "open"): "Vrij parkeren",
-        ("green", "finished"): "Parkeren toegestaan",
-        ("green", "fault"): "Parkeren toegestaan",
+        (BLUE, "plugged"): "Alleen opladen",
+        (BLUE, "charging"): "Alleen opladen",
+        (BLUE, "reserved"): "Alleen elektrisch laden",
+        (BLUE, "finished"): "Opladen klaar",
+        (GREEN, "open"): "Vrij parkeren",
+        (GREEN, "finished"): "Parkeren toegestaan",
+        (GREEN, "fault"): "Parkeren toegestaan",
     },
     "en": {
-        ("blue", "plugged"): "EV charging only",
-        ("blue", "charging"): "EV charging only",
-        ("blue", "reserved"): "Electric vehicles only",
-        ("blue", "finished"): "Charging complete",
-        ("green", "open"): "Parking for everyone",
-        ("green", "finished"): "Parking allowed",
-        ("green", "fault"): "Parking allowed",
+        (BLUE, "plugged"): "EV charging only",
+        (BLUE, "charging"): "EV charging only",
+        (BLUE, "reserved"): "Electric vehicles only",
+        (BLUE, "finished"): "Charging complete",
+        (GREEN, "open"): "Parking for everyone",
+        (GREEN, "finished"): "Parking allowed",
+        (GREEN, "fault"): "Parking allowed",
     },
 }
 
 # Overrides, closures and any reason without its own text say what the colour means.
 _BY_COLOR: dict[str, dict[str, str]] = {
-    "nl": {"blue": "Alleen elektrisch laden", "green": "Parkeren toegestaan", "off": ""},
-    "en": {"blue": "Electric vehicles only", "green": "Parking allowed", "off": ""},
+    "nl": {BLUE: "Alleen elektrisch laden", GREEN: "Parkeren toegestaan", OFF: ""},
+    "en": {BLUE: "Electric vehicles only", GREEN: "Parking allowed", OFF: ""},
 }
 
 
@@ -46,7 +46,7 @@ def text_for(color: str, reason: str, language: str) -> str:
         raise ValueError(f"language {language!r} is not one of {sorted(LANGUAGES)}")
     if color not in COLORS:
         raise ValueError(f"colour {color!r} is not one of {sorted(COLORS)}")
-    if color == "off":
+    if color == OFF:
         return ""
     return _TEXTS[language].get((color, reason), _BY_COLOR[language][color])
 

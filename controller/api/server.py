@@ -30,7 +30,7 @@ from drivers.contract.backend import (
     ChargerNotConnected,
 )
 from drivers.contract.clock import local_text, parse_ts, wire_ts
-from drivers.contract.words import COLORS, TOKEN_STATUSES
+from drivers.contract.words import ACCEPTED, COLORS, TOKEN_STATUSES
 from signage.rules import Override
 
 log = logging.getLogger("laadplein.api")
@@ -351,7 +351,7 @@ class AdminApi:
         tag = body.get("tag")
         if not isinstance(tag, str) or not tag.strip() or len(tag) > 36:
             raise BadRequest("tag must be a non-empty string of at most 36 characters (OCPP 1.6 IdToken is 20)")
-        status = body.get("status", "Accepted")
+        status = body.get("status", ACCEPTED)
         if status not in TOKEN_STATUSES:
             raise BadRequest(f"status must be one of {', '.join(TOKEN_STATUSES)}, not {status!r}")
         expiry = None

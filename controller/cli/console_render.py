@@ -15,11 +15,12 @@ from rich.table import Table
 from rich.text import Text
 
 from drivers.contract.clock import parse_ts
+from drivers.contract.words import BLUE, GREEN, OFF
 
 CONNECTED = "connected"  # `connection` for a daemon that answered the last poll
 CONNECTING = "connecting"  # before its first answer; any other `connection` is the banner's text
 
-LIGHTS = {"blue": ("BLUE", "white on blue"), "green": ("GREEN", "black on green"), "off": ("OFF", "dim")}
+LIGHTS = {BLUE: ("BLUE", "white on blue"), GREEN: ("GREEN", "black on green"), OFF: ("OFF", "dim")}
 UNKNOWN_LIGHT = ("UNKNOWN", "dim")
 COMPACT_BLOCK_W = 26  # cells per bay block: "SuspendedEVSE 16.0/32 A" and a sign's 24-character text fit
 ROOMY_BLOCK_W, ROOMY_BLOCK_H = 30, 7  # 4 bays to a row at 120 columns

@@ -22,6 +22,7 @@ from pathlib import Path
 from config.loader import load_config
 from config.schema import SquareConfig
 from controller.daemon import run_daemon, setup_logging
+from drivers.contract.words import BLUE, GREEN
 from drivers.sim.cars import busy_afternoon
 from drivers.sim.square import SimSquare, ocpp_versions
 
@@ -124,9 +125,9 @@ def summary(base: str, sim: SimSquare, elapsed_s: float) -> str:
         shown[e["bay"]] = color
         if before is None:
             first += 1
-        elif (before, color) == ("green", "blue"):
+        elif (before, color) == (GREEN, BLUE):
             to_blue += 1
-        elif (before, color) == ("blue", "green"):
+        elif (before, color) == (BLUE, GREEN):
             to_green += 1
     kwh = sum((s["energy_wh"] or 0) for s in sessions) / 1000
     st = sim.stats

@@ -18,8 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from drivers.contract.clock import parse_ts
+from drivers.contract.words import BLUE, GREEN, OFF
 
-LIGHT_STYLE = {"blue": "bold white on blue", "green": "bold black on green", "off": "dim"}
+LIGHT_STYLE = {BLUE: "bold white on blue", GREEN: "bold black on green", OFF: "dim"}
 WHEN_EXAMPLES = "2026-11-28T13:05:00Z, 2026-11-28 13:05, 2026-11-28, 13:05 (today), or 10m, 2h, 3d back from now"
 _SPAN = re.compile(r"(\d+)([smhdw])")
 _SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -131,7 +131,7 @@ class PowerControl:
                     controllable=controllable,
                     max_a=float(cfg.charger(charger_id).max_current_a),
                     draw_a=draw_a,
-                    ev_suspended=conn.status == "SuspendedEV",
+                    ev_suspended=conn.status == SUSPENDED_EV,
                     in_force_a=in_force_a if active else 0.0,
                     settling_from_a=turn.settling_from_a,
                     changed_at=turn.changed_at,

@@ -19,7 +19,7 @@ from controller.store.database import Store
 from controller.store.passwords import ChargerPasswords, restore_passwords
 from drivers.contract import events as ev
 from drivers.contract.clock import parse_ts, utc_now
-from drivers.contract.words import STATUS_WORDS
+from drivers.contract.words import FAULT_STATUSES, FAULTED, STATUS_WORDS
 from drivers.support.fault_log import FaultLog
 from signage.rules import Light, Override, track_session_over
 
@@ -296,7 +296,7 @@ class SquareState:
         if n == 0:
             # The charger as a whole: Unavailable/Faulted applies to every connector's bay.
             for k, conn in c.connectors.items():
-                if status in ("Unavailable", "Faulted") or conn.status is None:
+                if status in FAULT_STATUSES or conn.status is None:
                     self._apply_status(cid, k, status, at, code)
             return
         conn = c.connectors.get(n)
@@ -305,7 +305,7 @@ class SquareState:
             return
         if status not in STATUS_WORDS:
             self.rare(logging.WARNING, cid, "status-word", "charger %s/%d: unknown status %r treated as Faulted", cid, n, status)
-            status = "Faulted"
+            status = FAULTED
         conn.session_over_at = track_session_over(conn.status, status, conn.session_over_at, at)
         if status != conn.status:
             conn.status_changed_at = at

@@ -13,6 +13,7 @@ from datetime import datetime
 from controller.shell.state import SquareState
 from drivers.contract import events as ev
 from drivers.contract.backend import KnownTransaction, TransactionAnswer
+from drivers.contract.words import ACCEPTED
 
 
 class Transactions:
@@ -28,7 +29,7 @@ class Transactions:
 
     async def _tag_status(self, id_tag: str) -> str:
         if self.state.cfg.ocpp.auth == "free":
-            return "Accepted"
+            return ACCEPTED
         return await self.state.store.tokens.status(id_tag, self.state.clock())
 
     async def start_transaction(
@@ -38,8 +39,8 @@ class Transactions:
         if charger_tx is not None:
             known = await self.state.store.session_by_charger_tx(charger_id, charger_tx)
             if known is not None and known["stopped"] is None:  # the charger sent its start again
-                return TransactionAnswer(known["id"], await self._tag_status(id_tag) if id_tag else "Accepted")
-        status = await self._tag_status(id_tag) if id_tag is not None else "Accepted"
+                return TransactionAnswer(known["id"], await self._tag_status(id_tag) if id_tag else ACCEPTED)
+        status = await self._tag_status(id_tag) if id_tag is not None else ACCEPTED
         bay = self.state.cfg.bay_for(charger_id, connector_id)
         tag_hash = self.state.store.hash_tag(id_tag or "")
         # The charger holds a transaction id whatever the status: record the session in every case

@@ -11,7 +11,7 @@ import aiosqlite
 from controller.store.connection import Connection
 from controller.store.secrets import TagVault
 from drivers.contract.clock import parse_ts, wire_ts, wire_ts_or_none
-from drivers.contract.words import TOKEN_STATUSES
+from drivers.contract.words import ACCEPTED, EXPIRED, INVALID, TOKEN_STATUSES
 
 LIST_VERSION_KEY = "local_list_version"
 
@@ -79,10 +79,10 @@ class TokenList:
         a tag not on the list Invalid."""
         rows = await self._conn.fetch("SELECT status, expiry FROM tokens WHERE tag_hash = ?", (self._vault.hash_tag(tag),))
         if not rows:
-            return "Invalid"
+            return INVALID
         status, expiry = rows[0]["status"], rows[0]["expiry"]
-        if status == "Accepted" and expiry is not None and parse_ts(expiry) <= now:
-            return "Expired"
+        if status == ACCEPTED and expiry is not None and parse_ts(expiry) <= now:
+            return EXPIRED
         return status
 
     async def all(self) -> list[dict[str, Any]]:

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from drivers.contract.words import (
+    AVAILABLE,
+    CHARGING,
+    FAULTED,
+    FINISHING,
+    PREPARING,
+    RESERVED,
+    SUSPENDED_EV,
+    SUSPENDED_EVSE,
+    UNAVAILABLE,
+)
+
 MAX_TRANSACTIONS_PER_CHARGER = 16  # more open at once can only be made-up transaction ids
 
 # A transaction's chargingState while the cable is in -> the 1.6 word for the connector.
 _IN_TRANSACTION = {
-    "Charging": "Charging",
-    "SuspendedEV": "SuspendedEV",
-    "SuspendedEVSE": "SuspendedEVSE",
-    "EVConnected": "Preparing",  # plugged, not (yet) charging
-    "Idle": "Preparing",
+    "Charging": CHARGING,
+    "SuspendedEV": SUSPENDED_EV,
+    "SuspendedEVSE": SUSPENDED_EVSE,
+    "EVConnected": PREPARING,  # plugged, not (yet) charging
+    "Idle": PREPARING,
 }
-_PLAIN = {"Available": "Available", "Reserved": "Reserved", "Unavailable": "Unavailable", "Faulted": "Faulted"}
+# A 2.0.1 connector status that has a 1.6 word of the same name -> that word.
+_PLAIN = {"Available": AVAILABLE, "Reserved": RESERVED, "Unavailable": UNAVAILABLE, "Faulted": FAULTED}
 
 
 # When one EVSE has several connectors (a socket and a cable), the one that tells most wins.
@@ -64,9 +77,9 @@ class Evse:
             return plain
         plugged = self.connector_status == "Occupied"
         if self.transaction is not None and (plugged or self.charging_state not in (None, "Idle")):
-            return _IN_TRANSACTION.get(self.charging_state or "", "Preparing")
+            return _IN_TRANSACTION.get(self.charging_state or "", PREPARING)
         if plugged:
-            return "Finishing" if self.ended else "Preparing"
+            return FINISHING if self.ended else PREPARING
         return None
 
 

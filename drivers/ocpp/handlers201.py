@@ -21,6 +21,7 @@ from ocpp.v201.enums import Action
 from drivers.contract.backend import CallFailed, ChargerNotConnected
 from drivers.contract.clock import wire_ts
 from drivers.contract.events import ChargerBooted, ConnectorStatusChanged
+from drivers.contract.words import ACCEPTED
 from drivers.ocpp.evse201 import (
     ChargerBook,
     Transaction,
@@ -181,7 +182,7 @@ class ChargerLink201(ChargerLink):
         if not answered:
             return call_result.TransactionEvent()
         if status is None:
-            status = await self._backend.authorize(self.id, tag) if tag is not None else "Accepted"
+            status = await self._backend.authorize(self.id, tag) if tag is not None else ACCEPTED
         return call_result.TransactionEvent(id_token_info={"status": status})
 
     async def _placed(self, tx: Transaction, charger_tx: str, tag: str | None, reading: float | None, at: datetime) -> str | None:

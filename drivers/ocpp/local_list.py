@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 from drivers.contract.clock import wire_ts
+from drivers.contract.words import ACCEPTED, EXPIRED
 
 V16, V201 = "ocpp1.6", "ocpp2.0.1"
 VERSIONS = (V16, V201)
@@ -70,8 +71,8 @@ def _check(version: str) -> None:
 
 def wire_status(entry: ListEntry, now: datetime) -> str | None:
     """The status sent for an entry at `now`: an Accepted tag past its expiry is Expired."""
-    if entry.status == "Accepted" and entry.expiry is not None and entry.expiry <= now:
-        return "Expired"
+    if entry.status == ACCEPTED and entry.expiry is not None and entry.expiry <= now:
+        return EXPIRED
     return entry.status
 
 
