@@ -63,7 +63,7 @@ ROTATIONS = ("RST", "STR", "TRS")
 cars spread over the grid's phases."""
 
 DESCRIPTIONS = {
-    "laadplein": "controller.sharing + controller.leases + battery.dispatch every period",
+    "laadplein": "controller.core.sharing + controller.core.leases + battery.dispatch every period",
     "static split": "each connector of the square: grid limit / all connectors (chargers' built-in "
     "load balancing); battery idle",
     "static split (cars)": "the grid limit split among the connectors with a car, redistributed "

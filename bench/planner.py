@@ -9,7 +9,7 @@ and energy wanted. It maximises the energy the cars take subject to:
   way, stays within `soc_min_pct`-`soc_max_pct` at every slot boundary, starts where the simulation
   starts, and its power stays within its ratings;
 - each car only while parked, at most its maximum AC power (and the charger's maximum current),
-  at most its taper (the sim_cars taper above 80 % state of charge, linear in the energy the car
+  at most its taper (the drivers.sim.cars taper above 80 % state of charge, linear in the energy the car
   has taken, taken at the start of each slot), and in all at most the energy it wants.
 
 It ignores the minimum current (a car may take any current, also below 6 A), the chargers'

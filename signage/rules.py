@@ -13,11 +13,21 @@ from zoneinfo import ZoneInfo
 
 from drivers.contract.clock import wire_ts
 from drivers.contract.words import (
+    AVAILABLE,
+    BLUE,
+    CHARGING,
     COLORS,
     FAULT_STATUSES,
+    FINISHING,
+    GREEN,
+    OFF,
     PLUGGED_STATUSES,
+    PREPARING,
+    RESERVED,
     SESSION_STATUSES,
     STATUS_WORDS,
+    SUSPENDED_EV,
+    SUSPENDED_EVSE,
 )
 from signage.texts import LANGUAGES, pictogram_for, text_for
 
@@ -127,11 +137,11 @@ def track_session_over(
     prev_status: str | None, new_status: str, prev_over_at: datetime | None, at: datetime
 ) -> datetime | None:
     """When the connector's session ended (receive time `at` of the status that ended it), or None."""
-    if new_status in ("Charging", "SuspendedEVSE", "Preparing"):
+    if new_status in (CHARGING, SUSPENDED_EVSE, PREPARING):
         return None  # charging again, or a fresh plug-in
-    if prev_status in ("Charging", "SuspendedEVSE") and new_status in ("SuspendedEV", "Finishing", "Available"):
+    if prev_status in (CHARGING, SUSPENDED_EVSE) and new_status in (SUSPENDED_EV, FINISHING, AVAILABLE):
         return at
-    if prev_status == "Preparing" and new_status in ("SuspendedEV", "Finishing"):
+    if prev_status == PREPARING and new_status in (SUSPENDED_EV, FINISHING):
         return at  # plugged but never drew: that session is over too
     return prev_over_at
 
@@ -183,31 +193,31 @@ def _table(bay: BayInputs, settings: SignageSettings, now: datetime) -> _Wish | 
                      text=bay.closure.text)
     status = bay.connector_status
     if not bay.charger_online:
-        return _Wish("green", "fault", "Charger offline")
+        return _Wish(GREEN, "fault", "Charger offline")
     if status is None:
-        return _Wish("green", "fault", "No connector status received from the charger")
+        return _Wish(GREEN, "fault", "No connector status received from the charger")
     if status in FAULT_STATUSES:
-        return _Wish("green", "fault", f"Connector reports {status}")
+        return _Wish(GREEN, "fault", f"Connector reports {status}")
     if status not in STATUS_WORDS:
-        return _Wish("green", "fault", f"Connector status not understood ({status})")
-    if status == "Preparing":
-        return _Wish("blue", "plugged", "EV plugged in at connector (Preparing)")
+        return _Wish(GREEN, "fault", f"Connector status not understood ({status})")
+    if status == PREPARING:
+        return _Wish(BLUE, "plugged", "EV plugged in at connector (Preparing)")
     if status in SESSION_STATUSES:
-        return _Wish("blue", "charging", f"EV charging at connector ({status})")
-    if status == "Reserved":
-        return _Wish("blue", "reserved", "Connector reserved through OCPP (Reserved)")
+        return _Wish(BLUE, "charging", f"EV charging at connector ({status})")
+    if status == RESERVED:
+        return _Wish(BLUE, "reserved", "Connector reserved through OCPP (Reserved)")
     over_s = _over_s(bay, now)
     if over_s is not None and over_s < settings.grace_s:
-        return _Wish("blue", "finished",
+        return _Wish(BLUE, "finished",
                      f"Session over {over_s:.0f} s ago, within the grace of {settings.grace_s:g} s ({status})")
     if status in PLUGGED_STATUSES:
         if over_s is None:
-            return _Wish("green", "finished", f"EV plugged in but not charging ({status}); may stay as a parked car")
-        return _Wish("green", "finished",
+            return _Wish(GREEN, "finished", f"EV plugged in but not charging ({status}); may stay as a parked car")
+        return _Wish(GREEN, "finished",
                      f"Session over {over_s:.0f} s ago, past the grace of {settings.grace_s:g} s; "
                      f"car still plugged in ({status})")
     if over_s is not None and bay.has_sensor and bay.occupied is not False:
-        return _Wish("green", "finished",
+        return _Wish(GREEN, "finished",
                      f"Session over {over_s:.0f} s ago, past the grace of {settings.grace_s:g} s; "
                      f"{_sensor_words(bay)}")
     return None
@@ -218,7 +228,7 @@ def _eligible(bay: BayInputs, now: datetime) -> bool:
     return (
         bay.has_sensor
         and bay.occupied is False
-        and bay.connector_status == "Available"
+        and bay.connector_status == AVAILABLE
         and bay.charger_online
         and _active_override(bay, now) is None
         and bay.closure is None
@@ -252,18 +262,18 @@ def _reserve(
         if wishes[bay.bay_id] is not None:
             continue
         if bay.bay_id in chosen:
-            out[bay.bay_id] = _Wish("blue", "reserved", f"Bay kept free for EVs: {held}", facts=facts)
+            out[bay.bay_id] = _Wish(BLUE, "reserved", f"Bay kept free for EVs: {held}", facts=facts)
         elif bay.bay_id in pool_ids:
-            out[bay.bay_id] = _Wish("green", "open", f"Bay empty but not needed: {held}", facts=facts)
+            out[bay.bay_id] = _Wish(GREEN, "open", f"Bay empty but not needed: {held}", facts=facts)
         elif not bay.has_sensor:
-            out[bay.bay_id] = _Wish("green", "open", "Connector free (Available); bay has no sensor, so never held")
+            out[bay.bay_id] = _Wish(GREEN, "open", "Connector free (Available); bay has no sensor, so never held")
         else:
-            out[bay.bay_id] = _Wish("green", "open", f"Connector free (Available); {_sensor_words(bay)}")
+            out[bay.bay_id] = _Wish(GREEN, "open", f"Connector free (Available); {_sensor_words(bay)}")
     return out
 
 
 def _is_reserved(light: Light | None) -> bool:
-    return light is not None and light.color == "blue" and light.reason == "reserved"
+    return light is not None and light.color == BLUE and light.reason == "reserved"
 
 
 # ---- the invariants -------------------------------------------------------------------------
@@ -271,7 +281,7 @@ def _is_reserved(light: Light | None) -> bool:
 
 def _no_trap(bay: BayInputs, wish: _Wish, prev: Light | None) -> _Wish:
     """Invariant 1: a bay that is not blue turns blue only on plug-in, sensor empty, or a person's say."""
-    if wish.color != "blue" or (prev is not None and prev.color == "blue"):
+    if wish.color != BLUE or (prev is not None and prev.color == BLUE):
         return wish
     if bay.connector_status in PLUGGED_STATUSES and bay.charger_online:
         return wish
@@ -280,7 +290,7 @@ def _no_trap(bay: BayInputs, wish: _Wish, prev: Light | None) -> _Wish:
     if wish.reason in ("override", "closure"):
         return wish
     reason = "finished" if bay.session_over_at is not None and bay.has_sensor else "open"
-    return _Wish("green", reason,
+    return _Wish(GREEN, reason,
                  "Stays green: no EV is plugged in and the bay is not known to be empty "
                  f"(would be blue: {wish.why})",
                  facts=(*wish.facts, ("wanted", f"blue {wish.reason}")))
@@ -292,7 +302,7 @@ def _calm(bay: BayInputs, wish: _Wish, prev: Light | None, settings: SignageSett
         held_s = (now - prev.changed_at).total_seconds()
         if held_s < settings.min_dwell_s and not _immediate(bay, wish, prev, settings, now):
             return prev
-    text = wish.text if wish.reason == "closure" and wish.text and wish.color != "off" else ""
+    text = wish.text if wish.reason == "closure" and wish.text and wish.color != OFF else ""
     text = text or text_for(wish.color, wish.reason, settings.language)
     changed_at = prev.changed_at if prev is not None and prev.color == wish.color else now
     light = Light(wish.color, wish.reason, text, pictogram_for(wish.color), changed_at)
@@ -303,13 +313,13 @@ def _calm(bay: BayInputs, wish: _Wish, prev: Light | None, settings: SignageSett
 
 def _immediate(bay: BayInputs, wish: _Wish, prev: Light, settings: SignageSettings, now: datetime) -> bool:
     """The colour changes that do not wait for min_dwell_s."""
-    if wish.color == "blue" and wish.reason in ("plugged", "charging"):
+    if wish.color == BLUE and wish.reason in ("plugged", "charging"):
         return True  # plug-in
-    if wish.color == "green" and wish.reason == "fault":
+    if wish.color == GREEN and wish.reason == "fault":
         return True
     if wish.reason == "override" or prev.reason == "override":
         return True  # set or cleared
-    return prev.color == "blue" and wish.color == "green" and _grace_ended(prev, bay, settings, now)
+    return prev.color == BLUE and wish.color == GREEN and _grace_ended(prev, bay, settings, now)
 
 
 def _grace_ended(prev: Light, bay: BayInputs, settings: SignageSettings, now: datetime) -> bool:

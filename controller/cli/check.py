@@ -193,6 +193,6 @@ def _num(value: float) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print("usage: python -m config.check FILE", file=sys.stderr)
+        print("usage: python -m controller.cli.check FILE", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
     sys.exit(check_main(sys.argv[1]))

@@ -74,8 +74,6 @@ class Alarms:
             await self._clear(key, now)
         if cfg.battery is not None:
             await self._check_battery(now)
-        if self.power is not None:
-            await self._check_power(now)
         for bay in cfg.bays:
             await self._check_fixture(bay.id, now)
             if bay.sensor:
@@ -88,6 +86,8 @@ class Alarms:
                     )
                 elif s.at is not None:
                     await self._clear(key, now)
+        if self.power is not None:
+            await self._check_power(now)
 
     async def _check_battery(self, now: datetime) -> None:
         st = self.state

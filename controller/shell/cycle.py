@@ -42,8 +42,8 @@ class Cycle:
     def __init__(self, state: SquareState, mqtt: LightPublisher, power=None, *, notifier=None) -> None:
         self.state = state
         self.mqtt = mqtt
-        self.power = power  # controller.power.PowerControl, or None (lights only)
-        self.notifier = notifier  # controller.service.ServiceNotifier (its alive()), or None
+        self.power = power  # controller.shell.power.PowerControl, or None (lights only)
+        self.notifier = notifier  # controller.shell.service.ServiceNotifier (its alive()), or None
         self.clock_check = ClockCheck()
         cfg = state.cfg
         self.settings = SignageSettings(

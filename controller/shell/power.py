@@ -46,7 +46,7 @@ class PowerControl:
     def __init__(self, state: SquareState, charging: SmartCharging, battery=None) -> None:
         self.state = state
         self.charging = charging
-        self.battery = battery  # a drivers.devices.BatteryDriver, or None
+        self.battery = battery  # a drivers.contract.devices.BatteryDriver, or None
         self.view: PowerView | None = None
         self._last_limits: dict[str, float] = {}
         self._last_setpoint_w: float = 0.0

@@ -98,14 +98,14 @@ class SquareState:
         self.commands: dict[str, dict] = {}  # bay -> last command sent (with its seq)
         self.acks: dict[str, tuple[int, str, datetime]] = {}  # bay -> what the fixture says it shows
         self.broker_online = False
-        self.battery = None  # drivers.battery_sunspec.BatteryStatus, once read
+        self.battery = None  # drivers.contract.devices.BatteryStatus, once read
         self.battery_changed_at: datetime | None = None  # when it last went online/offline/(un)trusted
         self.battery_at: datetime | None = None  # when the battery driver last reported
-        self.grid_reading = None  # drivers.devices.GridReading, once read
+        self.grid_reading = None  # drivers.contract.devices.GridReading, once read
         self.grid_reading_at: datetime | None = None
         self.tz = ZoneInfo(cfg.site.timezone)
         self.pending_log: list[LogEntry] = []
-        self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.passwords)
+        self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.store.passwords)
         self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
         self.reconciled = 0  # sessions closed by the gateway since start
         self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind

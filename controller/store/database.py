@@ -231,7 +231,7 @@ class Store:
         async with self._conn.write(durable=True) as db:
             await db.execute("UPDATE sessions SET meter_start_wh = ? WHERE id = ?", (meter_start_wh, tx_id))
 
-    # charger passwords (hashes only: controller.passwords)
+    # charger passwords (hashes only: controller.store.passwords)
 
     async def charger_password_hashes(self) -> list[dict[str, Any]]:
         """The Basic Auth password hashes set through the API: `{"charger_id", "hash", "set_at"}`."""

@@ -22,14 +22,21 @@ from drivers.contract.orders import SCHEDULE_LEAD_S, Order
 log = logging.getLogger("laadplein.leases")
 
 
+class LeaseBoundStore(Protocol):
+    """What the journal needs of the store's lease bounds (`controller.store.runs.LeaseBounds`)."""
+
+    async def put(self, bound: LeaseBound, at: datetime) -> None: ...
+
+    async def lower(self, key: str, tx_id: int, limit_a: float) -> None: ...
+
+    async def drop(self, key: str, tx_id: int) -> None: ...
+
+
 class LeaseStore(Protocol):
-    """What the journal needs of the store."""
+    """What the journal needs of the store: its lease bounds."""
 
-    async def put_lease_bound(self, bound: LeaseBound, at: datetime) -> None: ...
-
-    async def lower_lease_bound(self, key: str, tx_id: int, limit_a: float) -> None: ...
-
-    async def drop_lease_bound(self, key: str, tx_id: int) -> None: ...
+    @property
+    def leases(self) -> LeaseBoundStore: ...
 
 
 class LeaseJournal:

@@ -107,7 +107,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " WHERE charger_tx IS NOT NULL AND stopped_at IS NULL",
         # Small named values: the local authorization list's version, ...
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        # Chargers' Basic Auth passwords set through the API, hashed (controller.passwords); they
+        # Chargers' Basic Auth passwords set through the API, hashed (controller.store.passwords); they
         # replace the config's.
         """CREATE TABLE charger_passwords (
             charger_id TEXT PRIMARY KEY,

@@ -1,5 +1,5 @@
 """Two groups of `Store` methods: the local authorization list, the one place tags are kept
-(encrypted), with the version number chargers hold it under, and the retention purge of old rows."""
+(encrypted), with the version number chargers hold it under."""
 
 from __future__ import annotations
 
@@ -98,7 +98,6 @@ class TokenList:
         return [{"tag": self._vault.decrypt(r["tag_enc"]), "status": r["status"], "expiry": r["expiry"],
                  "group": r["grp"]} for r in rows]
 
-    # retention
 
 
 async def _raise_version(db: aiosqlite.Connection) -> int:

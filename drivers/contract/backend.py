@@ -1,6 +1,6 @@
 """What the OCPP central system needs from the rest of the daemon, and the errors of calls to chargers.
 
-The OCPP driver knows the wire; the backend (implemented by `controller.shell.state`) knows the square.
+The OCPP driver knows the wire; the backend (`controller.shell.backend.SquareBackend`) knows the square.
 Handlers call the backend and answer; everything the backend must have on disk before the
 answer (transactions, meter values) it commits before its coroutine returns.
 """

@@ -94,7 +94,7 @@ class ChargerLink(ChargePoint):
         self.closed = False
         self._pending: dict[str, asyncio.Future[list[Any]]] = {}
         self._faults = context.faults
-        # A lenient charger's schema breaks are mended where they can be (drivers.ocpp_lenient).
+        # A lenient charger's schema breaks are mended where they can be (drivers.ocpp.lenient).
         self.lenient = context.backend.charger_lenient(charger_id)
 
     def _fault(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:

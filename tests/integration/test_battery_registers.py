@@ -1,4 +1,4 @@
-"""The `registers` battery preset against a small register image served over Modbus TCP (drivers.sim_modbus)."""
+"""The `registers` battery preset against a small register image served over Modbus TCP (drivers.sim.modbus)."""
 
 import asyncio
 import logging

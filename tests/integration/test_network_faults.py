@@ -35,7 +35,7 @@ PING_S = 2.0
 DEFAULT_PING_S = 20.0  # ocpp.ping_interval_s when the config does not say
 OFFLINE_AFTER_S = 2  # square_toml's signage.offline_after_s
 # Over the two ping intervals of a detection: the close handshake the gateway still waits for
-# (ocpp_server.CLOSE_TIMEOUT_S), polling the API, and a machine shared with other tests.
+# (drivers.ocpp.server.CLOSE_TIMEOUT_S), polling the API, and a machine shared with other tests.
 MARGIN_S = 3.0
 BROKER_DOWN_S = 8.0  # long enough for the reconnect backoff to reach its 5 s cap
 BROKER_OFFLINE_ACTION = "control goes on; light commands are published again on reconnect"
