@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from typing import Protocol
 
-from controller.shell.alarms import Alarms
+from controller.shell.alarms import Alarms, FixtureLink
 from controller.shell.clock_check import ClockCheck
 from controller.shell.reconcile import reconcile_sessions
 from controller.shell.snapshot import square_snapshot
@@ -24,16 +24,12 @@ from signage.rules import BayInputs, SignageSettings, decide
 log = logging.getLogger("laadplein.cycle")
 
 
-class LightPublisher(Protocol):
-    """What the cycle needs of the MQTT link."""
-
-    connected: bool
+class LightPublisher(FixtureLink, Protocol):
+    """What the cycle needs of the MQTT link: what the alarms need, and publishing."""
 
     def publish_light(self, bay_id: str, command: dict) -> None: ...
 
     def publish_state(self, snapshot: dict) -> None: ...
-
-    def published_at(self, bay_id: str) -> datetime | None: ...
 
 
 class Cycle:

@@ -106,7 +106,7 @@ class PowerControl:
             if draw_a is not None:
                 for i, a in enumerate(conn.current_a):
                     if a:
-                        cars_a[self._grid_phase_of(charger_id, int(n), i)] += a
+                        cars_a[self.grid_phase_of(charger_id, int(n), i)] += a
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
@@ -300,7 +300,8 @@ class PowerControl:
         grid = tuple(max(0.0, limit_a - other_a[p]) if p < phases else 0.0 for p in range(3))
         return grid, source  # type: ignore[return-value]
 
-    def _grid_phase_of(self, charger_id: str, n: int, charger_phase: int) -> int:
+    def grid_phase_of(self, charger_id: str, n: int, charger_phase: int) -> int:
+        """The grid phase (0-2) that phase `charger_phase` of the charger's connector `n` is wired to."""
         if self.state.cfg.grid.phases == 1:
             return 0
         return grid_phase(self.charging.rotations.get(connector_key(charger_id, n)), charger_phase)

@@ -32,24 +32,25 @@ def _battery_view(state: SquareState) -> dict:
 def _grid_phase(
     state: SquareState, power: PowerControl | None, charger_id: str, connector: int, charger_phase: int
 ) -> int:
+    """The grid phase a charger phase is wired to: as power sharing knows it (the rotation the charger
+    reported, else the config's), or the config's when the square runs without power sharing."""
+    if power is not None:
+        return power.grid_phase_of(charger_id, connector, charger_phase)
     if state.cfg.grid.phases == 1:
         return 0
-    rotation = None
-    if power is not None:
-        rotation = power.charging.rotations.get(f"{charger_id}/{connector}")
-    return grid_phase(rotation or state.cfg.charger(charger_id).phase_rotation, charger_phase)
+    return grid_phase(state.cfg.charger(charger_id).phase_rotation, charger_phase)
 
 
 def _grid_estimate(state: SquareState, cars_a: list[float], now: datetime) -> list[float]:
     """Grid current per phase (A): the meter's when it reads, else cars + base load - battery."""
-    st, cfg = state, state.cfg
-    r = st.grid_reading
+    cfg = state.cfg
+    r = state.grid_reading
     if (
         cfg.grid_meter is not None and r is not None and r.online and r.current_a is not None
-        and st.grid_reading_at is not None and (now - st.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
+        and state.grid_reading_at is not None and (now - state.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
     ):
         return list(r.current_a)
-    b = st.battery
+    b = state.battery
     battery_a = 0.0
     if b is not None and b.online and b.trusted and b.power_w is not None:
         battery_a = b.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
@@ -58,12 +59,11 @@ def _grid_estimate(state: SquareState, cars_a: list[float], now: datetime) -> li
 
 def square_snapshot(state: SquareState, power: PowerControl | None, now: datetime) -> dict:
     """The state snapshot of interfaces.md §4 (MQTT `P/state` and `GET /api/status`)."""
-    st = state
-    cfg = st.cfg
+    cfg = state.cfg
     grid = [0.0, 0.0, 0.0]
     bays = []
     for bay in cfg.bays:
-        conn = st.chargers[bay.charger].connectors[bay.connector]
+        conn = state.chargers[bay.charger].connectors[bay.connector]
         fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
         # a car that left takes its current with it: a sample from before the connector went idle is not shown
         left = (conn.status in IDLE_STATUSES and conn.status_changed_at is not None and conn.sample_at is not None
@@ -72,14 +72,14 @@ def square_snapshot(state: SquareState, power: PowerControl | None, now: datetim
         for i, a in enumerate(currents):
             grid[_grid_phase(state, power, bay.charger, bay.connector, i)] += a or 0.0
         present = [a for a in currents if a is not None]
-        light = st.lights.get(bay.id)
+        light = state.lights.get(bay.id)
         bays.append(
             {
                 "id": bay.id,
                 "light": light.color if light else None,
                 "reason": light.reason if light else None,
                 "text": light.text if light else None,
-                "occupied": st.sensor_reading(bay.id, now) if bay.sensor else None,
+                "occupied": state.sensor_reading(bay.id, now) if bay.sensor else None,
                 "charger": bay.charger,
                 "connector": bay.connector,
                 "status": conn.status,
@@ -98,7 +98,7 @@ def square_snapshot(state: SquareState, power: PowerControl | None, now: datetim
         "power": _power_view(state, power),
         "bays": bays,
         "chargers": [
-            {"id": c.id, "online": st.chargers[c.id].online, "ocpp": st.chargers[c.id].ocpp_version}
+            {"id": c.id, "online": state.chargers[c.id].online, "ocpp": state.chargers[c.id].ocpp_version}
             for c in cfg.chargers
         ],
     }
