@@ -84,3 +84,19 @@ def test_every_logger_of_ours_is_named_laadplein_part_whatever_file_it_is_in():
     assert len(names) > 20
     ours = [(f, n) for f, n in names if n not in third_party]
     assert [(f, n) for f, n in ours if not n.startswith("laadplein.")] == []
+
+
+def test_no_module_of_ours_is_imported_by_name_at_run_time():
+    # lint-imports sees import statements only: importlib.import_module("drivers.sim...") or
+    # __import__ would carry an arrow past every contract, so the product code has none.
+    import ast
+
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                name = node.func.attr if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else (
+                    node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None)
+                if name in ("import_module", "__import__"):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert found == []

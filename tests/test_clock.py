@@ -59,3 +59,10 @@ def test_what_is_written_reads_back_to_the_millisecond(at):
 
 def test_local_text_names_the_zone():
     assert local_text(T0, "Europe/Amsterdam") == "2026-11-28 14:05:09 CET"
+
+
+@given(st.text(max_size=80) | st.from_regex(r"\A[0-9]{1,6}-[0-9]{2}-[0-9]{2}T[0-9:.]{1,20}([+-][0-9]{2}:[0-9]{2}|Z)?\Z"))
+def test_a_device_s_timestamp_never_raises_anything_but_none(text):
+    # Charger and API times are hostile: whatever the text, a time in UTC or None, never an exception.
+    at = parse_ts_or_none(text)
+    assert at is None or at.tzinfo is UTC
