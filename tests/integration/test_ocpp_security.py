@@ -377,8 +377,10 @@ async def test_a_flood_of_wrong_passwords_does_not_stall_the_event_loop(caplog):
             # After the flood a charger seen for the first time is checked (a scrypt) and let in.
             async with login(url, "CP02", NEW_PASSWORD) as ws:
                 assert ws.subprotocol == "ocpp1.6"
-    # A synchronous check would hold the loop for a whole scrypt at least once per wrong password.
-    assert len(gaps) > 10 and max(gaps) < scrypt_s / 2, (max(gaps), scrypt_s)
+    # A synchronous check would hold the loop for a whole scrypt once per wrong password it admits (10 or more
+    # here). A busy machine may stall the loop once for other reasons, so one long gap is forgiven, not two.
+    stalls = [gap for gap in gaps if gap >= 0.8 * scrypt_s]
+    assert len(gaps) > 10 and len(stalls) <= 1, (stalls, scrypt_s)
     assert loop_thread not in backend.check_threads
     assert backend.most_running <= PASSWORD_CHECK_THREADS
     # What cannot wait is refused with 429, not queued; each one admitted got its answer.
