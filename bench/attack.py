@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import tests.integration.mosquitto as mosquitto_rig
 from bench import (
     attack_doors,
     attack_http,
@@ -34,11 +38,13 @@ from bench import (
     attack_static,
     attack_tls,
 )
+from bench.attack_mqtt import ATTACKER, Broker, Watcher
 from bench.attack_report import Row, render
 from bench.attack_rig import (
     GRID_A,
     OPEN,
     PASSWORD,
+    PROTECTED,
     ROOT,
     AttackCharger,
     bays_of,
@@ -50,7 +56,6 @@ from bench.attack_rig import (
 )
 from drivers.sim.charger16 import SimCharger
 from drivers.sim.sdm630 import SimGridMeter
-from tests.integration.harness import MqttWatcher
 from tests.integration.mosquitto import Mosquitto
 from tests.integration.ports import free_port
 
@@ -101,7 +106,7 @@ async def settle(sims: dict[str, SimCharger], timeout_s: float = 25.0) -> str:
 
 
 async def main_square(
-    tmp: Path, broker: Mosquitto, rows: list[Row], notes: list[str]
+    tmp: Path, broker: Broker, rows: list[Row], notes: list[str]
 ) -> None:
     sims_box: dict[str, SimCharger] = {}
     meter = SimGridMeter(site_draw(lambda: sims_box), refresh_s=0.1)
@@ -118,6 +123,7 @@ async def main_square(
                 api_port=ports["api"],
                 mqtt_port=broker.port,
                 meter_port=meter.port,
+                mqtt_extra=broker.daemon_keys(folder),
                 **options,
             )
 
@@ -132,7 +138,7 @@ async def main_square(
         db = folder / "state" / "laadplein.db"
         tasks: list[asyncio.Task] = []
         try:
-            async with asyncio.TaskGroup() as stg, MqttWatcher(broker.port, ROOT) as mq:
+            async with asyncio.TaskGroup() as stg, Watcher(broker, ROOT) as mq:
                 sims, sim_notes = await start_sims(
                     d.ocpp_url, started.open_charger, stg, tasks
                 )
@@ -153,8 +159,8 @@ async def main_square(
 async def attack_square(
     d: Any,
     sims: dict[str, SimCharger],
-    mq: MqttWatcher,
-    broker: Mosquitto,
+    mq: Watcher,
+    broker: Broker,
     db: Path,
     folder: Path,
     ports: dict[str, int],
@@ -193,10 +199,11 @@ async def attack_square(
     for cid in sims:
         for bay in bays_of(cid):
             await attack_mqtt.publish(
-                broker.port,
+                broker,
                 f"{ROOT}/bays/{bay}/occupancy",
                 {"occupied": True},
                 retain=True,
+                user=f"sensor-{bay}",
             )
     for cid, c in (("CP01", 1), ("CP02", 1), ("CP02", 2), ("CP03", 1), (OPEN, 1)):
         if cid in sims:
@@ -243,20 +250,18 @@ async def attack_square(
         rows,
         "4",
         "occupancy",
-        attack_mqtt.sensor_attacks(broker.port, ROOT, mq, api, "B06", "B03"),
+        attack_mqtt.sensor_attacks(broker, ROOT, mq, api, "B06", "B03"),
     )
     await guarded(
         rows,
         "4",
         "forged light",
-        attack_mqtt.forged_light(broker.port, ROOT, mq, api, "B02"),
+        attack_mqtt.forged_light(broker, ROOT, mq, api, "B02"),
     )
     await guarded(
-        rows, "4", "forged acks", attack_mqtt.fake_acks(broker.port, ROOT, api, "B04")
+        rows, "4", "forged acks", attack_mqtt.fake_acks(broker, ROOT, api, "B04")
     )
-    await guarded(
-        rows, "4", "client id", attack_mqtt.client_id_takeover(broker.port, d.log)
-    )
+    await guarded(rows, "4", "client id", attack_mqtt.client_id_takeover(broker, d.log))
 
     token_row, details = await asyncio.to_thread(
         attack_http.token_attacks, ports["api"], d.token, "CP02"
@@ -282,7 +287,12 @@ async def attack_square(
         ),
     )
     await guarded(rows, "7", "slow client", attack_http.slow_client(ports["api"]))
-    await guarded(rows, "7", "connection cap", attack_http.connection_cap(ports["api"]))
+    await guarded(
+        rows,
+        "7",
+        "connection cap",
+        attack_http.connection_cap(ports["api"], d.proc.pid),
+    )
     await guarded(
         rows, "9", "hostile text", attack_ocpp.hostile_text(attacker, d.log, events)
     )
@@ -331,6 +341,33 @@ async def attack_square(
     notes.append(f"daemon still running at the end: {d.proc.poll() is None}")
 
 
+@contextlib.contextmanager
+def start_broker(notes: list[str]) -> Iterator[Mosquitto]:
+    """mosquitto as the repository ships it for a square (a user per device, an access list) where the
+    test rig knows how; else anonymous, as a broker set up without them."""
+    users = getattr(mosquitto_rig, "BrokerUsers", None)
+    if users is not None:
+        bays = [(bay, True) for cid in (*PROTECTED, OPEN) for bay in bays_of(cid)]
+        server = Mosquitto(secure=users(ROOT, bays))
+        try:
+            server.start()
+        except (Exception, pytest.fail.Exception) as exc:  # noqa: BLE001 - fall back and say so
+            server.close()
+            notes.append(
+                f"the shipped broker setup would not start ({str(exc)[:120]}): anonymous broker"
+            )
+        else:
+            notes.append(
+                f"broker: the shipped access list, a user per device; the hostile device is {ATTACKER}"
+            )
+            with server:
+                yield server
+            return
+    notes.append("broker: anonymous (the test rig has no access-list setup)")
+    with Mosquitto() as server:
+        yield server
+
+
 async def run() -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     notes: list[str] = []
@@ -339,9 +376,13 @@ async def run() -> tuple[list[Row], list[str]]:
     rows.extend(attack_static.docs_rows())
     with (
         tempfile.TemporaryDirectory(prefix="laadplein-attack-") as tmp_text,
-        Mosquitto() as broker,
+        start_broker(notes) as server,
     ):
         tmp = Path(tmp_text)
+        secure = getattr(server, "secure", None)
+        broker = Broker(
+            server.port, dict(secure.passwords) if secure is not None else {}
+        )
         try:
             async with asyncio.timeout(BUDGET_S):
                 await main_square(tmp, broker, rows, notes)

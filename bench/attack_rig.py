@@ -46,6 +46,7 @@ def square_toml(
     password: str = PASSWORD,
     ocpp_extra: str = "",
     api_extra: str = "",
+    mqtt_extra: str = "",
 ) -> str:
     """The bench's square: 4 two-connector chargers, a sensor on every bay, the grid meter, reserve of 1."""
     lines = [
@@ -55,7 +56,7 @@ def square_toml(
             f'[ocpp]\nhost = "{ocpp_host}"\nport = {ocpp_port}\npath = "/ocpp"\nheartbeat_interval_s = 60\n'
             f"call_timeout_s = 5\nlogin_lockout_s = 5\n{ocpp_extra}"
         ),
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "lp"\n',
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "lp"\n{mqtt_extra}',
         f'[api]\nhost = "127.0.0.1"\nport = {api_port}\n'
         + (f'token_file = "{token_file}"\n' if token_file else "")
         + api_extra,
@@ -94,11 +95,29 @@ def check(path: Path) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+class BenchDaemon(Daemon):
+    """The harness's daemon, whose API calls carry the token from the file the daemon made, once it exists
+    (also the health checks while it starts, for a gateway that wants the token there too)."""
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = 5.0,
+    ):
+        if self.token is None and (self.folder / "api-token").exists():
+            self.token = (self.folder / "api-token").read_text().strip() or None
+        return super().api(method, path, body, token=token, timeout_s=timeout_s)
+
+
 @dataclass
 class Started:
     """The running daemon and what it took to start it (fallbacks for an older gateway)."""
 
-    daemon: Daemon
+    daemon: BenchDaemon
     token: str | None
     open_charger: bool
     notes: list[str] = field(default_factory=list)
@@ -130,7 +149,7 @@ def start_square(
     elif rc != 0:
         notes.append(f"`laadplein check` exit {rc}: {out.strip()[-300:]}")
     for _ in range(3):
-        daemon = Daemon(
+        daemon = BenchDaemon(
             folder, make_text(**options), api_port=ports["api"], ocpp_port=ports["ocpp"]
         )
         try:

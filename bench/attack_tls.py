@@ -18,9 +18,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from bench import attack_doors, attack_ocpp, attack_static
+from bench.attack_mqtt import Broker
 from bench.attack_report import Row
 from bench.attack_rig import guarded, square_toml, start_square
-from tests.integration.mosquitto import Mosquitto
 from tests.integration.ports import free_port
 
 
@@ -50,7 +50,7 @@ def _pair(folder: Path, name: str, key: Any) -> tuple[Path, Path]:
 
 
 async def tls_square(
-    tmp: Path, broker: Mosquitto, rows: list[Row], notes: list[str]
+    tmp: Path, broker: Broker, rows: list[Row], notes: list[str]
 ) -> None:
     """A second daemon with wss://: an RSA pair and, where the gateway takes one, an ECDSA pair beside it."""
     folder = tmp / "tls"
@@ -68,6 +68,7 @@ async def tls_square(
             ocpp_port=ports["ocpp"],
             api_port=ports["api"],
             mqtt_port=broker.port,
+            mqtt_extra=broker.daemon_keys(folder),
             meter_port=None,
             ocpp_host="127.0.0.1",
             open_charger=False,
@@ -87,6 +88,7 @@ async def tls_square(
             ocpp_port=ports["ocpp"],
             api_port=ports["api"],
             mqtt_port=broker.port,
+            mqtt_extra=broker.daemon_keys(folder),
             meter_port=None,
             ocpp_host="127.0.0.1",
             open_charger=False,
