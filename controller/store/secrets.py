@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 log = logging.getLogger("laadplein.store")
 
 SECRET_BYTES = 32
+# The name of the systemd credential that holds the secret (docs/install-debian.md).
+CREDENTIAL_NAME = "laadplein.secret"
 NONCE_BYTES = 12
 _ENCRYPTION_INFO = b"laadplein id-tag encryption v1"
 _AAD = b"laadplein.id-tag.v1"
@@ -29,13 +32,34 @@ class SecretError(Exception):
     """The secret file is unusable, or an encrypted tag does not open with this secret."""
 
 
-def load_or_create_secret(path: Path) -> bytes:
+def load_or_create_secret(path: Path, environ: Mapping[str, str] | None = None) -> bytes:
     """Read the gateway's 32-byte secret from `path`, creating it (mode 0600) at first start.
 
     A file of the wrong size raises `SecretError` and is left alone: every stored tag hash and
     the encrypted token list depend on it, so replacing it would silently orphan them.
+
+    Under systemd, a credential named `laadplein.secret` (`LoadCredentialEncrypted=`, kept
+    encrypted on disk) is the secret instead: it is read from $CREDENTIALS_DIRECTORY and never
+    made there. A file still at `path` must then hold the same secret (it is a leftover of the
+    move to the credential; another secret there means the wrong file was encrypted).
     """
     path = Path(path)
+    folder = (os.environ if environ is None else environ).get("CREDENTIALS_DIRECTORY")
+    credential = Path(folder) / CREDENTIAL_NAME if folder else None
+    if credential is not None and credential.exists():
+        secret = _read_secret(credential)
+        log.info("gateway secret read from the systemd credential %s", credential)
+        try:
+            on_disk = _read_secret(path)
+        except FileNotFoundError:
+            return secret
+        if not hmac.compare_digest(on_disk, secret):
+            raise SecretError(
+                f"the credential {CREDENTIAL_NAME} and {path} hold different gateway secrets; the "
+                "stored tag hashes and the token list depend on the one they were made with"
+            )
+        log.warning("%s is the credential %s unencrypted: remove it", path, CREDENTIAL_NAME)
+        return secret
     try:
         return _read_secret(path)
     except FileNotFoundError:
