@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,7 @@ from controller.store.database import Store
 from controller.store.passwords import ChargerPasswords, restore_passwords
 from drivers.contract import events as ev
 from drivers.contract.clock import parse_ts, utc_now
+from drivers.contract.text import printable
 from drivers.contract.words import FAULT_STATUSES, FAULTED, STATUS_WORDS
 from drivers.support.fault_log import FaultLog
 from signage.rules import Light, Override, track_session_over
@@ -57,6 +58,16 @@ class ChargerLive:
     model: str = ""
     firmware: str = ""
     connectors: dict[int, ConnectorLive] = field(default_factory=dict)
+
+
+@dataclass
+class ForeignTxLive:
+    """A charger naming transactions not its own: since when, the last time, how often, the first one."""
+
+    first_at: datetime
+    last_at: datetime
+    count: int
+    first: ev.ForeignTransaction
 
 
 @dataclass
@@ -106,6 +117,8 @@ class SquareState:
         self.tz = ZoneInfo(cfg.site.timezone)
         self.pending_log: list[LogEntry] = []
         self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.store.passwords)
+        # charger -> its use of transaction ids not its own, until the alarm clears
+        self.foreign_tx: dict[str, ForeignTxLive] = {}
         self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
         self.reconciled = 0  # sessions closed by the gateway since start
         self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind
@@ -269,6 +282,8 @@ class SquareState:
                 self._apply_status(cid, n, status, at, code)
             case ev.MeterSample():
                 self._apply_sample(event)
+            case ev.ForeignTransaction():
+                self._apply_foreign(event)
             case ev.OccupancyChanged(bay_id=bay, occupied=occupied, at=at):
                 s = self.sensors.get(bay)
                 if s is None:
@@ -320,6 +335,35 @@ class SquareState:
                 data={"connector": n, "status": status, "error_code": code},
             )
         conn.status, conn.status_at, conn.error_code = status, at, code
+
+    def _apply_foreign(self, e: ev.ForeignTransaction) -> None:
+        """A charger named another's transaction: one event-log entry per episode, a log line a minute."""
+        e = replace(e, transaction=printable(e.transaction, 64))  # a 2.0.1 charger names its own
+        where = self.where(e.charger_id, e.connector_id) if e.connector_id else f"{e.charger_id} (no connector named)"
+        seen = self.foreign_tx.get(e.charger_id)
+        if seen is None:
+            self.foreign_tx[e.charger_id] = ForeignTxLive(e.at, e.at, 1, e)
+            bay = self.cfg.bay_for(e.charger_id, e.connector_id) if e.connector_id else None
+            self.note(
+                "foreign_transaction",
+                f"{where}: {e.action} named transaction {e.transaction}, which is {e.owner}'s; answered, not applied",
+                at=e.at,
+                charger_id=e.charger_id,
+                bay_id=bay.id if bay else None,
+                data={"connector": e.connector_id, "action": e.action, "transaction": e.transaction, "owner": e.owner},
+            )
+        else:
+            seen.last_at, seen.count = e.at, seen.count + 1
+            if not seen.first.connector_id and e.connector_id:
+                seen.first = e  # the alarm names a connector when one is known
+        self.rare(
+            logging.WARNING, e.charger_id, "foreign-tx", "%s: %s named transaction %s, which is %s's: answered, not applied",
+            where, e.action, e.transaction, e.owner,
+        )
+
+    def forget_foreign_tx(self, charger_id: str) -> None:
+        """The episode is over (its alarm cleared): the next foreign id starts a new one."""
+        self.foreign_tx.pop(charger_id, None)
 
     def _apply_sample(self, s: ev.MeterSample) -> None:
         conn = self.connector(s.charger_id, s.connector_id)
