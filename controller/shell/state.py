@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from config.schema import SquareConfig
+from config.schema import CHARGER_ID_PATTERN, SquareConfig
 from controller.store.database import Store
 from controller.store.passwords import ChargerPasswords, restore_passwords
 from drivers.contract import events as ev
@@ -25,6 +26,8 @@ from drivers.support.fault_log import FaultLog
 from signage.rules import Light, Override, track_session_over
 
 log = logging.getLogger("laadplein.state")
+
+BOOT_TEXT_CHARS = 50  # a charger's vendor, model and firmware as kept and shown (OCPP 2.0.1's longest)
 
 @dataclass
 class ConnectorLive:
@@ -235,7 +238,10 @@ class SquareState:
     # ---- CentralSystemBackend ------------------------------------------------------------
 
     def charger_known(self, charger_id: str) -> bool:
-        return charger_id in self.chargers or self.cfg.ocpp.allow_unknown_chargers
+        # An unknown charger's id goes into logs, events and topics: only one a config could name.
+        return charger_id in self.chargers or (
+            self.cfg.ocpp.allow_unknown_chargers and re.fullmatch(CHARGER_ID_PATTERN, charger_id) is not None
+        )
 
     def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
         return self.passwords.check(charger_id, password)
@@ -271,6 +277,8 @@ class SquareState:
                 self.note("charger_disconnected", f"charger {cid} disconnected: {reason or 'closed'}", at=at, charger_id=cid)
             case ev.ChargerBooted(charger_id=cid, at=at, vendor=vendor, model=model, firmware=fw):
                 c = self.chargers.setdefault(cid, ChargerLive())
+                # the charger's own words, kept as they may be shown (OCPP allows 50 characters each)
+                vendor, model, fw = (printable(x, BOOT_TEXT_CHARS) for x in (vendor, model, fw))
                 c.vendor, c.model, c.firmware = vendor, model, fw
                 self.note("charger_booted", f"charger {cid} booted: {vendor} {model} firmware {fw}".strip(), at=at, charger_id=cid)
             case ev.ChargerHeard(charger_id=cid, at=at):
@@ -278,8 +286,8 @@ class SquareState:
                 if c is not None:
                     c.last_heard = at
                 return  # proof of life only: nothing for the cycle to decide
-            case ev.ConnectorStatusChanged(charger_id=cid, connector_id=n, status=status, at=at, error_code=code):
-                self._apply_status(cid, n, status, at, code)
+            case ev.ConnectorStatusChanged(charger_id=cid, connector_id=n, status=status, at=at, error_code=code, info=info):
+                self._apply_status(cid, n, status, at, printable(code, 50), printable(info, 50))
             case ev.MeterSample():
                 self._apply_sample(event)
             case ev.ForeignTransaction():
@@ -304,7 +312,7 @@ class SquareState:
             case _:
                 log.debug("ignored event %r", event)
 
-    def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str) -> None:
+    def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str, info: str = "") -> None:
         c = self.chargers.get(cid)
         if c is None:
             return
@@ -312,7 +320,7 @@ class SquareState:
             # The charger as a whole: Unavailable/Faulted applies to every connector's bay.
             for k, conn in c.connectors.items():
                 if status in FAULT_STATUSES or conn.status is None:
-                    self._apply_status(cid, k, status, at, code)
+                    self._apply_status(cid, k, status, at, code, info)
             return
         conn = c.connectors.get(n)
         if conn is None:
@@ -326,13 +334,14 @@ class SquareState:
             conn.status_changed_at = at
             bay = self.cfg.bay_for(cid, n)
             detail = f"{conn.status or 'unknown'} -> {status}" + (f" ({code})" if code and code != "NoError" else "")
+            detail += f": {info}" if info else ""
             self.note(
                 "connector_status",
                 f"{self.where(cid, n)}: {detail}",
                 at=at,
                 charger_id=cid,
                 bay_id=bay.id if bay else None,
-                data={"connector": n, "status": status, "error_code": code},
+                data={"connector": n, "status": status, "error_code": code} | ({"info": info} if info else {}),
             )
         conn.status, conn.status_at, conn.error_code = status, at, code
 
