@@ -11,6 +11,7 @@ import pytest
 
 from config.loader import load_config_text
 from controller.shell.alarms import FOREIGN_TX_QUIET_S, Alarms
+from controller.shell.backend import SquareBackend
 from controller.shell.clock_check import ClockCheck
 from controller.shell.state import SquareState
 from controller.shell.transactions import Transactions
@@ -18,6 +19,9 @@ from controller.store.database import Store
 from controller.store.secrets import TagVault
 from drivers.contract import events as ev
 from drivers.contract.words import INVALID
+from drivers.ocpp.context import LinkContext
+from drivers.ocpp.handlers16 import ChargerLink16
+from drivers.ocpp.handlers201 import ChargerLink201
 
 T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=UTC)
 VAULT = TagVault(bytes(range(32)))
@@ -139,3 +143,67 @@ async def test_one_alarm_per_offending_connector_cleared_after_a_quiet_hour(squa
     await alarms.check(clock())
     assert not any(a["key"].startswith("foreign_transaction:") for a in await state.store.active_alarms())
     assert state.foreign_tx == {}
+
+
+# ---- the handlers of both versions, on the real backend, without sockets ----------------------
+
+
+class NoSocket:
+    """A connection that is never read or written: the handlers are called directly."""
+
+    subprotocol = "ocpp"
+    remote_address = ("127.0.0.1", 1)
+
+
+def link(kind, charger_id: str, backend: SquareBackend, context: LinkContext | None = None):
+    return kind(charger_id, NoSocket(), context or LinkContext(backend=backend, heartbeat_interval_s=60, call_timeout_s=5))
+
+
+def reading_201(wh: float) -> list[dict]:
+    return [{"timestamp": "2026-11-28T13:00:00Z", "sampled_value": [
+        {"value": wh, "measurand": "Energy.Active.Import.Register", "unit_of_measure": {"unit": "Wh"}}]}]
+
+
+async def test_16_handlers_answer_a_foreign_stop_and_meter_values_and_apply_neither(square) -> None:
+    state, _, _ = square
+    backend = SquareBackend(state)
+    cp01, cp02 = link(ChargerLink16, "CP01", backend), link(ChargerLink16, "CP02", backend)
+    started = await cp02.on_start_transaction(connector_id=1, id_tag="TAG-B", meter_start=1000, timestamp="2026-11-28T13:00:00Z")
+    theirs = started.transaction_id
+    sample = [{"timestamp": "2026-11-28T13:00:01Z", "sampled_value": [{"value": "999999999", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]
+    assert await cp01.on_meter_values(connector_id=1, meter_value=sample, transaction_id=theirs) is not None
+    answer = await cp01.on_stop_transaction(meter_stop=999_999_999, timestamp="2026-11-28T13:00:02Z", transaction_id=theirs, id_tag="TAG-A")
+    assert answer.id_tag_info.status == INVALID
+    row = await state.store.session(theirs)
+    assert row["stopped"] is None and row["energy_wh"] is None  # no reading of its own yet, none counted
+    assert state.connector("CP02", 1).transaction_id == theirs
+    assert "CP01" in state.foreign_tx
+
+
+async def test_201_an_event_naming_the_chargers_transaction_on_another_evse_is_answered_not_applied(square) -> None:
+    state, _, _ = square
+    backend = SquareBackend(state)
+    cp01 = link(ChargerLink201, "CP01", backend)
+    await cp01.on_transaction_event(
+        event_type="Started", timestamp="2026-11-28T13:00:00Z", trigger_reason="CablePluggedIn", seq_no=0,
+        transaction_info={"transaction_id": "T-1", "charging_state": "Charging"}, evse={"id": 1, "connector_id": 1},
+        meter_value=reading_201(100),
+    )
+    answer = await cp01.on_transaction_event(
+        event_type="Ended", timestamp="2026-11-28T13:00:01Z", trigger_reason="StopAuthorized", seq_no=1,
+        transaction_info={"transaction_id": "T-1", "stopped_reason": "Local"}, evse={"id": 2, "connector_id": 1},
+        id_token={"id_token": "TAG-A", "type": "ISO14443"}, meter_value=reading_201(999_999_999),
+    )
+    assert answer.id_token_info == {"status": INVALID}
+    [row] = await state.store.open_sessions()
+    assert row["connector"] == 1 and row["meter_stop_wh"] is None
+    assert cp01.book.evses[1].transaction == "T-1" and cp01.book.transactions["T-1"].last_seq == 0  # its seqNo not taken
+    assert state.foreign_tx["CP01"].first.connector_id == 2 and state.foreign_tx["CP01"].first.owner == "CP01/1"
+    # the same id from another charger is that charger's own transaction, not CP01's
+    cp02 = link(ChargerLink201, "CP02", backend, cp01._context)
+    await cp02.on_transaction_event(
+        event_type="Ended", timestamp="2026-11-28T13:00:02Z", trigger_reason="StopAuthorized", seq_no=0,
+        transaction_info={"transaction_id": "T-1", "stopped_reason": "Local"}, evse={"id": 1, "connector_id": 1},
+        meter_value=reading_201(999_999_999),
+    )
+    assert [r["charger"] for r in await state.store.open_sessions()] == ["CP01"]
