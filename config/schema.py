@@ -39,6 +39,11 @@ __all__ = [
     "cross_issues",
 ]
 
+#: A charger's id, configured or (with `allow_unknown_chargers`) met at the handshake: OCPP's identity
+#: (at most 48 characters) in a charset safe in URLs, topics, logs and terminals, and without the `:`
+#: that Basic Auth cannot carry in a user name.
+CHARGER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,48}$"
+
 class SiteConfig(BaseModel):
     """Which square this is; `id` names its MQTT topics."""
 
@@ -194,7 +199,7 @@ class ChargerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,48}$")
+    id: str = Field(pattern=CHARGER_ID_PATTERN)
     max_current_a: float = Field(ge=6, le=1000)
     phases: Literal[1, 3] = 3
     connectors: int = Field(1, ge=1, le=8)

@@ -31,6 +31,7 @@ from controller.store.lease_journal import LeaseJournal
 from controller.store.secrets import TagVault, load_or_create_secret
 from drivers.batteries.factory import make_battery
 from drivers.contract.clock import utc_now
+from drivers.contract.text import PrintableLog
 from drivers.meters.factory import make_grid_meter
 from drivers.mqtt.link import MqttLink
 from drivers.ocpp.login_guard import LoginGuard
@@ -64,6 +65,7 @@ def setup_logging(tz_name: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     # The journal stamps every line itself and ranks it by a <N> prefix.
     handler.setFormatter(JournalFormatter() if journal_stream() else _SquareTimeFormatter(ZoneInfo(tz_name)))
+    handler.addFilter(PrintableLog())  # a charger's words must not forge a log line or reach a terminal raw
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

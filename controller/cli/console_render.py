@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from drivers.contract.clock import parse_ts
+from drivers.contract.text import printable_tree
 from drivers.contract.words import BLUE, GREEN, OFF
 
 CONNECTED = "connected"  # `connection` for a daemon that answered the last poll
@@ -48,6 +49,9 @@ def render(
     now_local: str,
 ) -> RenderableType:
     """The whole screen for `width` x `height` cells: roomy panels when they fit, else a dense compact grid."""
+    # Chargers' words (vendor names, error info) ride in these answers: an ESC or a line break in
+    # them must not reach the terminal (rich keeps ESC, and a line break breaks the layout).
+    status, alarms, events = printable_tree(status), printable_tree(alarms), printable_tree(events)
     tz = (status or {}).get("timezone") or "UTC"
     top = [_header(status, width, connection, now_local)]
     if connection != CONNECTED:

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from drivers.contract.clock import parse_ts
+from drivers.contract.text import printable_tree
 from drivers.contract.words import BLUE, GREEN, OFF
 
 LIGHT_STYLE = {BLUE: "bold white on blue", GREEN: "bold black on green", OFF: "dim"}
@@ -129,6 +130,7 @@ def _battery_text(bat: dict | None) -> str:
 
 def print_status(snapshot: dict, alarms: list[dict], console: Console | None = None) -> None:
     console = console or Console()
+    snapshot, alarms = printable_tree(snapshot), printable_tree(alarms)  # chargers' words: no raw ESC or line break
     tz = snapshot.get("timezone") or "UTC"
     console.print(f"[bold]{escape(snapshot['site'])}[/]  {local_time(snapshot['ts'], tz)} ({zone_note(tz)})")
     grid = snapshot["grid"]
@@ -147,7 +149,7 @@ def print_status(snapshot: dict, alarms: list[dict], console: Console | None = N
 
 
 def print_bays(bays: list[dict], tz: str, console: Console | None = None) -> None:
-    (console or Console()).print(_bay_table(bays, tz))
+    (console or Console()).print(_bay_table(printable_tree(bays), tz))
 
 
 def events_header(tz: str) -> str:
@@ -155,7 +157,8 @@ def events_header(tz: str) -> str:
 
 
 def event_line(event: dict, tz: str) -> str:
-    """One event as a line of plain text (no markup)."""
+    """One event as a line of plain text (no markup), the words of chargers in it escaped."""
+    event = printable_tree(event)
     return f"{local_time(event['ts'], tz)}  {event['kind']:<20} {event['message']}"
 
 
@@ -169,7 +172,7 @@ def print_sessions(sessions: list[dict], tz: str, console: Console | None = None
     t = Table(title=f"Sessions ({zone_note(tz)})")
     for col in ("id", "bay", "charger", "started", "stopped", "kWh", "tag"):
         t.add_column(col)
-    for s in sessions:
+    for s in printable_tree(sessions):
         kwh = "-" if s.get("energy_wh") is None else f"{s['energy_wh'] / 1000:.2f}"
         tag = s.get("tag_hash")
         t.add_row(escape(str(s["id"])), escape(s.get("bay") or "-"), escape(f"{s['charger']}/{s['connector']}"),
@@ -179,6 +182,7 @@ def print_sessions(sessions: list[dict], tz: str, console: Console | None = None
 
 def answer_text(answer: Any) -> tuple[str, str]:
     """A charger's answer payload as (status, words): the status and any reason it gave."""
+    answer = printable_tree(answer)
     if not isinstance(answer, dict):
         return "", f"answered {answer!r}"
     status = str(answer.get("status", ""))

@@ -18,6 +18,9 @@ from drivers.contract.clock import local_text
 
 log = logging.getLogger("laadplein.cycle")
 
+FOREIGN_TX_ALARM = "foreign_transaction:"
+FOREIGN_TX_QUIET_S = 3600  # a foreign-transaction alarm clears after this long without another
+
 
 class FixtureLink(Protocol):
     """What the alarms need of the MQTT link: is it up, and when did a bay's command go out."""
@@ -88,6 +91,7 @@ class Alarms:
                     await self._clear(key, now)
         if self.power is not None:
             await self._check_power(now)
+        await self._check_foreign_transactions(now)
 
     async def _check_battery(self, now: datetime) -> None:
         st = self.state
@@ -182,6 +186,32 @@ class Alarms:
                               "only the safe default is used until the clock is sane")
         else:
             await self._clear(key, now)
+
+    async def _check_foreign_transactions(self, now: datetime) -> None:
+        """A charger naming another's transaction: one alarm per charger, naming the connector, cleared
+        after `FOREIGN_TX_QUIET_S` without another (a charger replaying old ids after the gateway's
+        database was replaced stops by itself; one that keeps on stays in view)."""
+        st = self.state
+        live = set()
+        for charger_id, seen in sorted(st.foreign_tx.items()):
+            key = f"{FOREIGN_TX_ALARM}{charger_id}"
+            if (now - seen.last_at).total_seconds() >= FOREIGN_TX_QUIET_S:
+                await self._clear(key, now)
+                st.forget_foreign_tx(charger_id)
+                continue
+            live.add(key)
+            e = seen.first
+            where = f"charger {charger_id} connector {e.connector_id}" if e.connector_id else f"charger {charger_id} (connector not named)"
+            await self._raise(
+                key, seen.first_at, f"{where} named transaction {e.transaction} of {e.owner} ({e.action})",
+                "answered without applying it: the owner's session, energy and leases are untouched; clears after"
+                f" {FOREIGN_TX_QUIET_S // 60} min without another; check that charger's configuration and who can connect as it",
+                charger_id=charger_id,
+            )
+        for key in sorted(self.active):
+            # raised before a restart: the live record is gone, so the quiet time counts from the start
+            if key.startswith(FOREIGN_TX_ALARM) and key not in live and (now - st.started_at).total_seconds() >= FOREIGN_TX_QUIET_S:
+                await self._clear(key, now)
 
     async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
         """Raise an alarm unless it is already active (the store keeps one per key)."""

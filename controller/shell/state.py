@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from config.schema import SquareConfig
+from config.schema import CHARGER_ID_PATTERN, SquareConfig
 from controller.store.database import Store
 from controller.store.passwords import ChargerPasswords, restore_passwords
 from drivers.contract import events as ev
 from drivers.contract.clock import parse_ts, utc_now
+from drivers.contract.text import printable
 from drivers.contract.words import FAULT_STATUSES, FAULTED, STATUS_WORDS
 from drivers.support.fault_log import FaultLog
 from signage.rules import Light, Override, track_session_over
 
 log = logging.getLogger("laadplein.state")
+
+BOOT_TEXT_CHARS = 50  # a charger's vendor, model and firmware as kept and shown (OCPP 2.0.1's longest)
 
 @dataclass
 class ConnectorLive:
@@ -57,6 +61,16 @@ class ChargerLive:
     model: str = ""
     firmware: str = ""
     connectors: dict[int, ConnectorLive] = field(default_factory=dict)
+
+
+@dataclass
+class ForeignTxLive:
+    """A charger naming transactions not its own: since when, the last time, how often, the first one."""
+
+    first_at: datetime
+    last_at: datetime
+    count: int
+    first: ev.ForeignTransaction
 
 
 @dataclass
@@ -106,6 +120,8 @@ class SquareState:
         self.tz = ZoneInfo(cfg.site.timezone)
         self.pending_log: list[LogEntry] = []
         self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.store.passwords)
+        # charger -> its use of transaction ids not its own, until the alarm clears
+        self.foreign_tx: dict[str, ForeignTxLive] = {}
         self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
         self.reconciled = 0  # sessions closed by the gateway since start
         self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind
@@ -222,7 +238,10 @@ class SquareState:
     # ---- CentralSystemBackend ------------------------------------------------------------
 
     def charger_known(self, charger_id: str) -> bool:
-        return charger_id in self.chargers or self.cfg.ocpp.allow_unknown_chargers
+        # An unknown charger's id goes into logs, events and topics: only one a config could name.
+        return charger_id in self.chargers or (
+            self.cfg.ocpp.allow_unknown_chargers and re.fullmatch(CHARGER_ID_PATTERN, charger_id) is not None
+        )
 
     def charger_password_ok(self, charger_id: str, password: str | None) -> bool:
         return self.passwords.check(charger_id, password)
@@ -258,6 +277,8 @@ class SquareState:
                 self.note("charger_disconnected", f"charger {cid} disconnected: {reason or 'closed'}", at=at, charger_id=cid)
             case ev.ChargerBooted(charger_id=cid, at=at, vendor=vendor, model=model, firmware=fw):
                 c = self.chargers.setdefault(cid, ChargerLive())
+                # the charger's own words, kept as they may be shown (OCPP allows 50 characters each)
+                vendor, model, fw = (printable(x, BOOT_TEXT_CHARS) for x in (vendor, model, fw))
                 c.vendor, c.model, c.firmware = vendor, model, fw
                 self.note("charger_booted", f"charger {cid} booted: {vendor} {model} firmware {fw}".strip(), at=at, charger_id=cid)
             case ev.ChargerHeard(charger_id=cid, at=at):
@@ -265,10 +286,12 @@ class SquareState:
                 if c is not None:
                     c.last_heard = at
                 return  # proof of life only: nothing for the cycle to decide
-            case ev.ConnectorStatusChanged(charger_id=cid, connector_id=n, status=status, at=at, error_code=code):
-                self._apply_status(cid, n, status, at, code)
+            case ev.ConnectorStatusChanged(charger_id=cid, connector_id=n, status=status, at=at, error_code=code, info=info):
+                self._apply_status(cid, n, status, at, printable(code, 50), printable(info, 50))
             case ev.MeterSample():
                 self._apply_sample(event)
+            case ev.ForeignTransaction():
+                self._apply_foreign(event)
             case ev.OccupancyChanged(bay_id=bay, occupied=occupied, at=at):
                 s = self.sensors.get(bay)
                 if s is None:
@@ -289,7 +312,7 @@ class SquareState:
             case _:
                 log.debug("ignored event %r", event)
 
-    def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str) -> None:
+    def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str, info: str = "") -> None:
         c = self.chargers.get(cid)
         if c is None:
             return
@@ -297,7 +320,7 @@ class SquareState:
             # The charger as a whole: Unavailable/Faulted applies to every connector's bay.
             for k, conn in c.connectors.items():
                 if status in FAULT_STATUSES or conn.status is None:
-                    self._apply_status(cid, k, status, at, code)
+                    self._apply_status(cid, k, status, at, code, info)
             return
         conn = c.connectors.get(n)
         if conn is None:
@@ -311,15 +334,45 @@ class SquareState:
             conn.status_changed_at = at
             bay = self.cfg.bay_for(cid, n)
             detail = f"{conn.status or 'unknown'} -> {status}" + (f" ({code})" if code and code != "NoError" else "")
+            detail += f": {info}" if info else ""
             self.note(
                 "connector_status",
                 f"{self.where(cid, n)}: {detail}",
                 at=at,
                 charger_id=cid,
                 bay_id=bay.id if bay else None,
-                data={"connector": n, "status": status, "error_code": code},
+                data={"connector": n, "status": status, "error_code": code} | ({"info": info} if info else {}),
             )
         conn.status, conn.status_at, conn.error_code = status, at, code
+
+    def _apply_foreign(self, e: ev.ForeignTransaction) -> None:
+        """A charger named another's transaction: one event-log entry per episode, a log line a minute."""
+        e = replace(e, transaction=printable(e.transaction, 64))  # a 2.0.1 charger names its own
+        where = self.where(e.charger_id, e.connector_id) if e.connector_id else f"{e.charger_id} (no connector named)"
+        seen = self.foreign_tx.get(e.charger_id)
+        if seen is None:
+            self.foreign_tx[e.charger_id] = ForeignTxLive(e.at, e.at, 1, e)
+            bay = self.cfg.bay_for(e.charger_id, e.connector_id) if e.connector_id else None
+            self.note(
+                "foreign_transaction",
+                f"{where}: {e.action} named transaction {e.transaction}, which is {e.owner}'s; answered, not applied",
+                at=e.at,
+                charger_id=e.charger_id,
+                bay_id=bay.id if bay else None,
+                data={"connector": e.connector_id, "action": e.action, "transaction": e.transaction, "owner": e.owner},
+            )
+        else:
+            seen.last_at, seen.count = e.at, seen.count + 1
+            if not seen.first.connector_id and e.connector_id:
+                seen.first = e  # the alarm names a connector when one is known
+        self.rare(
+            logging.WARNING, e.charger_id, "foreign-tx", "%s: %s named transaction %s, which is %s's: answered, not applied",
+            where, e.action, e.transaction, e.owner,
+        )
+
+    def forget_foreign_tx(self, charger_id: str) -> None:
+        """The episode is over (its alarm cleared): the next foreign id starts a new one."""
+        self.foreign_tx.pop(charger_id, None)
 
     def _apply_sample(self, s: ev.MeterSample) -> None:
         conn = self.connector(s.charger_id, s.connector_id)

@@ -13,7 +13,7 @@ from datetime import datetime
 from controller.shell.state import SquareState
 from drivers.contract import events as ev
 from drivers.contract.backend import KnownTransaction, TransactionAnswer
-from drivers.contract.words import ACCEPTED
+from drivers.contract.words import ACCEPTED, INVALID
 
 
 class Transactions:
@@ -76,8 +76,15 @@ class Transactions:
         id_tag: str | None,
         samples: list[ev.MeterSample],
     ) -> str | None:
+        owner = await self.state.store.session(transaction_id)
+        if owner is not None and owner["charger"] != charger_id:
+            # StopTransaction is a report the charger retries until answered: answer it, change nothing.
+            connector_id = samples[0].connector_id if samples else 0
+            self._foreign(charger_id, connector_id, "StopTransaction", transaction_id, owner)
+            return INVALID
         if samples:
-            await self.state.store.add_meter_samples([_sample_row(s, transaction_id) for s in samples])
+            tx = transaction_id if owner is not None else None  # an unknown id may be a later session's
+            await self.state.store.add_meter_samples([_sample_row(s, tx) for s in samples])
         row = await self.state.store.stop_transaction(transaction_id, int(meter_stop_wh), timestamp, reason)
         if row is None:
             self.state.rare(logging.WARNING, charger_id, "stop-unknown", "charger %s stopped transaction %s, which the gateway does not know", charger_id, transaction_id)
@@ -119,14 +126,38 @@ class Transactions:
 
     async def meter_values(self, charger_id: str, samples: list[ev.MeterSample], *, live: bool = True) -> None:
         rows = []
+        owners: dict[int, dict | None] = {}
         for s in samples:
             conn = self.state.connector(s.charger_id, s.connector_id)
             tx = s.transaction_id if s.transaction_id is not None else (conn.transaction_id if conn else None)
+            if s.transaction_id is not None and (conn is None or conn.transaction_id != tx):
+                if tx not in owners:
+                    owners[tx] = await self.state.store.session(tx)
+                tx = self._own_transaction(s, owners[tx])
             rows.append(_sample_row(s, tx))
         if rows:
             await self.state.store.add_meter_samples(rows)
         for s in samples if live else ():
             self.state.record(s)
+
+    def _own_transaction(self, s: ev.MeterSample, owner: dict | None) -> int | None:
+        """The transaction to store a sample under: the one it names when that is this connector's own
+        (a late sample after the stop, a restart), else none (the reading is kept, no session's energy moves)."""
+        assert s.transaction_id is not None
+        if owner is not None and (owner["charger"], owner["connector"]) == (s.charger_id, s.connector_id):
+            return s.transaction_id
+        if owner is None:
+            self.state.rare(logging.WARNING, s.charger_id, "samples-unknown-tx",
+                            "%s: meter values for transaction %s, which the gateway does not know; kept without it",
+                            self.state.where(s.charger_id, s.connector_id), s.transaction_id)
+        else:
+            self._foreign(s.charger_id, s.connector_id, "MeterValues", s.transaction_id, owner)
+        return None
+
+    def _foreign(self, charger_id: str, connector_id: int, action: str, transaction_id: int, owner: dict) -> None:
+        self.state.record(ev.ForeignTransaction(
+            charger_id, connector_id, self.state.clock(), action, str(transaction_id), f"{owner['charger']}/{owner['connector']}",
+        ))
 
     def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
         self.state.rare(logging.INFO, charger_id, "datatransfer", "charger %s: DataTransfer from vendor %r message %r rejected (unknown)", charger_id, vendor_id, message_id)

@@ -113,11 +113,15 @@ class CentralSystemBackend(Protocol):
         id_tag: str | None,
         samples: list[MeterSample],
     ) -> str | None:
-        """Close a session, committed before returning; the tag's status when a tag was given."""
+        """Close a session, committed before returning; the tag's status when a tag was given.
+
+        A transaction of another charger is not closed: the charger is answered (Invalid) and a
+        `ForeignTransaction` recorded."""
 
     async def meter_values(self, charger_id: str, samples: list[MeterSample], *, live: bool = True) -> None:
         """Store meter samples (committed before returning) and, with `live`, update the live state
-        (not for readings a charger kept while the gateway was away: they are history)."""
+        (not for readings a charger kept while the gateway was away: they are history). A sample naming
+        a transaction of another charger or connector is kept without it, and a `ForeignTransaction` recorded."""
 
     def data_transfer(self, charger_id: str, vendor_id: str, message_id: str | None, data: str | None) -> str:
         """Answer a DataTransfer: Accepted | Rejected | UnknownVendorId | UnknownMessageId."""

@@ -81,6 +81,19 @@ class MeterSample:
 
 
 @dataclass(frozen=True)
+class ForeignTransaction:
+    """A charger named a transaction that is not its own (another charger's, or another connector's):
+    the message was answered and not applied. `connector_id` 0: the message names no connector."""
+
+    charger_id: str
+    connector_id: int
+    at: datetime
+    action: str  # StopTransaction | MeterValues | TransactionEvent
+    transaction: str  # the id it named (the gateway's session id, or a 2.0.1 charger's own name)
+    owner: str  # whose it is, e.g. "CP02/1"
+
+
+@dataclass(frozen=True)
 class OccupancyChanged:
     """A bay sensor's reading: occupied True/False; None for a sensor fault or unreadable payload."""
 
@@ -142,6 +155,7 @@ Event = (
     | ChargerHeard
     | ConnectorStatusChanged
     | MeterSample
+    | ForeignTransaction
     | OccupancyChanged
     | LightAcked
     | BrokerConnected

@@ -7,6 +7,7 @@ as is, the first reprograms the technician's terminal and the second forges a lo
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 
 #: The longest text from outside kept whole, in characters; OCPP's longest free strings are 500.
@@ -39,3 +40,33 @@ def printable(text: object, limit: int = MAX_OUTSIDE_TEXT) -> str:
         out.append(piece)
         size += len(piece)
     return "".join(out)
+
+
+def printable_tree(value: object, limit: int = MAX_OUTSIDE_TEXT) -> object:
+    """A JSON value (an admin API answer) with every string in it, keys too, made `printable`."""
+    if isinstance(value, str):
+        return printable(value, limit)
+    if isinstance(value, dict):
+        return {printable(k, limit) if isinstance(k, str) else k: printable_tree(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable_tree(v, limit) for v in value]
+    return value
+
+
+#: The longest log message kept whole once it had to be escaped, in characters.
+MAX_LOG_TEXT = 2000
+
+
+class PrintableLog(logging.Filter):
+    """Keeps every log record's message one line of visible characters, whatever text from outside
+    its arguments carry (the last guard: the places that log outside text escape it themselves).
+    A traceback is not the message and keeps its lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format is the handler's to report, as without this filter
+            return True
+        if not message.isprintable():
+            record.msg, record.args = printable(message, MAX_LOG_TEXT), None
+        return True

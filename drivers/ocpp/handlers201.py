@@ -20,8 +20,12 @@ from ocpp.v201.enums import Action
 
 from drivers.contract.backend import CallFailed, ChargerNotConnected
 from drivers.contract.clock import wire_ts
-from drivers.contract.events import ChargerBooted, ConnectorStatusChanged
-from drivers.contract.words import ACCEPTED
+from drivers.contract.events import (
+    ChargerBooted,
+    ConnectorStatusChanged,
+    ForeignTransaction,
+)
+from drivers.contract.words import ACCEPTED, INVALID
 from drivers.ocpp.evse201 import (
     ChargerBook,
     Transaction,
@@ -138,6 +142,8 @@ class ChargerLink201(ChargerLink):
         if charger_tx not in self.book.transactions:
             await self._recover(charger_tx, event_type)
         tx = self.book.transaction(charger_tx, evse_id)
+        if evse_id is not None and tx.evse_id is not None and evse_id != tx.evse_id:
+            return await self._foreign(tx, charger_tx, evse_id, now, id_token)
         problem = sequence_problem(tx.last_seq, seq_no)
         if problem is not None:
             self._fault("seq", logging.WARNING, "transaction %s: %s%s", printable(charger_tx[:36]), problem, " (sent offline)" if offline else "")
@@ -176,6 +182,13 @@ class ChargerLink201(ChargerLink):
                     evse_state.charging_state = transaction_info["charging_state"]
         self._emit(tx.evse_id, now, only_on_change=True)
         return await self._answer(None, answered, status)
+
+    async def _foreign(self, tx: Transaction, charger_tx: str, evse_id: int, now: datetime, id_token: dict[str, Any] | None) -> Any:
+        """An event naming a transaction of another EVSE (a transaction never moves): answered (the
+        charger retries an unanswered one), applied to nothing, its seqNo not counted."""
+        self._backend.record(ForeignTransaction(self.id, evse_id, now, "TransactionEvent", charger_tx, f"{self.id}/{tx.evse_id}"))
+        _, answered = _tag_of(id_token)
+        return await self._answer(None, answered, INVALID)
 
     async def _answer(self, tag: str | None, answered: bool, status: str | None = None) -> Any:
         """The answer: with idTokenInfo whenever the event carried an idToken (E-rules)."""

@@ -33,6 +33,7 @@ from drivers.contract.backend import (
 )
 from drivers.contract.clock import parse_ts_or_none, utc_now
 from drivers.contract.events import ChargerHeard
+from drivers.contract.text import printable
 from drivers.ocpp.context import LinkContext
 from drivers.ocpp.frames import (
     CALL,
@@ -60,11 +61,6 @@ def peer_address(connection: ServerConnection) -> str:
     return str(address or "?")
 
 
-def printable(text: str) -> str:
-    """A charger's own words for a log line: control characters escaped, so no line break can forge a line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _describe_close(exc: ConnectionClosed) -> str:
     """A few words on why a connection ended, for the log and ChargerDisconnected."""
     rcvd, sent = exc.rcvd, exc.sent
@@ -75,7 +71,7 @@ def _describe_close(exc: ConnectionClosed) -> str:
     assert frame is not None
     if frame.code == 1009:
         return f"frame too big ({frame.code})"
-    reason = f": {frame.reason}" if frame.reason else ""
+    reason = f": {printable(frame.reason, 123)}" if frame.reason else ""  # the charger's words (a close reason is at most 123 bytes)
     return f"closed by the {'charger' if by_charger else 'gateway'} ({frame.code}{reason})"
 
 
