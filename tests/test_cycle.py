@@ -136,12 +136,16 @@ async def test_a_bays_current_goes_when_its_car_leaves(square):
     await step(0, ev.ChargerConnected("CP01", "ocpp1.6", T0), status(1, "Charging", T0))
     await step(1, lambda now: ev.MeterSample("CP01", 1, now, 7, (12.3, 12.1, 12.2)))
     assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 12.3
+    await step(1, status(1, "Finishing"))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # the session is over: the sample is the old one's
     await step(1, status(1, "Available"))
-    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # the last sample is the old car's
     await step(1, lambda now: ev.MeterSample("CP01", 1, now, None, (0.2, 0.0, 0.0)))
-    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2  # a reading taken since is shown
-    await step(1, status(1, "Available"))  # the same status again (a charger asked for it) changes nothing
-    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # no car: a reading is no car's current
+    await step(1, status(1, "Preparing"))
+    await step(1, lambda now: ev.MeterSample("CP01", 1, now, None, (0.4, 0.0, 0.0)))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.4  # a new car's reading, taken since, is shown
+    await step(1, status(1, "Preparing"))  # the same status again (a charger asked for it) changes nothing
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.4
 
 
 async def test_reserve_needs_an_empty_sensor_and_commands_are_not_repeated(square):
