@@ -91,6 +91,7 @@ def test_the_rule_case_by_case():
 )
 @example(current=(9999.0, 9999.0, 9999.0), status="Charging", changed_s=-60.0, sample_s=-1.0, in_force_a=16.0, phases=3)
 @example(current=(15.9, 15.9, 15.9), status="SuspendedEV", changed_s=-1.0, sample_s=-2.0, in_force_a=6.0, phases=3)
+@example(current=(None, None, 0.0), status="Charging", changed_s=None, sample_s=1e-09, in_force_a=0.0, phases=1)
 def test_only_a_fresh_plausible_reading_of_a_car_after_its_status_counts(current, status, changed_s, sample_s, in_force_a, phases):
     c = claim(current, status=status, changed_s=changed_s, sample_s=sample_s, in_force_a=in_force_a, phases=phases)
     got = count_current(c, T0)
@@ -99,8 +100,8 @@ def test_only_a_fresh_plausible_reading_of_a_car_after_its_status_counts(current
     assert all(math.isfinite(a) and 0.0 <= a <= TOP_A for a in measured)
     assert all(math.isfinite(a) and 0.0 <= a <= TOP_A for a in got.counted_a)
     if got.verdict == COUNTED:
-        assert status in CAR_STATUSES and sample_s is not None and -15.0 <= sample_s <= 0.0
-        assert changed_s is None or sample_s > changed_s
+        assert status in CAR_STATUSES and c.sample_at is not None and -15.0 <= (c.sample_at - T0).total_seconds() <= 0.0
+        assert c.status_changed_at is None or c.sample_at > c.status_changed_at
         assert all(plausible_a(a, MAX_A) for a in current) and got.measured_a == current
     else:
         assert measured == [] and got.draw_a is None and got.at is None
@@ -110,7 +111,7 @@ def test_only_a_fresh_plausible_reading_of_a_car_after_its_status_counts(current
         assert got.counted_a == (0.0, 0.0, 0.0) and got.shown_a is None
     if status not in CAR_STATUSES:
         assert got.verdict in (NO_CAR, MISSING)  # Finishing, Available and the rest never show a current
-    if changed_s is not None and sample_s is not None and sample_s <= changed_s:
+    if c.status_changed_at is not None and c.sample_at is not None and c.sample_at <= c.status_changed_at:
         assert got.verdict in (STALE, NO_CAR, MISSING)
 
 
