@@ -8,7 +8,7 @@ car, hands the cars more than the grid leaves, nor drives the measured other loa
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -33,7 +33,7 @@ from drivers.contract import events as ev
 from drivers.contract.devices import GridReading
 from drivers.contract.words import STATUS_WORDS
 
-T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 28, 13, 0, 0, tzinfo=UTC)
 MAX_A = 32.0
 TOP_A = MAX_A * 1.1
 ABSURD = [1e6, -1e6, 9999.0, -9999.0, math.nan, math.inf, -math.inf, -0.1, TOP_A + 0.1, 1e4]
