@@ -136,12 +136,42 @@ async def test_a_bays_current_goes_when_its_car_leaves(square):
     await step(0, ev.ChargerConnected("CP01", "ocpp1.6", T0), status(1, "Charging", T0))
     await step(1, lambda now: ev.MeterSample("CP01", 1, now, 7, (12.3, 12.1, 12.2)))
     assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 12.3
+    await step(1, status(1, "Finishing"))
+    snap = cycle.snapshot(clock.now)
+    assert snap["bays"][0]["current_a"] is None  # the session is over: the sample is the old one's
+    assert snap["grid"]["current_a"] == [0.0, 0.0, 0.0]  # and it no longer counts on the grid either
     await step(1, status(1, "Available"))
-    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # the last sample is the old car's
     await step(1, lambda now: ev.MeterSample("CP01", 1, now, None, (0.2, 0.0, 0.0)))
-    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2  # a reading taken since is shown
-    await step(1, status(1, "Available"))  # the same status again (a charger asked for it) changes nothing
-    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.2
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] is None  # no car: a reading is no car's current
+    await step(1, status(1, "Preparing"))
+    await step(1, lambda now: ev.MeterSample("CP01", 1, now, None, (0.4, 0.0, 0.0)))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.4  # a new car's reading, taken since, is shown
+    await step(1, status(1, "Preparing"))  # the same status again (a charger asked for it) changes nothing
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 0.4
+
+
+async def test_an_implausible_current_is_shown_at_the_limit_in_force_and_alarmed_once_per_connector(square):
+    state, cycle, link, clock, step = square
+    await step(0, ev.ChargerConnected("CP01", "ocpp1.6", T0), status(1, "Charging", T0), status(2, "Charging", T0))
+    await step(1, lambda now: ev.MeterSample("CP01", 1, now, 7, (9999.0, 9999.0, 9999.0)),
+               lambda now: ev.MeterSample("CP01", 2, now, 8, (-9999.0, 10.0, 10.0)))
+    snap = cycle.snapshot(clock.now)
+    # Without power sharing the limit in force is the charger's maximum (32 A): never 9999, never below 0.
+    assert [b["current_a"] for b in snap["bays"]] == [32.0, 32.0]
+    assert snap["grid"]["current_a"] == [64.0, 64.0, 64.0]
+    alarms = {a["key"]: a for a in await state.store.active_alarms()}
+    assert set(alarms) == {"implausible_current:CP01/1", "implausible_current:CP01/2"}
+    one = alarms["implausible_current:CP01/1"]
+    assert "charger CP01 connector 1 (bay B01)" in one["message"] and "9999 A" in one["message"]
+    assert one["charger"] == "CP01" and one["bay"] == "B01"
+    assert "-9999 A" in alarms["implausible_current:CP01/2"]["message"]
+    for _ in range(5):  # a charger that keeps sending them raises it once
+        await step(60, lambda now: ev.MeterSample("CP01", 1, now, 7, (9999.0, 9999.0, 9999.0)),
+                   lambda now: ev.MeterSample("CP01", 1, now, 7, (12.0, 12.0, 12.0)))
+    assert cycle.snapshot(clock.now)["bays"][0]["current_a"] == 12.0  # a plausible reading counts again
+    assert len([a for a in await state.store.active_alarms() if a["key"] == "implausible_current:CP01/1"]) == 1
+    await step(601)
+    assert [a for a in await state.store.active_alarms() if a["key"].startswith("implausible")] == []
 
 
 async def test_reserve_needs_an_empty_sensor_and_commands_are_not_repeated(square):

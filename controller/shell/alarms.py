@@ -9,6 +9,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from controller.core.currents import PLAUSIBLE_OVER_MAX
 from controller.shell.charging import MAX_MODE, NONE_MODE
 from controller.shell.clock_check import ClockCheck
 from controller.shell.power import PowerControl
@@ -20,6 +21,9 @@ log = logging.getLogger("laadplein.cycle")
 
 FOREIGN_TX_ALARM = "foreign_transaction:"
 FOREIGN_TX_QUIET_S = 3600  # a foreign-transaction alarm clears after this long without another
+IMPLAUSIBLE_QUIET_S = 600.0
+"""An implausible-current alarm ends after this long without one: a charger that keeps sending them
+(or alternates with plausible ones) raises it once, not every cycle."""
 
 
 class FixtureLink(Protocol):
@@ -92,6 +96,7 @@ class Alarms:
         if self.power is not None:
             await self._check_power(now)
         await self._check_foreign_transactions(now)
+        await self._check_currents(now)
 
     async def _check_battery(self, now: datetime) -> None:
         st = self.state
@@ -212,6 +217,29 @@ class Alarms:
             # raised before a restart: the live record is gone, so the quiet time counts from the start
             if key.startswith(FOREIGN_TX_ALARM) and key not in live and (now - st.started_at).total_seconds() >= FOREIGN_TX_QUIET_S:
                 await self._clear(key, now)
+
+    async def _check_currents(self, now: datetime) -> None:
+        """A reported current beyond what the charger can give (control.md rule 1): one alarm per
+        connector, cleared once it has reported none for `IMPLAUSIBLE_QUIET_S`."""
+        st = self.state
+        for charger in st.cfg.chargers:
+            for n, conn in sorted(st.chargers[charger.id].connectors.items()):
+                key, at = f"implausible_current:{charger.id}/{n}", conn.implausible_at
+                if at is None:
+                    continue
+                if (now - at).total_seconds() < IMPLAUSIBLE_QUIET_S:
+                    bay = st.cfg.bay_for(charger.id, n)
+                    top_a = charger.max_current_a * PLAUSIBLE_OVER_MAX
+                    await self._raise(
+                        key, at,
+                        f"charger {charger.id} connector {n}{f' (bay {bay.id})' if bay else ''}: reported current"
+                        f" {conn.implausible_a:g} A, beyond what it can give (0-{top_a:.1f} A)",
+                        "the reading is ignored: the connector counts at its limit in force, and nothing of it is"
+                        " taken off the grid meter's reading; check the charger's meter",
+                        charger_id=charger.id, bay_id=bay.id if bay else None,
+                    )
+                else:
+                    await self._clear(key, now)
 
     async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
         """Raise an alarm unless it is already active (the store keeps one per key)."""

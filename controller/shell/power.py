@@ -13,11 +13,17 @@ from datetime import datetime, timedelta
 
 from battery.dispatch import available_a, dispatch, reserve_soc_pct
 from battery.dispatch_types import BatteryInput, Dispatch
+from controller.core.currents import (
+    CountedCurrent,
+    CurrentClaim,
+    count_current,
+    grid_balance,
+)
 from controller.core.leases import telling_draw_a
 from controller.core.sharing import share
 from controller.core.sharing_types import Budget, ConnectorInput, Sharing
 from controller.shell.charging import TX_MODE, SmartCharging, connector_key
-from controller.shell.state import ConnectorLive, SquareState
+from controller.shell.state import SquareState
 from drivers.contract.clock import local_text, wire_ts
 from drivers.contract.units import Phases3
 from drivers.contract.words import CHARGING, PREPARING, SUSPENDED_EV, SUSPENDED_EVSE
@@ -101,12 +107,12 @@ class PowerControl:
                     self._tx[key] = conn.transaction_id
             online = st.chargers[charger_id].online
             controllable = active and online and conn.status is not None and ch.mode(charger_id) == TX_MODE and leases_allowed
-            draw_a, draw_at = self._draw(conn, now)
+            counted = self.counted(charger_id, int(n), now)
+            draw_a, draw_at = counted.draw_a, counted.at
             turn = ch.book.connector_state(key, now, draw_a, draw_at)
-            if draw_a is not None:
-                for i, a in enumerate(conn.current_a):
-                    if a:
-                        cars_a[self.grid_phase_of(charger_id, int(n), i)] += a
+            for i, a in enumerate(counted.measured_a):
+                if a:
+                    cars_a[self.grid_phase_of(charger_id, int(n), i)] += a
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
@@ -126,7 +132,7 @@ class PowerControl:
                 ConnectorInput(
                     key=key,
                     bay_id=bay.id if bay else key,
-                    phases=self._phases(charger_id, int(n), conn, draw_at is not None),
+                    phases=self._phases(charger_id, int(n), counted),
                     active=active,
                     controllable=controllable,
                     max_a=float(cfg.charger(charger_id).max_current_a),
@@ -209,15 +215,19 @@ class PowerControl:
         bay = self.state.cfg.bay_for(charger_id, int(n))
         return f"{key}" + (f" (bay {bay.id})" if bay else "")
 
-    def _draw(self, conn: ConnectorLive, now: datetime) -> tuple[float | None, datetime | None]:
-        """The car's largest phase current (A) and when it was measured; None when missing or stale."""
-        stale_s = 3 * self.state.cfg.control.meter_interval_s
-        if conn.sample_at is None or (now - conn.sample_at).total_seconds() > stale_s:
-            return None, None
-        present = [a for a in conn.current_a if a is not None]
-        return (max(present), conn.sample_at) if present else (None, None)
+    def in_force_now(self, charger_id: str, n: int, now: datetime) -> float:
+        """What a connector may draw now (A), as the fuse counts it: its lease or safe default, or what a
+        charger the gateway cannot steer may give."""
+        key = connector_key(charger_id, n)
+        if self.charging.mode(charger_id) == TX_MODE:
+            return self.charging.book.in_force_a(key, now)
+        return self.charging.fixed_a(key, now)
 
-    def _phases(self, charger_id: str, n: int, conn: ConnectorLive, fresh: bool) -> tuple[int, ...]:
+    def counted(self, charger_id: str, n: int, now: datetime) -> CountedCurrent:
+        """The connector's reported current as the square counts it at `now` (control.md rule 1)."""
+        return count_current(claim_of(self.state, charger_id, n, self.in_force_now(charger_id, n, now)), now)
+
+    def _phases(self, charger_id: str, n: int, counted: CountedCurrent) -> tuple[int, ...]:
         """The grid phases the car on this connector draws from (per phase rotation and meter values)."""
         cfg = self.state.cfg
         if cfg.grid.phases == 1:
@@ -227,7 +237,7 @@ class PowerControl:
         # Without a known rotation a one-phase car may be on any grid phase: it counts on all three.
         if charger_phases == 1:
             return (grid_phase(rotation, 0),) if rotation else (0, 1, 2)
-        currents = conn.current_a if fresh else (None, None, None)
+        currents = counted.measured_a
         if currents[0] is not None and currents[0] >= 1.0 and all(
             a is not None and a < ONE_PHASE_BELOW_A for a in currents[1:]
         ):
@@ -262,8 +272,9 @@ class PowerControl:
         """What the grid leaves for the chargers per phase (A), from the meter when it reads well.
 
         With a meter, the rest of the site is what the meter shows less the cars plus the battery's
-        discharge. While the meter is missing, the last such measurement (or base_load_a when higher)
-        holds, plus the configured margin.
+        discharge (`controller.core.currents.grid_balance`: only currents that count are subtracted,
+        never below 0). While the meter is missing, or reads less than the cars' own currents, the
+        last trusted measurement (or base_load_a when higher) holds, plus the configured margin.
         """
         cfg = self.state.cfg
         phases = cfg.grid.phases
@@ -280,11 +291,14 @@ class PowerControl:
                 and self.state.grid_reading_at is not None
                 and (now - self.state.grid_reading_at) <= timedelta(seconds=3 * meter_cfg.poll_s + 1)
             )
-            if fresh:
-                battery_a = self._battery_phase_a()
-                measured = [reading.current_a[p] - cars_a[p] + battery_a for p in range(3)]
-                self._other_a = measured
-                other_a = [max(other_a[p], measured[p]) for p in range(3)]
+            balance = grid_balance(tuple(reading.current_a), tuple(cars_a), self._battery_phase_a(), phases) if fresh else None
+            if balance is not None and not balance.trusted:
+                self.state.rare(logging.WARNING, "grid-meter", "untrusted",
+                                "grid meter reading not trusted (%s): the last trusted load is held with a %g A margin",
+                                balance.why, meter_cfg.margin_a)
+            if balance is not None and balance.trusted:
+                self._other_a = list(balance.other_a)
+                other_a = [max(other_a[p], balance.other_a[p]) for p in range(3)]
                 source = "meter"
             else:
                 held = self._other_a or other_a
@@ -366,3 +380,19 @@ class PowerControl:
             return round(self.charging.fixed_a(key, now), 1)
         in_force = self.charging.book.in_force_a(key, now)
         return round(in_force, 1) if d is not None else None
+
+
+def claim_of(state: SquareState, charger_id: str, n: int, in_force_a: float) -> CurrentClaim:
+    """A connector's last reading and status as `controller.core.currents.count_current` takes them."""
+    conn = state.chargers[charger_id].connectors[n]
+    charger = state.cfg.charger(charger_id)
+    return CurrentClaim(
+        status=conn.status,
+        status_changed_at=conn.status_changed_at,
+        current_a=conn.current_a,
+        sample_at=conn.sample_at,
+        max_a=float(charger.max_current_a),
+        in_force_a=in_force_a,
+        phases=charger.phases,
+        stale_after_s=3 * state.cfg.control.meter_interval_s,
+    )

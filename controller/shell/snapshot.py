@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.shell.power import PowerControl
+from controller.core.currents import CountedCurrent, count_current, grid_balance
+from controller.shell.power import PowerControl, claim_of
 from controller.shell.state import SquareState
 from drivers.contract.clock import wire_ts
-from drivers.contract.words import PLUGGED_STATUSES, STATUS_WORDS
 from drivers.ocpp.profiles16 import grid_phase
-
-IDLE_STATUSES = STATUS_WORDS - PLUGGED_STATUSES
-"""No car drawing current: a sample from before the connector went idle is not shown."""
 
 
 def _battery_view(state: SquareState) -> dict:
@@ -41,37 +38,50 @@ def _grid_phase(
     return grid_phase(state.cfg.charger(charger_id).phase_rotation, charger_phase)
 
 
-def _grid_estimate(state: SquareState, cars_a: list[float], now: datetime) -> list[float]:
-    """Grid current per phase (A): the meter's when it reads, else cars + base load - battery."""
+def _grid_estimate(state: SquareState, measured_a: list[float], counted_a: list[float], now: datetime) -> list[float]:
+    """Grid current per phase (A): the meter's when it reads and is trusted, else cars + base load - battery.
+
+    `measured_a`: the cars' readings that count, per grid phase (what the meter is checked against);
+    `counted_a`: the same with an implausible reading at its connector's limit in force.
+    """
     cfg = state.cfg
     r = state.grid_reading
-    if (
-        cfg.grid_meter is not None and r is not None and r.online and r.current_a is not None
-        and state.grid_reading_at is not None and (now - state.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
-    ):
-        return list(r.current_a)
     b = state.battery
     battery_a = 0.0
     if b is not None and b.online and b.trusted and b.power_w is not None:
         battery_a = b.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
-    return [abs(a + cfg.grid.base_load_a - battery_a) if p < cfg.grid.phases else 0.0 for p, a in enumerate(cars_a)]
+    if (
+        cfg.grid_meter is not None and r is not None and r.online and r.current_a is not None
+        and state.grid_reading_at is not None and (now - state.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
+        and grid_balance(tuple(r.current_a), tuple(measured_a), battery_a, cfg.grid.phases).trusted
+    ):
+        return list(r.current_a)
+    return [abs(a + cfg.grid.base_load_a - battery_a) if p < cfg.grid.phases else 0.0 for p, a in enumerate(counted_a)]
+
+
+def _counted(state: SquareState, power: PowerControl | None, charger_id: str, n: int, now: datetime) -> CountedCurrent:
+    """A connector's current as power sharing counts it; without power sharing, at the charger's maximum."""
+    if power is not None:
+        return power.counted(charger_id, n, now)
+    max_a = float(state.cfg.charger(charger_id).max_current_a)
+    return count_current(claim_of(state, charger_id, n, max_a), now)
 
 
 def square_snapshot(state: SquareState, power: PowerControl | None, now: datetime) -> dict:
     """The state snapshot of interfaces.md §4 (MQTT `P/state` and `GET /api/status`)."""
     cfg = state.cfg
-    grid = [0.0, 0.0, 0.0]
+    measured, grid = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     bays = []
     for bay in cfg.bays:
         conn = state.chargers[bay.charger].connectors[bay.connector]
-        fresh = conn.sample_at is not None and (now - conn.sample_at).total_seconds() < 3 * 60
-        # a car that left takes its current with it: a sample from before the connector went idle is not shown
-        left = (conn.status in IDLE_STATUSES and conn.status_changed_at is not None and conn.sample_at is not None
-                and conn.sample_at <= conn.status_changed_at)
-        currents = conn.current_a if fresh and not left else (None, None, None)
-        for i, a in enumerate(currents):
-            grid[_grid_phase(state, power, bay.charger, bay.connector, i)] += a or 0.0
-        present = [a for a in currents if a is not None]
+        # The one rule of power sharing (control.md rule 1): no car, a stale or an implausible reading is
+        # never shown as a car's current; an implausible one counts at the connector's limit in force.
+        counted = _counted(state, power, bay.charger, bay.connector, now)
+        for i in range(3):
+            p = _grid_phase(state, power, bay.charger, bay.connector, i)
+            measured[p] += counted.measured_a[i] or 0.0
+            grid[p] += counted.counted_a[i]
+        shown_a = counted.shown_a
         light = state.lights.get(bay.id)
         bays.append(
             {
@@ -84,11 +94,11 @@ def square_snapshot(state: SquareState, power: PowerControl | None, now: datetim
                 "connector": bay.connector,
                 "status": conn.status,
                 "limit_a": power.limit_a(bay.charger, bay.connector) if power is not None else None,
-                "current_a": round(max(present), 1) if present else None,
+                "current_a": round(shown_a, 1) if shown_a is not None else None,
             }
         )
     phases = cfg.grid.phases
-    grid = _grid_estimate(state, grid, now)
+    grid = _grid_estimate(state, measured, grid, now)
     return {
         "site": cfg.site.id,
         "ts": wire_ts(now),

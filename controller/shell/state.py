@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from config.schema import CHARGER_ID_PATTERN, SquareConfig
+from controller.core.currents import PLAUSIBLE_OVER_MAX, plausible_a
 from controller.store.database import Store
 from controller.store.passwords import ChargerPasswords, restore_passwords
 from drivers.contract import events as ev
@@ -35,7 +36,7 @@ class ConnectorLive:
 
     status: str | None = None
     status_at: datetime | None = None  # the last StatusNotification (a repeat too)
-    status_changed_at: datetime | None = None  # when the status last became what it is
+    status_changed_at: datetime | None = None  # when the gateway received the status it has now
     error_code: str = "NoError"
     session_over_at: datetime | None = None
     transaction_id: int | None = None
@@ -44,7 +45,9 @@ class ConnectorLive:
     current_a: tuple[float | None, float | None, float | None] = (None, None, None)
     power_w: float | None = None
     energy_wh: float | None = None
-    sample_at: datetime | None = None
+    sample_at: datetime | None = None  # when the gateway received `current_a` (never the charger's stamp)
+    implausible_at: datetime | None = None  # when it last received a current beyond [0, max x 1.1]
+    implausible_a: float | None = None  # that current (A), for the alarm
 
 
 @dataclass
@@ -331,7 +334,9 @@ class SquareState:
             status = FAULTED
         conn.session_over_at = track_session_over(conn.status, status, conn.session_over_at, at)
         if status != conn.status:
-            conn.status_changed_at = at
+            # Receipt time, on the clock that stamps the readings too: a reading counts only when it
+            # came after the status (controller.core.currents); a charger's own stamp could be anything.
+            conn.status_changed_at = self.clock()
             bay = self.cfg.bay_for(cid, n)
             detail = f"{conn.status or 'unknown'} -> {status}" + (f" ({code})" if code and code != "NoError" else "")
             detail += f": {info}" if info else ""
@@ -378,17 +383,25 @@ class SquareState:
         conn = self.connector(s.charger_id, s.connector_id)
         if conn is None:
             return
+        max_a = float(self.cfg.charger(s.charger_id).max_current_a)
+        wild = [a for a in s.current_a if not plausible_a(a, max_a)]
+        if wild:
+            # Counted at its limit in force, never subtracted from the grid meter; the alarms say so.
+            conn.implausible_at, conn.implausible_a = self.clock(), wild[0]
+            self.rare(logging.WARNING, s.charger_id, "implausible-current",
+                      "%s: reported current %s A is beyond what its charger can give (0-%.1f A): ignored",
+                      self.where(s.charger_id, s.connector_id), wild[0], max_a * PLAUSIBLE_OVER_MAX)
         if any(v is not None for v in s.current_a):
             before = max((a for a in conn.current_a if a is not None), default=None)
             now_a = max(a for a in s.current_a if a is not None)
-            if before is not None and now_a <= before - 1.0:
+            if before is not None and not wild and now_a <= before - 1.0:
                 self.wake.set()  # a lower limit shows in the meter values: rises elsewhere may follow
             conn.current_a = s.current_a
+            conn.sample_at = self.clock()
         if s.power_w is not None:
             conn.power_w = s.power_w
         if s.energy_wh is not None:
             conn.energy_wh = s.energy_wh
-        conn.sample_at = self.clock()
 
     # ---- derived views -------------------------------------------------------------------
 

@@ -231,6 +231,8 @@ async def test_TC_054_CSMS_trigger_message(square: Daemon) -> None:
     """
     async with connect(square, "CP08") as cp:
         await boot16(cp)
+        # A car is plugged in: only then is a connector's reading its car's current (control.md rule 1).
+        await cp.ask(status(1, "Preparing"))
         triggers = [
             ({"requestedMessage": "MeterValues", "connectorId": 1}, call.MeterValues(connector_id=1, meter_value=meter16(0, 0.0, context="Trigger"))),
             ({"requestedMessage": "Heartbeat"}, call.Heartbeat()),
@@ -243,7 +245,9 @@ async def test_TC_054_CSMS_trigger_message(square: Daemon) -> None:
             assert await call_api(square, "CP08", "TriggerMessage", request) == (200, {"status": "Accepted"})
             assert await cp.expect("TriggerMessage", after=mark) == request
             assert await cp.ask(triggered) is not None  # answered, and the answer fits the schema
-        await until(lambda: bay(square, "B15")["current_a"] == 0.0, "B15 triggered meter values")
+            if request["requestedMessage"] == "MeterValues":
+                await until(lambda: bay(square, "B15")["current_a"] == 0.0, "B15 triggered meter values")
+        assert bay(square, "B15")["current_a"] is None  # Available again: no car, so no current
 
 
 async def test_TC_055_CSMS_trigger_message_rejected(square: Daemon) -> None:

@@ -92,10 +92,12 @@ async def test_TC_J_01_CSMS_clock_aligned_meter_values_no_transaction(square: Da
     """TC_J_01_CSMS "Clock-aligned Meter Values - No transaction ongoing".
 
     MeterValues (Sample.Clock) for the main meter (EVSE 0) and an EVSE, and the FiscalMetering
-    NotifyEvent, are all answered; the EVSE's reading shows on its bay, the main meter on none.
+    NotifyEvent, are all answered; the EVSE's reading shows on its bay while a car is plugged in
+    (control.md rule 1: no car, no current), the main meter on none.
     """
     async with connect(square, "CP04", "2.0.1") as cs:
         await boot201(cs)
+        await cs.ask(call.StatusNotification(timestamp=wire_time(), connector_status="Occupied", evse_id=1, connector_id=1))
         for evse in (0, 1):
             await cs.ask(call.MeterValues(evse_id=evse, meter_value=meter201(500, 7.5 if evse else 40.0, "Sample.Clock")))
         await cs.ask(call.NotifyEvent(generated_at=wire_time(), seq_no=0, event_data=[{
