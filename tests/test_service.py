@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -400,3 +401,15 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     # verify exits 0 on unknown keys and bad values too: its complaints about our unit are the verdict
     complaints = [line for line in (done.stdout + done.stderr).splitlines() if "laadplein.service" in line]
     assert done.returncode == 0 and not complaints, done.stdout + done.stderr
+
+
+def test_unit_caps_files_memory_and_tasks():
+    """A flood or a leak meets a ceiling the kernel enforces, not the gateway's last free byte."""
+    s = unit_entries(UNIT.read_text())["Service"]
+    for key in ("LimitNOFILE", "MemoryMax", "TasksMax"):
+        assert len(s.get(key, [])) == 1, f"{key}= should be set once"
+    # enough descriptors for a full square, its clients and a refused flood; Python's default
+    # executor alone may run min(32, cores + 4) threads beside the loop and SQLite's
+    assert 1024 <= int(s["LimitNOFILE"][0]) <= 65536
+    assert re.fullmatch(r"\d+[MG]", s["MemoryMax"][0])
+    assert 48 <= int(s["TasksMax"][0]) <= 1024
