@@ -205,6 +205,9 @@ async def _shutdown(mqtt: MqttLink) -> None:
 
 def main_run(cfg: SquareConfig) -> int:
     """`laadplein run`: the daemon in the foreground; exit 0 after a clean shutdown on SIGTERM/SIGINT."""
+    # Everything the daemon creates (database, its WAL, the gateway secret, the API token) is its
+    # own alone, whatever umask the shell or service manager that started it had.
+    os.umask(0o077)
     setup_logging(cfg.site.timezone)
 
     async def _main() -> int:
