@@ -34,6 +34,7 @@ from drivers.contract.clock import utc_now
 from drivers.meters.factory import make_grid_meter
 from drivers.mqtt.link import MqttLink
 from drivers.ocpp.login_guard import LoginGuard
+from drivers.ocpp.pacing import FrameLimits
 from drivers.ocpp.server import OcppServer, TlsFileError, tls_server_context
 from drivers.sim.in_process import SimulatedBattery
 
@@ -141,6 +142,9 @@ async def run_daemon(
             ping_timeout_s=cfg.ocpp.ping_interval_s,
             ssl_context=tls,
             login_guard=LoginGuard(window_s=cfg.ocpp.login_lockout_s),
+            frame_limits=FrameLimits(
+                cfg.ocpp.max_messages_per_s, cfg.ocpp.message_burst, cfg.ocpp.max_samples_per_frame
+            ),
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
         charging.journal = journal

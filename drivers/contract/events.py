@@ -81,6 +81,16 @@ class MeterSample:
 
 
 @dataclass(frozen=True)
+class ChargerOverLimit:
+    """A charger sent more than its caps allow (`what`: which cap, in words); what it sent beyond was
+    slowed down or dropped. Recorded at most once a minute per charger and cap."""
+
+    charger_id: str
+    what: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class OccupancyChanged:
     """A bay sensor's reading: occupied True/False; None for a sensor fault or unreadable payload."""
 
@@ -142,6 +152,7 @@ Event = (
     | ChargerHeard
     | ConnectorStatusChanged
     | MeterSample
+    | ChargerOverLimit
     | OccupancyChanged
     | LightAcked
     | BrokerConnected
