@@ -500,6 +500,9 @@ async def test_a_schema_3_database_is_rekeyed_and_reads_after_the_upgrade(db_pat
         raw.execute("INSERT INTO events (ts, kind, message, data) VALUES (?, 'token_set', ?, ?)",
                     (wire_ts(at(0)), f"local list: tag {old.hash_tag(TAG)[:8]}… set to Accepted",
                      json.dumps({"tag_hash": old.hash_tag(TAG)})))
+        # a session start names its tag in the message only
+        raw.execute("INSERT INTO events (ts, kind, message) VALUES (?, 'session_started', ?)",
+                    (wire_ts(at(1)), f"CP01/1: session started, tag {old.hash_tag(TAG)[:8]}…, Accepted"))
         raw.commit()
     finally:
         raw.close()
@@ -512,9 +515,10 @@ async def test_a_schema_3_database_is_rekeyed_and_reads_after_the_upgrade(db_pat
         assert hashes[1] == vault.hash_tag(TAG) != old.hash_tag(TAG)
         assert hashes[2] == vault.hash_tag("")  # still reads as "no tag"
         assert hashes[3] == old.hash_tag("NOT-LISTED")  # no tag to hash anew: kept until retention
-        (event,) = await store.events()
-        assert event["data"] == {"tag_hash": vault.hash_tag(TAG)}
-        assert f"tag {vault.hash_tag(TAG)[:8]}…" in event["message"]
+        events = {e["kind"]: e for e in await store.events()}
+        assert events["token_set"]["data"] == {"tag_hash": vault.hash_tag(TAG)}
+        assert f"tag {vault.hash_tag(TAG)[:8]}…" in events["token_set"]["message"]
+        assert f"tag {vault.hash_tag(TAG)[:8]}…" in events["session_started"]["message"]
         await store.tokens.put("NEW1", "Accepted", None, None)
         assert await store.tokens.status("NEW1", at(1)) == "Accepted"
     async with await Store.open(db_path, vault) as store:  # a second start does not rekey again

@@ -40,9 +40,11 @@ async def rekey_tags(db: aiosqlite.Connection, vault: TagVault) -> None:
     for old_hash, new_hash in renamed.items():
         await db.execute("UPDATE sessions SET tag_hash = ? WHERE tag_hash = ?", (new_hash, old_hash))
         # The event log names a tag by its hash in `data` and by its first 8 digits in the message.
+        old_short, new_short = f"tag {old_hash[:8]}…", f"tag {new_hash[:8]}…"
         await db.execute(
-            "UPDATE events SET data = replace(data, ?, ?), message = replace(message, ?, ?) WHERE instr(data, ?) > 0",
-            (old_hash, new_hash, f"tag {old_hash[:8]}…", f"tag {new_hash[:8]}…", old_hash),
+            "UPDATE events SET data = replace(data, ?, ?), message = replace(message, ?, ?)"
+            " WHERE instr(data, ?) > 0 OR instr(message, ?) > 0",
+            (old_hash, new_hash, old_short, new_short, old_hash, old_short),
         )
     if rows:
         log.info("local list: %d tag(s) hashed and encrypted with the derived keys", len(rows) - unreadable)
