@@ -53,6 +53,7 @@ from tests.integration.test_fuzz_mqtt import (
     toggle,
 )
 from tests.integration.test_fuzz_ocpp import (
+    FLOOD_CAPS,
     FuzzCharger,
     check,
     crash_lines,
@@ -128,7 +129,9 @@ def broker_in(folder: Path) -> Iterator[Mosquitto]:
 @contextmanager
 def square(folder: Path, broker: Mosquitto, **signage) -> Iterator[Daemon]:
     ocpp_port, api_port = free_port(), free_port()
-    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=broker.port, chargers=1, signage=signage or None)
+    # One charger sends every frame as fast as it can: the street caps would pace the run to a crawl.
+    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=broker.port, chargers=1,
+                       signage=signage or None, ocpp=FLOOD_CAPS)
     daemon = Daemon(folder, text, api_port=api_port, ocpp_port=ocpp_port)
     daemon.start()
     try:

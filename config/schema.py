@@ -114,6 +114,12 @@ class OcppConfig(BaseModel):
     # Failed Basic Auth logins count for this long: 5 of one charger id from one host, or 20 from one
     # host, and it is refused (HTTP 429) for as long again without a password check.
     login_lockout_s: float = Field(60, ge=1, le=3600)
+    # Per charger: messages a second on average, with a burst of message_burst; more are answered
+    # later (its socket is read more slowly). Meter readings (meterValue entries) per frame; the
+    # newest are kept. Both alarm. A charger sends a message every few seconds and one reading each.
+    max_messages_per_s: float = Field(10, ge=0.1, le=10_000)
+    message_burst: int = Field(100, ge=1, le=100_000)
+    max_samples_per_frame: int = Field(50, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> OcppConfig:
@@ -164,6 +170,8 @@ class StorageConfig(BaseModel):
 
     path: Path = Field(Path("/var/lib/laadplein/laadplein.db"), strict=False)
     retention_days: int = Field(90, ge=1, le=3650)
+    # An alarm when the database's filesystem has less free space than this, in MB.
+    min_free_mb: int = Field(200, ge=1, le=1_000_000)
 
 
 class ControlConfig(BaseModel):

@@ -35,6 +35,7 @@ from drivers.contract.text import PrintableLog
 from drivers.meters.factory import make_grid_meter
 from drivers.mqtt.link import MqttLink
 from drivers.ocpp.login_guard import LoginGuard
+from drivers.ocpp.pacing import FrameLimits
 from drivers.ocpp.server import OcppServer, TlsFileError, tls_server_context
 from drivers.sim.in_process import SimulatedBattery
 
@@ -143,6 +144,9 @@ async def run_daemon(
             ping_timeout_s=cfg.ocpp.ping_interval_s,
             ssl_context=tls,
             login_guard=LoginGuard(window_s=cfg.ocpp.login_lockout_s),
+            frame_limits=FrameLimits(
+                cfg.ocpp.max_messages_per_s, cfg.ocpp.message_burst, cfg.ocpp.max_samples_per_frame
+            ),
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
         charging.journal = journal
@@ -207,6 +211,9 @@ async def _shutdown(mqtt: MqttLink) -> None:
 
 def main_run(cfg: SquareConfig) -> int:
     """`laadplein run`: the daemon in the foreground; exit 0 after a clean shutdown on SIGTERM/SIGINT."""
+    # Everything the daemon creates (database, its WAL, the gateway secret, the API token) is its
+    # own alone, whatever umask the shell or service manager that started it had.
+    os.umask(0o077)
     setup_logging(cfg.site.timezone)
 
     async def _main() -> int:

@@ -261,3 +261,43 @@ def test_clock_check_release_date_and_jumps():
     assert c.observe(t + timedelta(seconds=301), 302.0) is True
     assert c.observe(t + timedelta(seconds=302), 303.0) is True
     assert c.observe(t + timedelta(seconds=302 + 120), 304.0) is False and "jumped by +119 s" in c.why
+
+
+async def test_low_disk_space_is_alarmed_and_looked_at_once_a_minute(square, monkeypatch):
+    from types import SimpleNamespace
+
+    from controller.shell import alarms as alarms_module
+
+    state, _cycle, _link, _clock, step = square
+    free_mb, asked = [50], []
+
+    def disk_usage(path):
+        asked.append(path)
+        return SimpleNamespace(total=10_000 * 2**20, used=(10_000 - free_mb[0]) * 2**20, free=free_mb[0] * 2**20)
+
+    monkeypatch.setattr(alarms_module.shutil, "disk_usage", disk_usage)
+    assert state.cfg.storage.min_free_mb == 200  # the default
+    await step(0)
+    alarm = {a["key"]: a for a in await state.store.active_alarms()}["disk_low"]
+    assert "50 MB free" in alarm["message"] and "200 MB" in alarm["message"]
+    assert asked == [state.store.path.parent]
+    free_mb[0] = 5000
+    for _ in range(5):
+        await step(10)  # every cycle checks alarms; the filesystem is asked only once a minute
+    assert len(asked) == 1 and "disk_low" in {a["key"] for a in await state.store.active_alarms()}
+    await step(20)
+    assert len(asked) == 2 and "disk_low" not in {a["key"] for a in await state.store.active_alarms()}
+
+
+async def test_a_charger_over_its_caps_is_alarmed_once_and_cleared_after_a_quiet_spell(square):
+    state, _cycle, _link, _clock, step = square
+    await step(0, ev.ChargerConnected("CP01", "ocpp1.6", T0))
+    for _ in range(3):
+        await step(30, lambda now: ev.ChargerOverLimit("CP01", "more than 10 messages/s", now))
+    alarms = [a for a in await state.store.active_alarms() if a["key"].startswith("charger_over_limit:")]
+    assert [a["key"] for a in alarms] == ["charger_over_limit:CP01"]
+    assert "charger CP01" in alarms[0]["message"] and "10 messages/s" in alarms[0]["message"]
+    await step(599)
+    assert "charger_over_limit:CP01" in {a["key"] for a in await state.store.active_alarms()}
+    await step(2)
+    assert "charger_over_limit:CP01" not in {a["key"] for a in await state.store.active_alarms()}

@@ -466,3 +466,14 @@ def test_systemd_analyze_security_rates_the_unit_below_2(tmp_path):
     flagged = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("✗")}
     assert flagged <= set(ACCEPTED_EXPOSURE), f"newly exposed: {sorted(flagged - set(ACCEPTED_EXPOSURE))}"
     assert float(found[1]) < 2.0, done.stdout
+
+def test_unit_caps_files_memory_and_tasks():
+    """A flood or a leak meets a ceiling the kernel enforces, not the gateway's last free byte."""
+    s = unit_entries(UNIT.read_text())["Service"]
+    for key in ("LimitNOFILE", "MemoryMax", "TasksMax"):
+        assert len(s.get(key, [])) == 1, f"{key}= should be set once"
+    # enough descriptors for a full square, its clients and a refused flood; Python's default
+    # executor alone may run min(32, cores + 4) threads beside the loop and SQLite's
+    assert 1024 <= int(s["LimitNOFILE"][0]) <= 65536
+    assert re.fullmatch(r"\d+[MG]", s["MemoryMax"][0])
+    assert 48 <= int(s["TasksMax"][0]) <= 1024

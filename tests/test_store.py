@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import sqlite3
 import stat
 import sys
@@ -10,14 +13,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.store.database import SCHEMA_VERSION, Store, StoreError
+from controller.store.database import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 from controller.store.secrets import (
     SECRET_BYTES,
+    LegacyTagVault,
     SecretError,
     TagVault,
+    derive_key,
     load_or_create_secret,
 )
 from drivers.contract.clock import parse_ts, wire_ts
@@ -86,25 +93,49 @@ def test_hash_is_keyed_hex_and_normalised(vault: TagVault) -> None:
 def test_encrypt_uses_a_fresh_nonce_and_decrypts(vault: TagVault) -> None:
     a, b = vault.encrypt(TAG), vault.encrypt(f" {TAG} ")
     assert a != b
-    assert vault.decrypt(a) == vault.decrypt(b) == TAG
+    h = vault.hash_tag(TAG)
+    assert vault.decrypt(a, h) == vault.decrypt(b, h) == TAG
     assert TAG.encode() not in a
 
 
 def test_decrypt_refuses_other_secret_and_tampering(vault: TagVault) -> None:
-    blob = vault.encrypt(TAG)
+    blob, h = vault.encrypt(TAG), vault.hash_tag(TAG)
     with pytest.raises(SecretError):
-        TagVault(bytes(32)).decrypt(blob)
+        TagVault(bytes(32)).decrypt(blob, TagVault(bytes(32)).hash_tag(TAG))
     with pytest.raises(SecretError):
-        vault.decrypt(blob[:-1] + bytes([blob[-1] ^ 1]))
+        vault.decrypt(blob[:-1] + bytes([blob[-1] ^ 1]), h)
     with pytest.raises(SecretError):
-        vault.decrypt(b"x")
+        vault.decrypt(b"x", h)
 
 
-@given(st.text(max_size=40))
-def test_vault_round_trip_and_hash_normalisation(tag: str) -> None:
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_vault_round_trip_and_a_blob_opens_only_under_its_own_hash(tag: str, other: str) -> None:
     vault = TagVault(SECRET)
-    assert vault.decrypt(vault.encrypt(tag)) == tag.strip()
+    blob = vault.encrypt(tag)
+    assert vault.decrypt(blob, vault.hash_tag(tag)) == tag.strip()
     assert vault.hash_tag(tag) == vault.hash_tag(tag.strip())
+    if other.strip() != tag.strip():
+        with pytest.raises(SecretError):
+            vault.decrypt(blob, vault.hash_tag(other))
+
+
+def test_hash_and_encryption_keys_are_derived_apart_and_neither_is_the_secret(vault: TagVault) -> None:
+    hash_key = derive_key(SECRET, b"laadplein id-tag hash v2")
+    encryption_key = derive_key(SECRET, b"laadplein id-tag encryption v1")
+    assert len({hash_key, encryption_key, SECRET}) == 3
+    # the hash is keyed with the derived hashing key, not with the secret
+    assert vault.hash_tag(TAG) == hmac.new(hash_key, TAG.encode(), hashlib.sha256).hexdigest()
+    assert vault.hash_tag(TAG) != hmac.new(SECRET, TAG.encode(), hashlib.sha256).hexdigest()
+    # the tag opens with the derived encryption key alone: not with the secret, not with the hashing key
+    blob = vault.encrypt(TAG)
+    aad = b"laadplein.id-tag.v2:" + vault.hash_tag(TAG).encode()
+    assert AESGCM(encryption_key).decrypt(blob[:12], blob[12:], aad) == TAG.encode()
+    for key in (SECRET, hash_key):
+        with pytest.raises(InvalidTag):
+            AESGCM(key).decrypt(blob[:12], blob[12:], aad)
+    # HKDF as RFC 5869 defines it (SHA-256, no salt): its test case 3
+    ikm = bytes([0x0B] * 22)
+    assert derive_key(ikm, b"")[:32].hex() == "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
 
 
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1),
@@ -427,6 +458,71 @@ async def test_tag_never_stored_in_plain_text(db_path: Path, vault: TagVault) ->
         assert TAG.encode("utf-16-le") not in raw
     raw = db_path.read_bytes()
     assert h.encode() in raw and TAG.encode() not in raw
+
+
+async def test_swapped_ciphertexts_of_two_rows_do_not_open(db_path: Path, vault: TagVault) -> None:
+    """Someone who can write the database file must not be able to hand one card's rights to another
+    by moving ciphertexts between rows: each blob is bound to the hash of the row it lies in."""
+    async with await Store.open(db_path, vault) as store:
+        await store.tokens.put("ALLOWED", "Accepted", None, None)
+        await store.tokens.put("BLOCKED", "Blocked", None, None)
+    raw = sqlite3.connect(db_path)
+    try:
+        (h1, b1), (h2, b2) = raw.execute("SELECT tag_hash, tag_enc FROM tokens").fetchall()
+        raw.execute("UPDATE tokens SET tag_enc = ? WHERE tag_hash = ?", (b2, h1))
+        raw.execute("UPDATE tokens SET tag_enc = ? WHERE tag_hash = ?", (b1, h2))
+        raw.commit()
+    finally:
+        raw.close()
+    async with await Store.open(db_path, vault) as store:
+        with pytest.raises(SecretError):
+            await store.tokens.tags()
+
+
+async def test_a_schema_3_database_is_rekeyed_and_reads_after_the_upgrade(db_path: Path, vault: TagVault) -> None:
+    """A database written before the keys were derived apart: its local list, its sessions'
+    hashes and its event log carry on under the new hashes; the list still opens."""
+    old = LegacyTagVault(SECRET)
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    try:
+        raw.execute("CREATE TABLE meta (schema_version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO meta VALUES (3)")
+        for step in MIGRATIONS[:3]:
+            for sql in step:
+                raw.execute(sql)
+        for tag, status in ((TAG, "Accepted"), ("BLOCKED1", "Blocked")):
+            raw.execute("INSERT INTO tokens (tag_hash, tag_enc, status, updated_at) VALUES (?, ?, ?, ?)",
+                        (old.hash_tag(tag), old.encrypt(tag), status, wire_ts(at(0))))
+        for connector, tag in ((1, TAG), (2, ""), (3, "NOT-LISTED")):
+            raw.execute("INSERT INTO sessions (charger_id, connector_id, tag_hash, meter_start_wh, started_at)"
+                        " VALUES ('CP01', ?, ?, 0, ?)", (connector, old.hash_tag(tag), wire_ts(at(0))))
+        raw.execute("INSERT INTO events (ts, kind, message, data) VALUES (?, 'token_set', ?, ?)",
+                    (wire_ts(at(0)), f"local list: tag {old.hash_tag(TAG)[:8]}… set to Accepted",
+                     json.dumps({"tag_hash": old.hash_tag(TAG)})))
+        # a session start names its tag in the message only
+        raw.execute("INSERT INTO events (ts, kind, message) VALUES (?, 'session_started', ?)",
+                    (wire_ts(at(1)), f"CP01/1: session started, tag {old.hash_tag(TAG)[:8]}…, Accepted"))
+        raw.commit()
+    finally:
+        raw.close()
+    async with await Store.open(db_path, vault) as store:
+        assert (await store.info())["schema_version"] == SCHEMA_VERSION >= 4
+        assert sorted(t["tag"] for t in await store.tokens.tags()) == sorted(["BLOCKED1", TAG])
+        assert await store.tokens.status(TAG, at(1)) == "Accepted"
+        assert await store.tokens.status("BLOCKED1", at(1)) == "Blocked"
+        hashes = {s["connector"]: s["tag_hash"] for s in await store.open_sessions()}
+        assert hashes[1] == vault.hash_tag(TAG) != old.hash_tag(TAG)
+        assert hashes[2] == vault.hash_tag("")  # still reads as "no tag"
+        assert hashes[3] == old.hash_tag("NOT-LISTED")  # no tag to hash anew: kept until retention
+        events = {e["kind"]: e for e in await store.events()}
+        assert events["token_set"]["data"] == {"tag_hash": vault.hash_tag(TAG)}
+        assert f"tag {vault.hash_tag(TAG)[:8]}…" in events["token_set"]["message"]
+        assert f"tag {vault.hash_tag(TAG)[:8]}…" in events["session_started"]["message"]
+        await store.tokens.put("NEW1", "Accepted", None, None)
+        assert await store.tokens.status("NEW1", at(1)) == "Accepted"
+    async with await Store.open(db_path, vault) as store:  # a second start does not rekey again
+        assert sorted(t["tag"] for t in await store.tokens.tags()) == sorted(["BLOCKED1", "NEW1", TAG])
 
 
 # retention

@@ -5,8 +5,11 @@ square does meanwhile, for the technician at the gateway (interfaces.md §6).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from controller.core.currents import PLAUSIBLE_OVER_MAX
@@ -24,6 +27,10 @@ FOREIGN_TX_QUIET_S = 3600  # a foreign-transaction alarm clears after this long 
 IMPLAUSIBLE_QUIET_S = 600.0
 """An implausible-current alarm ends after this long without one: a charger that keeps sending them
 (or alternates with plausible ones) raises it once, not every cycle."""
+OVER_LIMIT_QUIET_S = 600
+"""A charger's over-limit alarm clears after this long without going over again."""
+DISK_CHECK_INTERVAL_S = 60
+"""The free space on the database's filesystem is looked at this often."""
 
 
 class FixtureLink(Protocol):
@@ -43,6 +50,7 @@ class Alarms:
         self.power = power
         self.clock_check = clock_check
         self.active: set[str] | None = None  # keys of the active alarms, loaded at the first check
+        self._disk_checked_at: datetime | None = None
 
     async def check(self, now: datetime) -> None:
         """Raise what is wrong at `now`, clear what is no longer wrong."""
@@ -97,6 +105,8 @@ class Alarms:
             await self._check_power(now)
         await self._check_foreign_transactions(now)
         await self._check_currents(now)
+        await self._check_over_limit(now)
+        await self._check_disk(now)
 
     async def _check_battery(self, now: datetime) -> None:
         st = self.state
@@ -240,6 +250,47 @@ class Alarms:
                     )
                 else:
                     await self._clear(key, now)
+
+    async def _check_over_limit(self, now: datetime) -> None:
+        """A charger that sends more than its caps allow ([ocpp] max_messages_per_s, message_burst,
+        max_samples_per_frame): one alarm per charger, cleared after a quiet spell."""
+        for charger_id, c in sorted(self.state.chargers.items()):
+            key = f"charger_over_limit:{charger_id}"
+            if c.over_limit is None:
+                continue
+            since, last, what = c.over_limit
+            if (now - last).total_seconds() >= OVER_LIMIT_QUIET_S:
+                c.over_limit = None
+                await self._clear(key, now)
+            else:
+                await self._raise(
+                    key, since, f"charger {charger_id} sends more than it may: {what}",
+                    "the rest is answered more slowly or dropped; check the charger's firmware and "
+                    "settings (MeterValueSampleInterval), or who else uses its id", charger_id=charger_id,
+                )
+
+    async def _check_disk(self, now: datetime) -> None:
+        """Free space on the database's filesystem below [storage] min_free_mb; looked at once a minute,
+        in a worker thread (a stalled filesystem must not stall the loop)."""
+        if self._disk_checked_at is not None and (now - self._disk_checked_at).total_seconds() < DISK_CHECK_INTERVAL_S:
+            return
+        self._disk_checked_at = now
+        folder = Path(self.state.store.path).parent
+        try:
+            free_mb = (await asyncio.to_thread(shutil.disk_usage, folder)).free / 2**20
+        except OSError as exc:
+            log.warning("storage: cannot read the free space of %s (%s)", folder, exc.strerror)
+            return
+        min_free_mb = self.state.cfg.storage.min_free_mb
+        key = "disk_low"
+        if free_mb < min_free_mb:
+            await self._raise(
+                key, now, f"storage: {free_mb:.0f} MB free on the filesystem of {folder} (below {min_free_mb} MB)",
+                "the database may soon refuse writes (sessions, meter values); free space or lower "
+                "storage.retention_days",
+            )
+        else:
+            await self._clear(key, now)
 
     async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
         """Raise an alarm unless it is already active (the store keeps one per key)."""

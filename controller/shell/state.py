@@ -64,6 +64,8 @@ class ChargerLive:
     model: str = ""
     firmware: str = ""
     connectors: dict[int, ConnectorLive] = field(default_factory=dict)
+    over_limit: tuple[datetime, datetime, str] | None = None
+    """Since when and when last it sent more than its caps allow, and which cap in words."""
 
 
 @dataclass
@@ -295,6 +297,12 @@ class SquareState:
                 self._apply_sample(event)
             case ev.ForeignTransaction():
                 self._apply_foreign(event)
+            case ev.ChargerOverLimit(charger_id=cid, what=what, at=at):
+                c = self.chargers.get(cid)
+                if c is not None:
+                    since = c.over_limit[0] if c.over_limit is not None else at
+                    c.over_limit = (since, at, what)
+                self.note("charger_over_limit", f"charger {cid}: {what}", at=at, charger_id=cid)
             case ev.OccupancyChanged(bay_id=bay, occupied=occupied, at=at):
                 s = self.sensors.get(bay)
                 if s is None:

@@ -118,7 +118,7 @@ class Store:
                 raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA foreign_keys=ON")
-            await migrate(db, path)
+            await migrate(db, path, vault)
         except BaseException:
             await db.close()
             raise

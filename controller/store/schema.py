@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from controller.store.rekey import rekey_tags
+from controller.store.secrets import TagVault
+
+# A step that needs more than SQL: it runs inside the migration's transaction, with the vault.
+Rewrite = Callable[[aiosqlite.Connection, TagVault], Awaitable[None]]
+
 # Migration i takes the schema from version i to i + 1; a list only ever grows at its end.
-MIGRATIONS: list[tuple[str, ...]] = [
+MIGRATIONS: list[tuple[str, ...] | Rewrite] = [
     (
         """CREATE TABLE sessions (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -114,6 +121,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
             hash TEXT NOT NULL,
             set_at TEXT NOT NULL)""",
     ),
+    # Tag hashes under a key derived from the secret, and each encrypted tag bound to its hash.
+    rekey_tags,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -136,8 +145,11 @@ async def read_schema_version(db: aiosqlite.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
-async def migrate(db: aiosqlite.Connection, path: Path) -> None:
-    """Bring the database at `path` forward to `SCHEMA_VERSION` in one transaction; StoreError if it is newer."""
+async def migrate(db: aiosqlite.Connection, path: Path, vault: TagVault) -> None:
+    """Bring the database at `path` forward to `SCHEMA_VERSION` in one transaction; StoreError if it is newer.
+
+    `vault` holds the keys of the gateway secret, for the steps that rewrite stored tags.
+    """
     await db.execute("BEGIN IMMEDIATE")
     try:
         await db.execute("CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)")
@@ -148,9 +160,12 @@ async def migrate(db: aiosqlite.Connection, path: Path) -> None:
             )
         if version == 0:
             await db.execute("INSERT INTO meta (schema_version) VALUES (0)")
-        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-            for sql in statements:
-                await db.execute(sql)
+        for target, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            if callable(step):
+                await step(db, vault)
+            else:
+                for sql in step:
+                    await db.execute(sql)
             await db.execute("UPDATE meta SET schema_version = ?", (target,))
         await db.execute("COMMIT")
     except BaseException:

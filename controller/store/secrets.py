@@ -2,6 +2,9 @@
 
 An id tag identifies a person (spec §8). Everywhere but the local authorization list it is
 kept only as `TagVault.hash_tag`; the list keeps the tag itself, encrypted with `TagVault.encrypt`.
+The hashing key and the encryption key are derived apart from the secret (HKDF, RFC 5869), so
+neither the secret nor one key ever serves two purposes; `LegacyTagVault` reads what the
+gateway wrote before that, for the database's migration only.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ SECRET_BYTES = 32
 # The name of the systemd credential that holds the secret (docs/install-debian.md).
 CREDENTIAL_NAME = "laadplein.secret"
 NONCE_BYTES = 12
+_HASH_INFO = b"laadplein id-tag hash v2"
 _ENCRYPTION_INFO = b"laadplein id-tag encryption v1"
-_AAD = b"laadplein.id-tag.v1"
+# Before schema 4: tags were hashed with the secret itself, and every encrypted tag carried the
+# same associated data, so two rows could swap their ciphertexts unnoticed.
+_LEGACY_AAD = b"laadplein.id-tag.v1"
+_AAD_PREFIX = b"laadplein.id-tag.v2:"
 
 
 class SecretError(Exception):
@@ -118,35 +125,82 @@ def normalise_tag(tag: str) -> str:
     return tag.strip()
 
 
+def derive_key(secret: bytes, purpose: bytes) -> bytes:
+    """A 32-byte key for one purpose, derived from the gateway secret (HKDF-SHA256, no salt)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
+
+
+def _check_secret(secret: bytes) -> None:
+    if len(secret) != SECRET_BYTES:
+        raise SecretError(f"a gateway secret is {SECRET_BYTES} bytes, got {len(secret)}")
+
+
+def _open(aead: AESGCM, blob: bytes, aad: bytes) -> str:
+    if len(blob) < NONCE_BYTES + 16:
+        raise SecretError("encrypted tag is too short")
+    try:
+        plain = aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise SecretError("encrypted tag does not open with this gateway secret under its hash") from None
+    return plain.decode("utf-8")
+
+
 class TagVault:
-    """Keyed hashing and encryption of id tags with the gateway's secret."""
+    """Keyed hashing and encryption of id tags, each with its own key derived from the gateway's secret."""
 
     def __init__(self, secret: bytes) -> None:
-        if len(secret) != SECRET_BYTES:
-            raise SecretError(f"a gateway secret is {SECRET_BYTES} bytes, got {len(secret)}")
-        self._hash_key = bytes(secret)
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_ENCRYPTION_INFO).derive(secret)
-        self._aead = AESGCM(key)
+        _check_secret(secret)
+        self._hash_key = derive_key(secret, _HASH_INFO)
+        self._aead = AESGCM(derive_key(secret, _ENCRYPTION_INFO))
+        self.legacy = LegacyTagVault(secret)  # read by the migration to schema 4 only
 
     def __repr__(self) -> str:
         return "TagVault(<secret>)"
 
     def hash_tag(self, tag: str) -> str:
-        """HMAC-SHA256 of the normalised tag, as 64 lowercase hex digits."""
+        """HMAC-SHA256 of the normalised tag under the hashing key, as 64 lowercase hex digits."""
         message = normalise_tag(tag).encode("utf-8")
         return hmac.new(self._hash_key, message, hashlib.sha256).hexdigest()
 
     def encrypt(self, tag: str) -> bytes:
-        """AES-GCM of the normalised tag: a random 12-byte nonce followed by the ciphertext."""
+        """AES-GCM of the normalised tag: a random 12-byte nonce followed by the ciphertext.
+
+        The tag's hash is the associated data: a blob opens only beside the hash it was stored
+        under, so one row's ciphertext moved to another row no longer decrypts.
+        """
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, normalise_tag(tag).encode("utf-8"), _AAD)
+        return nonce + self._aead.encrypt(nonce, normalise_tag(tag).encode("utf-8"), self._aad(self.hash_tag(tag)))
+
+    def decrypt(self, blob: bytes, tag_hash: str) -> str:
+        """The tag inside a blob made by `encrypt` and stored under `tag_hash`; `SecretError` if
+        it was made with another secret, for another hash, or altered."""
+        return _open(self._aead, blob, self._aad(tag_hash))
+
+    @staticmethod
+    def _aad(tag_hash: str) -> bytes:
+        return _AAD_PREFIX + tag_hash.encode("ascii")
+
+
+class LegacyTagVault:
+    """The hashing and encryption the gateway used before schema 4, read by its migration only."""
+
+    def __init__(self, secret: bytes) -> None:
+        _check_secret(secret)
+        self._hash_key = bytes(secret)
+        self._aead = AESGCM(derive_key(secret, _ENCRYPTION_INFO))
+
+    def __repr__(self) -> str:
+        return "LegacyTagVault(<secret>)"
+
+    def hash_tag(self, tag: str) -> str:
+        """The old hash: HMAC-SHA256 keyed with the secret itself."""
+        return hmac.new(self._hash_key, normalise_tag(tag).encode("utf-8"), hashlib.sha256).hexdigest()
 
     def decrypt(self, blob: bytes) -> str:
-        """The tag inside a blob made by `encrypt`; `SecretError` if it was made with another secret or altered."""
-        if len(blob) < NONCE_BYTES + 16:
-            raise SecretError("encrypted tag is too short")
-        try:
-            plain = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _AAD)
-        except InvalidTag:
-            raise SecretError("encrypted tag does not open with this gateway secret") from None
-        return plain.decode("utf-8")
+        """A tag encrypted before schema 4 (the same associated data for every row)."""
+        return _open(self._aead, blob, _LEGACY_AAD)
+
+    def encrypt(self, tag: str) -> bytes:
+        """A blob as the gateway wrote it before schema 4: for tests of the migration."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, normalise_tag(tag).encode("utf-8"), _LEGACY_AAD)

@@ -94,8 +94,8 @@ class TokenList:
     async def tags(self) -> list[dict[str, Any]]:
         """The local list with the tags decrypted, only for pushing it to chargers:
         `{"tag", "status", "expiry", "group"}`."""
-        rows = await self._conn.fetch("SELECT tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
-        return [{"tag": self._vault.decrypt(r["tag_enc"]), "status": r["status"], "expiry": r["expiry"],
+        rows = await self._conn.fetch("SELECT tag_hash, tag_enc, status, expiry, grp FROM tokens ORDER BY tag_hash")
+        return [{"tag": self._vault.decrypt(r["tag_enc"], r["tag_hash"]), "status": r["status"], "expiry": r["expiry"],
                  "group": r["grp"]} for r in rows]
 
 

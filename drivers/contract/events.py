@@ -94,6 +94,16 @@ class ForeignTransaction:
 
 
 @dataclass(frozen=True)
+class ChargerOverLimit:
+    """A charger sent more than its caps allow (`what`: which cap, in words); what it sent beyond was
+    slowed down or dropped. Recorded at most once a minute per charger and cap."""
+
+    charger_id: str
+    what: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class OccupancyChanged:
     """A bay sensor's reading: occupied True/False; None for a sensor fault or unreadable payload."""
 
@@ -156,6 +166,7 @@ Event = (
     | ConnectorStatusChanged
     | MeterSample
     | ForeignTransaction
+    | ChargerOverLimit
     | OccupancyChanged
     | LightAcked
     | BrokerConnected

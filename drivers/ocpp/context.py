@@ -5,10 +5,14 @@ own `Context`): the backend, the timing settings, the fault log and the books th
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from drivers.contract.backend import CentralSystemBackend
+from drivers.contract.clock import utc_now
+from drivers.contract.events import ChargerOverLimit
 from drivers.ocpp.evse201 import ChargerBook
+from drivers.ocpp.pacing import FrameLimits, MessagePace
 from drivers.support.fault_log import FaultLog
 
 DROP_LOG_INTERVAL_S = 60.0
@@ -30,6 +34,28 @@ class LinkContext:
     """OCPP 1.6: (charger, transaction) -> connector."""
     books201: dict[str, ChargerBook] = field(default_factory=dict)
     """OCPP 2.0.1: charger -> its EVSEs and transactions."""
+    limits: FrameLimits = field(default_factory=FrameLimits)
+    paces: dict[str, MessagePace] = field(default_factory=dict)
+    """charger -> its message bucket; kept across connections, so reconnecting does not refill it."""
+    _over_noted_s: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def pace(self, charger_id: str) -> MessagePace:
+        """The message bucket of a charger, made full at its first message."""
+        pace = self.paces.get(charger_id)
+        if pace is None:
+            pace = MessagePace(self.limits.max_messages_per_s, self.limits.message_burst, time.monotonic())
+            self.paces[charger_id] = pace
+        return pace
+
+    def note_over_limit(self, charger_id: str, cap: str, what: str) -> None:
+        """A charger went over one of its caps: logged, and told to the backend (for its alarm) at most
+        once a minute per charger and cap."""
+        self.faults.log(logger, logging.WARNING, charger_id, f"over {cap}", "charger %s: %s", charger_id, what)
+        now_s = time.monotonic()
+        last_s = self._over_noted_s.get((charger_id, cap))
+        if last_s is None or now_s - last_s >= DROP_LOG_INTERVAL_S:
+            self._over_noted_s[(charger_id, cap)] = now_s
+            self.backend.record(ChargerOverLimit(charger_id, what, utc_now()))
 
     def note_malformed(self, charger_id: str, what: str, reason: str) -> None:
         """Log a malformed frame (`what`: dropped or answered), at most once per charger and kind a minute."""

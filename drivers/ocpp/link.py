@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ from drivers.ocpp.frames import (
     value_problem,
 )
 from drivers.ocpp.lenient import normalize
+from drivers.ocpp.pacing import trim_readings
 
 # The central system's log lines keep one logger name, whichever module writes them.
 logger = logging.getLogger("laadplein.ocpp")
@@ -101,9 +103,18 @@ class ChargerLink(ChargePoint):
         """Handle frames until the connection ends; return why it ended."""
         connection: ServerConnection = self._connection
         try:
+            pace = self._context.pace(self.id)
             while True:
                 raw = await connection.recv()
                 self._backend.record(ChargerHeard(self.id, utc_now()))
+                delay_s = pace.take(time.monotonic())
+                if delay_s > 0:
+                    # Not reading meanwhile: a charger that floods waits on its own socket.
+                    self._context.note_over_limit(
+                        self.id, "messages", f"more than {pace.rate_per_s:g} messages/s "
+                        f"(burst {pace.burst}); its messages are answered more slowly",
+                    )
+                    await asyncio.sleep(delay_s)
                 try:
                     await self._handle_frame(raw)
                 except ConnectionClosed:
@@ -223,7 +234,14 @@ class ChargerLink(ChargePoint):
                 self._context.note_malformed(self.id, "answered", f"{msg.action}: {description} ({code})")
                 await self._send(call_error_frame(msg.unique_id, code, description))
                 return
-        result = handler(**camel_to_snake_case(msg.payload))
+        cap = self._context.limits.max_samples_per_frame
+        payload, dropped = trim_readings(msg.action, msg.payload, cap)
+        if dropped:
+            self._context.note_over_limit(
+                self.id, "readings", f"{msg.action} with {dropped + cap} meter readings; the newest {cap} kept, "
+                f"{dropped} dropped",
+            )
+        result = handler(**camel_to_snake_case(payload))
         if inspect.isawaitable(result):
             result = await result
         response = msg.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(result))))

@@ -34,6 +34,7 @@ from drivers.ocpp.handlers16 import ChargerLink16
 from drivers.ocpp.handlers201 import ChargerLink201
 from drivers.ocpp.link import ChargerLink, peer_address, printable, utc_now
 from drivers.ocpp.login_guard import LoginGuard, Refusal
+from drivers.ocpp.pacing import FrameLimits
 
 # The library logs every frame at INFO, id tags included (interfaces.md §8).
 logging.getLogger("ocpp").setLevel(logging.WARNING)
@@ -72,6 +73,8 @@ class OcppServer:
 
     With `ssl_context` the endpoint is wss:// (a charger with a password is then at security profile 2).
     Failed Basic Auth logins are counted by `login_guard`; one that has seen too many refuses with 429.
+    Each charger's messages per second and meter readings per frame are capped by `frame_limits`
+    (`drivers.ocpp.pacing`).
     A password check that costs a scrypt runs in a worker thread, a few at once (429 beyond).
     """
 
@@ -89,12 +92,13 @@ class OcppServer:
         ping_timeout_s: float = 20,
         ssl_context: ssl.SSLContext | None = None,
         login_guard: LoginGuard | None = None,
+        frame_limits: FrameLimits | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._prefix = path.rstrip("/") + "/"
         self._backend = backend
-        self._context = LinkContext(backend, heartbeat_interval_s, call_timeout_s)
+        self._context = LinkContext(backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits())
         self._max_frame_bytes = max_frame_bytes
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
@@ -217,3 +218,20 @@ async def test_local_list_accepts_only_listed_tags_and_keeps_them_hashed(make_da
         assert tag not in everything, f"{tag} leaked into the API or the log"
     raw = b"".join(p.read_bytes() for p in (d.folder / "state").glob("laadplein.db*"))
     assert b"04A1B2C3D4" not in raw and b"UNKNOWN99" not in raw
+
+
+async def test_files_the_daemon_makes_are_private_whatever_umask_it_inherits(make_daemon):
+    """The database, its WAL and the gateway secret hold sessions and the key to every tag hash:
+    a permissive umask in the starting shell (0022 is common) must not make them readable to others."""
+    d = make_daemon()
+    before = os.umask(0o022)  # the child inherits it
+    try:
+        d.start()
+    finally:
+        os.umask(before)
+    async with chargers(d, "CP01") as sims:
+        await sims["CP01"].plug_in(1)  # a session: the WAL has been written
+    made = sorted(p for p in (d.folder / "state").iterdir())
+    assert {"laadplein.db", "laadplein.db-wal", "laadplein.secret"} <= {p.name for p in made}
+    open_to_others = {p.name: oct(p.stat().st_mode & 0o777) for p in made if p.stat().st_mode & 0o077}
+    assert not open_to_others

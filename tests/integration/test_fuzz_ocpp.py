@@ -35,6 +35,9 @@ from tests.integration.ports import free_port
 pytestmark = pytest.mark.integration
 
 EXAMPLES = 300
+# One charger sends tens of thousands of frames here, as fast as the socket takes them: the caps of
+# a street square (test_ocpp_limits.py) would pace the flood to minutes and trim its readings.
+FLOOD_CAPS = "max_messages_per_s = 10000\nmessage_burst = 100000\nmax_samples_per_frame = 10000\n"
 FLOOD_FRAMES = 20_000
 MORE_FLOODS, MORE_FLOOD_FRAMES = 5, 4_000
 ANSWER_TIMEOUT_S = 10.0
@@ -169,7 +172,7 @@ def check(frame: OcppFrame, expect: Expect, got: Outcome) -> None:
 @pytest.fixture
 def daemon(tmp_path, mosquitto) -> Iterator[Daemon]:
     ocpp_port, api_port = free_port(), free_port()
-    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, chargers=1)
+    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, chargers=1, ocpp=FLOOD_CAPS)
     d = Daemon(tmp_path / "daemon", text, api_port=api_port, ocpp_port=ocpp_port)
     d.start()
     yield d
