@@ -17,7 +17,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from config.schema import SquareConfig
-from controller.api.server import AdminApi, TlsSetupError, tls_context
+from controller.api.listener import TlsSetupError, tls_context
+from controller.api.server import AdminApi
 from controller.api.token import TokenFileError, load_or_create_token
 from controller.shell.backend import SquareBackend
 from controller.shell.charging import SmartCharging

@@ -1,4 +1,4 @@
-"""A cap on the admin API's open connections: one over it is closed at once with a 503.
+"""How the admin API listens: its TLS context, and a cap on open connections (one over it gets a 503).
 
 Each connection costs a file descriptor; without a cap, a client that opens connections and
 never finishes them takes every descriptor the daemon has, and with them the chargers' sockets.
@@ -8,14 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("laadplein.api")
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 _WARN_EVERY_S = 60.0
+
+
+class TlsSetupError(Exception):
+    """The API's certificate or key cannot be used; the message names the file."""
+
+
+def tls_context(cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext | None:
+    """The admin API's TLS context (TLS 1.2 or newer), or None when no certificate is configured."""
+    if cert_file is None or key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"api.cert_file {cert_file} / api.key_file {key_file}: cannot be used ({exc})") from None
+    return context
 
 
 class CappedListener:

@@ -11,12 +11,10 @@ import json
 import logging
 import ssl
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Protocol
 
 from aiohttp import web
 
-from controller.api.calls import CallRefused, check_action
+from controller.api.calls import ChargerCaller, ChargerCalls
 from controller.api.guard import (
     AUTHORIZED,
     MAX_BODY_BYTES,
@@ -39,44 +37,13 @@ from controller.shell.lights_test import (
 from controller.shell.local_list import LocalListKeeper
 from controller.shell.state import SquareState
 from controller.store.passwords import change_password, password_problem
-from drivers.contract.backend import (
-    CallErrorReceived,
-    CallTimedOut,
-    ChargerNotConnected,
-)
 from drivers.contract.clock import local_text, parse_ts, wire_ts
-from drivers.contract.text import printable
 from drivers.contract.words import ACCEPTED, COLORS, TOKEN_STATUSES
 from signage.rules import Override
 
 log = logging.getLogger("laadplein.api")
 
 MAX_OVERRIDE_MINUTES = 7 * 24 * 60
-
-
-class ChargerCaller(Protocol):
-    """What the API needs of the OCPP driver."""
-
-    def connected(self) -> dict[str, str]: ...
-
-    async def call(self, charger_id: str, action: str, payload: dict) -> dict: ...
-
-
-class TlsSetupError(Exception):
-    """The API's certificate or key cannot be used; the message names the file."""
-
-
-def tls_context(cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext | None:
-    """The admin API's TLS context (TLS 1.2 or newer), or None when no certificate is configured."""
-    if cert_file is None or key_file is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"api.cert_file {cert_file} / api.key_file {key_file}: cannot be used ({exc})") from None
-    return context
 
 
 _json, _error = json_response, error
@@ -112,7 +79,8 @@ class AdminApi:
         r.add_get("/api/lights/test", self.lights_test_progress)
         r.add_get("/api/alarms", self.alarms)
         r.add_get("/api/chargers", self.chargers)
-        r.add_post("/api/chargers/{charger}/call/{action}", self.call_charger)
+        self.calls = ChargerCalls(state, ocpp, self._body, allow_risky=self.settings.allow_risky_calls)
+        r.add_post("/api/chargers/{charger}/call/{action}", self.calls.handle)
         r.add_put("/api/chargers/{charger}/password", self.set_charger_password)
         r.add_get("/api/events", self.events)
         r.add_get("/api/sessions", self.sessions)
@@ -307,57 +275,6 @@ class AdminApi:
         if power is None:
             return {"limit_a": None}
         return power.connector_view(charger_id, connector)
-
-    async def call_charger(self, request: web.Request) -> web.Response:
-        """Forward one OCPP request a central system may send; every attempt goes in the event log."""
-        charger_id = request.match_info["charger"]
-        action = request.match_info["action"]
-        if charger_id not in self.state.chargers:
-            return _error(404, f"no charger {charger_id!r}")
-        live = self.state.chargers[charger_id]
-        version = self.ocpp.connected().get(charger_id) or live.ocpp_version
-        try:
-            check_action(action, version, allow_risky=self.settings.allow_risky_calls)
-        except CallRefused as exc:
-            self._note_call(request, charger_id, action, exc.status, "refused")
-            return _error(exc.status, str(exc))
-        try:
-            payload = await self._body(request)
-        except BadRequest as exc:
-            self._note_call(request, charger_id, action, 400, "not a JSON object within bounds")
-            return _error(400, str(exc))
-        try:
-            answer = await self.ocpp.call(charger_id, action, payload)
-        except ChargerNotConnected:
-            self._note_call(request, charger_id, action, 409, "not connected")
-            return _error(409, f"charger {charger_id} is not connected")
-        except CallTimedOut:
-            self._note_call(request, charger_id, action, 504, "no answer in time")
-            return _error(504, f"charger {charger_id} did not answer {action} in time")
-        except CallErrorReceived as exc:
-            self._note_call(request, charger_id, action, 502, f"CALLERROR {exc.code}")
-            return _error(502, f"charger {charger_id} answered {action} with a CALLERROR", code=exc.code, description=exc.description)
-        except ValueError as exc:  # the request does not fit the OCPP schema
-            self._note_call(request, charger_id, action, 400, "does not fit the OCPP schema")
-            return _error(400, f"{action}: {exc}")
-        status = answer.get("status") if isinstance(answer, dict) else None
-        self._note_call(request, charger_id, action, 200, f"answered {status}" if isinstance(status, str) else "answered")
-        return _json(answer)
-
-    def _note_call(self, request: web.Request, charger_id: str, action: str, code: int, result: str) -> None:
-        """One event per call: who (the token's holder, from which address), the action and the result.
-
-        The payload is never logged: it may hold an id tag (idTag, idToken).
-        """
-        peer = request.remote or "?"
-        result = printable(result, 60)
-        self.state.note(
-            "charger_call",
-            f"charger {charger_id}: {action} from the admin API (admin at {peer}): {code} {result}",
-            charger_id=charger_id,
-            data={"action": action, "who": "admin", "peer": peer, "status": code, "result": result},
-        )
-        log.info("charger %s: %s from the admin API (admin at %s): %d %s", charger_id, action, peer, code, result)
 
     async def set_charger_password(self, request: web.Request) -> web.Response:
         """A new Basic Auth password for a charger of the config, stored hashed; it replaces the config's."""
