@@ -277,6 +277,11 @@ async def test_tags_with_control_characters_are_refused(served, tag):
     assert (await served.request("DELETE", "/api/tokens", {"tag": tag}))[0] == 400
 
 
+async def test_a_lights_test_by_a_who_with_control_characters_is_refused(served):
+    assert (await served.request("POST", "/api/lights/test", {"who": "tech\x1b]0;pwned\x07"}))[0] == 400
+    assert served.api.lights.progress() is None  # it never started
+
+
 async def test_an_override_cleared_by_a_who_with_control_characters_is_refused(served):
     assert (await served.request("PUT", "/api/bays/B01/override", {"color": "blue", "minutes": 5}))[0] == 200
     assert (await served.request("DELETE", "/api/bays/B01/override?who=%1B%5B2J"))[0] == 400
