@@ -84,9 +84,10 @@ def _resolve_paths(square: SquareConfig, base_dir: Path) -> SquareConfig:
     update: dict[str, Any] = {}
     if not square.storage.path.is_absolute():
         update["storage"] = square.storage.model_copy(update={"path": base_dir / square.storage.path})
-    token_file = square.api.token_file
-    if token_file is not None and not token_file.is_absolute():
-        update["api"] = square.api.model_copy(update={"token_file": base_dir / token_file})
+    api_files = {key: base_dir / path for key in ("token_file", "cert_file", "key_file")
+                 if (path := getattr(square.api, key)) is not None and not path.is_absolute()}
+    if api_files:
+        update["api"] = square.api.model_copy(update=api_files)
     tls = {key: base_dir / path for key in ("tls_cert_file", "tls_key_file")
            if (path := getattr(square.ocpp, key)) is not None and not path.is_absolute()}
     if tls:

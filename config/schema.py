@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from config.issues import CrossCheckError, Loc, field_value, number_text
+from config.schema_api import API_TOKEN_FILE_NAME, ApiConfig, api_issues
 from config.schema_devices import BatteryConfig, GridMeterConfig, battery_issues
 
 __all__ = [
@@ -153,16 +154,6 @@ class MqttConfig(BaseModel):
         return value
 
 
-class ApiConfig(BaseModel):
-    """The admin HTTP API; with token_file set every request needs its bearer token."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(8080, ge=1, le=65535)
-    token_file: Path | None = Field(None, strict=False)
-
-
 class StorageConfig(BaseModel):
     """The SQLite database file and how many days session data is kept."""
 
@@ -278,6 +269,11 @@ class SquareConfig(BaseModel):
         return None
 
     @property
+    def api_token_file(self) -> Path:
+        """The admin API's token file: `api.token_file`, else `api-token` beside the database."""
+        return self.api.token_file or Path(self.storage.path).parent / API_TOKEN_FILE_NAME
+
+    @property
     def topic_root(self) -> str:
         """The MQTT topic root `P` of interfaces.md §4."""
         return f"{self.mqtt.topic_prefix}/{self.site.id}"
@@ -294,6 +290,9 @@ def cross_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         table = data.get(section)
         if isinstance(table, Mapping):
             issues.extend(((section, *loc), message) for loc, message in check(table))
+    api = data.get("api")
+    if isinstance(api, Mapping):
+        issues.extend((("api", *loc), message) for loc, message in api_issues(api))
     issues.extend(_square_issues(data))
     return issues
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from config.schema import SquareConfig
+from controller.api.listener import TlsSetupError, tls_context
 from controller.api.server import AdminApi
+from controller.api.token import TokenFileError, load_or_create_token
 from controller.shell.backend import SquareBackend
 from controller.shell.charging import SmartCharging
 from controller.shell.cycle import Cycle
@@ -79,19 +81,6 @@ def setup_logging(tz_name: str, level: int = logging.INFO) -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
-def read_token(path: Path | None) -> str | None:
-    """The admin API token from its file, or None when no file is configured."""
-    if path is None:
-        return None
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise DaemonError(f"api.token_file {path}: cannot read it ({exc.strerror})") from None
-    if not token:
-        raise DaemonError(f"api.token_file {path}: the file is empty")
-    return token
-
-
 async def run_daemon(
     cfg: SquareConfig, *, ready: asyncio.Event | None = None, notifier: ServiceNotifier | None = None
 ) -> None:
@@ -101,7 +90,11 @@ async def run_daemon(
         # The watchdog is pinged after every cycle: a quiet square cycles only every period_s.
         log.warning("systemd's watchdog (%g s) is shorter than two control periods (control.period_s = %g s): "
                     "expect restarts; raise WatchdogSec", notifier.watchdog_s, cfg.control.period_s)
-    token = read_token(cfg.api.token_file)
+    try:
+        token = load_or_create_token(cfg.api_token_file)
+        api_tls = tls_context(cfg.api.cert_file, cfg.api.key_file)
+    except (TokenFileError, TlsSetupError) as exc:
+        raise DaemonError(str(exc)) from None
     db_path = Path(cfg.storage.path)
     try:
         secret = load_or_create_secret(db_path.parent / "laadplein.secret")
@@ -155,7 +148,7 @@ async def run_daemon(
         power = PowerControl(state, charging, battery)
         cycle = Cycle(state, mqtt, power, notifier=notifier)
         local_list = LocalListKeeper(state, ocpp)
-        api = AdminApi(state, cycle, ocpp, token=token, local_list=local_list)
+        api = AdminApi(state, cycle, ocpp, token=token, local_list=local_list, tls=api_tls)
         ocpp_ready, api_ready = asyncio.Event(), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:

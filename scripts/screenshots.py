@@ -163,6 +163,7 @@ async def take(out: Path, *, seed: int, timeout_s: float, folder: Path) -> list[
                 await asyncio.wait_for(sim_ready.wait(), timeout=20)
                 daemon = tg.create_task(run_daemon(cfg, ready=daemon_ready), name="daemon")
                 await asyncio.wait_for(daemon_ready.wait(), timeout=20)
+                client.token = cfg.api_token_file.read_text(encoding="utf-8").strip()  # made by the daemon at start
                 status, alarms, events = await _until_interesting(
                     client, scenario, battery=cfg.battery is not None, timeout_s=timeout_s)
             except TimeoutError as exc:  # raised after the group: inside it, it would come out as a group

@@ -1,19 +1,32 @@
 """The admin HTTP API of interfaces.md §5: JSON for technicians, the console and test rigs.
 
-Served with aiohttp. Id tags only ever travel in request bodies and are answered as hashes.
+Served with aiohttp behind `controller.api.guard` (token, Origin, Host, JSON only). Id tags only
+ever travel in request bodies and are answered as hashes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import ssl
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from aiohttp import web
 
+from controller.api.calls import ChargerCaller, ChargerCalls
+from controller.api.guard import (
+    AUTHORIZED,
+    MAX_BODY_BYTES,
+    BadRequest,
+    Guard,
+    allowed_hosts,
+    error,
+    json_response,
+    plain_text,
+    read_json,
+)
+from controller.api.listener import CappedListener
 from controller.shell.cycle import Cycle
 from controller.shell.lights_test import (
     LightsTestBusy,
@@ -24,11 +37,6 @@ from controller.shell.lights_test import (
 from controller.shell.local_list import LocalListKeeper
 from controller.shell.state import SquareState
 from controller.store.passwords import change_password, password_problem
-from drivers.contract.backend import (
-    CallErrorReceived,
-    CallTimedOut,
-    ChargerNotConnected,
-)
 from drivers.contract.clock import local_text, parse_ts, wire_ts
 from drivers.contract.words import ACCEPTED, COLORS, TOKEN_STATUSES
 from signage.rules import Override
@@ -38,53 +46,28 @@ log = logging.getLogger("laadplein.api")
 MAX_OVERRIDE_MINUTES = 7 * 24 * 60
 
 
-class ChargerCaller(Protocol):
-    """What the API needs of the OCPP driver."""
-
-    def connected(self) -> dict[str, str]: ...
-
-    async def call(self, charger_id: str, action: str, payload: dict) -> dict: ...
-
-
-class BadRequest(Exception):
-    """The request's body or parameters are wrong; the message says how."""
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return _json({"error": message, **extra}, status=status)
-
-
-async def _body(request: web.Request) -> dict:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    return data
+_json, _error = json_response, error
 
 
 class AdminApi:
     """The HTTP server; `run()` serves until cancelled."""
 
     def __init__(
-        self, state: SquareState, cycle: Cycle, ocpp: ChargerCaller, *, token: str | None,
-        local_list: LocalListKeeper | None = None,
+        self, state: SquareState, cycle: Cycle, ocpp: ChargerCaller, *, token: str,
+        local_list: LocalListKeeper | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = state
         self.cycle = cycle
         self.ocpp = ocpp
-        self.token = token
+        self.settings = state.cfg.api
+        self.tls = tls
+        self.guard = Guard(token, allowed_hosts(self.settings.host, self.settings.port, self.settings.host_names))
         # Token changes go through the keeper: it numbers them and carries them to chargers (one
         # that is not running still numbers them, and chargers catch up when it runs).
         self.local_list = local_list if local_list is not None else LocalListKeeper(state, ocpp)
         self.lights = LightsTester(state)
         self.port: int | None = None
-        self.app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        self.app = web.Application(middlewares=[self.guard.middleware], client_max_size=MAX_BODY_BYTES)
         r = self.app.router
         r.add_get("/api/health", self.health)
         r.add_get("/api/status", self.status)
@@ -96,7 +79,8 @@ class AdminApi:
         r.add_get("/api/lights/test", self.lights_test_progress)
         r.add_get("/api/alarms", self.alarms)
         r.add_get("/api/chargers", self.chargers)
-        r.add_post("/api/chargers/{charger}/call/{action}", self.call_charger)
+        self.calls = ChargerCalls(state, ocpp, self._body, allow_risky=self.settings.allow_risky_calls)
+        r.add_post("/api/chargers/{charger}/call/{action}", self.calls.handle)
         r.add_put("/api/chargers/{charger}/password", self.set_charger_password)
         r.add_get("/api/events", self.events)
         r.add_get("/api/sessions", self.sessions)
@@ -105,29 +89,36 @@ class AdminApi:
         r.add_delete("/api/tokens", self.delete_token)
 
     async def run(self, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # keepalive_timeout also bounds the wait for a request's headers (aiohttp closes a connection
+        # still waiting for a whole request when it runs out): a slow client is cut off after it.
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, keepalive_timeout=self.settings.request_timeout_s,
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            self.port = runner.addresses[0][1] if runner.addresses else port
-            log.info("admin API on http://%s:%s/api", host, self.port)
-            if ready is not None:
-                ready.set()
-            await asyncio.Event().wait()
+            listener = CappedListener(runner.server, self.settings.max_connections)
+            server = await asyncio.get_running_loop().create_server(
+                listener, host, port, ssl=self.tls, backlog=128,
+                ssl_handshake_timeout=self.settings.request_timeout_s if self.tls else None,
+            )
+            async with server:
+                self.port = server.sockets[0].getsockname()[1] if server.sockets else port
+                # Allowed Host values follow the real port when the config asked for any (port 0 in tests).
+                self.guard.hosts = allowed_hosts(host, self.port, self.settings.host_names)
+                log.info("admin API on %s://%s:%s/api (bearer token in %s, at most %d connections)",
+                         "https" if self.tls else "http", host, self.port, self.state.cfg.api_token_file,
+                         self.settings.max_connections)
+                if ready is not None:
+                    ready.set()
+                await asyncio.Event().wait()
         finally:
             await runner.cleanup()
 
-    @web.middleware
-    async def _guard(self, request: web.Request, handler):
-        if self.token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return _error(401, "missing or wrong bearer token")
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return _error(400, str(exc))
+    async def _body(self, request: web.Request) -> dict:
+        data = await read_json(request, self.settings.request_timeout_s)
+        if not isinstance(data, dict):
+            raise BadRequest("body must be a JSON object")
+        return data
 
     # ---- views -----------------------------------------------------------------------------
 
@@ -135,6 +126,8 @@ class AdminApi:
         return self.state.clock()
 
     async def health(self, request: web.Request) -> web.Response:
+        if not request[AUTHORIZED]:
+            return _json({"ok": True})  # alive, and nothing more without the token
         st = self.state
         online = sorted(c for c, live in st.chargers.items() if live.online)
         return _json(
@@ -182,14 +175,14 @@ class AdminApi:
 
     async def set_override(self, request: web.Request) -> web.Response:
         bay_id = self._bay_id(request)
-        body = await _body(request)
+        body = await self._body(request)
         color = body.get("color")
         if color not in COLORS:
             raise BadRequest(f"color must be one of {', '.join(COLORS)}, not {color!r}")
         minutes = body.get("minutes")
         if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or not 0 < minutes <= MAX_OVERRIDE_MINUTES:
             raise BadRequest(f"minutes must be a number above 0 and at most {MAX_OVERRIDE_MINUTES}, not {minutes!r}")
-        who, why = str(body.get("who") or "")[:80], str(body.get("why") or "")[:200]
+        who, why = plain_text(body.get("who"), "who", 80), plain_text(body.get("why"), "why", 200)
         now = self._now()
         until = now + timedelta(minutes=minutes)
         await self.state.store.set_override(bay_id, color, until, who, why, now)
@@ -206,24 +199,25 @@ class AdminApi:
 
     async def clear_override(self, request: web.Request) -> web.Response:
         bay_id = self._bay_id(request)
+        who = plain_text(request.query.get("who"), "who", 80)
         existed = self.state.overrides.pop(bay_id, None)
         await self.state.store.clear_override(bay_id)
         if existed is None:
             return _error(404, f"bay {bay_id} has no override")
-        who = request.query.get("who", "")
         self.state.note("override_cleared", f"bay {bay_id}: override cleared by {who or 'unknown'}", bay_id=bay_id)
         log.info("bay %s: override cleared", bay_id)
         return _json({"bay": bay_id, "cleared": True})
 
     async def lights_test(self, request: web.Request) -> web.Response:
         """Walk the lights through blue, green, off and back; answers when done (409 while one runs)."""
-        body = await _body(request) if request.body_exists else {}
+        body = await self._body(request) if request.body_exists else {}
         try:
             bays, hold_s, who = parse_request(body, [b.id for b in self.state.cfg.bays])
         except UnknownBay as exc:
             return _error(404, str(exc))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        who = plain_text(who, "who", 80)
         try:
             return _json(await self.lights.run(bays, hold_s=hold_s, who=who))
         except LightsTestBusy as exc:
@@ -282,31 +276,12 @@ class AdminApi:
             return {"limit_a": None}
         return power.connector_view(charger_id, connector)
 
-    async def call_charger(self, request: web.Request) -> web.Response:
-        charger_id = request.match_info["charger"]
-        action = request.match_info["action"]
-        if charger_id not in self.state.chargers:
-            return _error(404, f"no charger {charger_id!r}")
-        payload = await _body(request)
-        try:
-            answer = await self.ocpp.call(charger_id, action, payload)
-        except ChargerNotConnected:
-            return _error(409, f"charger {charger_id} is not connected")
-        except CallTimedOut:
-            return _error(504, f"charger {charger_id} did not answer {action} in time")
-        except CallErrorReceived as exc:
-            return _error(502, f"charger {charger_id} answered {action} with a CALLERROR", code=exc.code, description=exc.description)
-        except ValueError as exc:  # the request does not fit the OCPP schema
-            return _error(400, f"{action}: {exc}")
-        log.info("charger %s: %s sent by the admin API", charger_id, action)
-        return _json(answer)
-
     async def set_charger_password(self, request: web.Request) -> web.Response:
         """A new Basic Auth password for a charger of the config, stored hashed; it replaces the config's."""
         charger_id = request.match_info["charger"]
         if not any(c.id == charger_id for c in self.state.cfg.chargers):
             return _error(404, f"no charger {charger_id!r}")
-        password = (await _body(request)).get("password")
+        password = (await self._body(request)).get("password")
         problem = password_problem(password)
         if problem is not None:
             raise BadRequest(problem)
@@ -326,13 +301,13 @@ class AdminApi:
 
     def _limit(self, request: web.Request) -> int:
         raw = request.query.get("limit", "500")
-        if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or not 1 <= int(raw) <= 10000:
             raise BadRequest(f"limit must be 1-10000, not {raw!r}")
         return int(raw)
 
     async def events(self, request: web.Request) -> web.Response:
         after = request.query.get("after_id")
-        if after is not None and not (after.isdigit() and len(after) < 19):
+        if after is not None and not (after.isascii() and after.isdigit() and len(after) < 19):
             raise BadRequest("after_id must be an event id (a whole number)")
         return _json(await self.state.store.events(
             since=self._since(request), limit=self._limit(request), after_id=int(after) if after is not None else None,
@@ -347,10 +322,11 @@ class AdminApi:
         return _json(await self.state.store.tokens.all())
 
     async def put_token(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await self._body(request)
         tag = body.get("tag")
         if not isinstance(tag, str) or not tag.strip() or len(tag) > 36:
             raise BadRequest("tag must be a non-empty string of at most 36 characters (OCPP 1.6 IdToken is 20)")
+        plain_text(tag, "tag", 36)
         status = body.get("status", ACCEPTED)
         if status not in TOKEN_STATUSES:
             raise BadRequest(f"status must be one of {', '.join(TOKEN_STATUSES)}, not {status!r}")
@@ -363,15 +339,17 @@ class AdminApi:
         group = body.get("group")
         if group is not None and (not isinstance(group, str) or len(group) > 36):
             raise BadRequest("group must be a string of at most 36 characters")
+        plain_text(group, "group", 36)
         tag_hash = await self.local_list.put(tag, status, expiry, group)
         self.state.note("token_set", f"local list: tag {tag_hash[:8]}… set to {status}", data={"tag_hash": tag_hash})
         return _json({"tag_hash": tag_hash, "status": status, "expiry": wire_ts(expiry) if expiry else None, "group": group})
 
     async def delete_token(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await self._body(request)
         tag = body.get("tag")
         if not isinstance(tag, str) or not tag.strip():
             raise BadRequest("tag must be a non-empty string")
+        plain_text(tag, "tag", 36)
         tag_hash = self.state.store.hash_tag(tag)
         if not await self.local_list.remove(tag):
             return _error(404, f"tag {tag_hash[:8]}… is not in the local list")

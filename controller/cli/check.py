@@ -175,7 +175,8 @@ def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
         ("ocpp auth", f"{ocpp.auth}, {with_password} charger(s) with a password"
                       + (f" (security profile {profile})" if with_password else "")),
         ("mqtt", f"{mqtt.host}:{mqtt.port}, topics under {square.topic_root}/"),
-        ("api", f"http://{api.host}:{api.port}" + (f", token from {api.token_file}" if api.token_file else ", no token")),
+        ("api", f"{'https' if api.cert_file else 'http'}://{api.host}:{api.port}, token in {square.api_token_file}"
+                + (", risky charger calls allowed" if api.allow_risky_calls else "")),
         ("storage", f"{square.storage.path} (sessions kept {square.storage.retention_days} days)"),
         ("control", f"every {_num(control.period_s)} s, min {_num(control.min_current_a)} A, lease {control.lease_s} s, "
                     f"turns of {control.turn_s} s, chargers react in {_num(control.reaction_s)} s"),

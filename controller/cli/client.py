@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -44,13 +45,17 @@ class ApiClient:
 
     def __init__(
         self, base_url: str, token: str | None, *, timeout_s: float = 10.0, tz: str | None = None,
-        call_timeout_s: float | None = None,
+        call_timeout_s: float | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
         self._tz = tz
         self.call_timeout_s = call_timeout_s  # the daemon's OCPP call timeout (s), when its config is known
+        # No proxy, whatever http_proxy or https_proxy say: the token must go to the gateway only.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls or ssl.create_default_context()),
+        )
 
     @classmethod
     def from_args(cls, *, api: str | None, token_file: str | None, config: str | Path | None) -> ApiClient:
@@ -60,6 +65,7 @@ class ApiClient:
                 raise ClientError("give either --config FILE or --api URL, not both", EXIT_USAGE)
             if not api.startswith(("http://", "https://")):
                 raise ClientError(f"--api must be a URL like http://127.0.0.1:8080, not {api!r}", EXIT_USAGE)
+            # Without --token-file no token is sent, and the daemon's refusal says so (exit 4).
             return cls(api, _read_token(Path(token_file)) if token_file else None)
         path = config_path(str(config) if config else None)
         if not path.exists():
@@ -76,9 +82,11 @@ class ApiClient:
         host = "127.0.0.1" if cfg.api.host in ("0.0.0.0", "::", "") else cfg.api.host
         if ":" in host:
             host = f"[{host}]"
-        chosen = Path(token_file) if token_file else cfg.api.token_file
-        token = _read_token(chosen) if chosen else None
-        return cls(f"http://{host}:{cfg.api.port}", token, tz=cfg.site.timezone, call_timeout_s=cfg.ocpp.call_timeout_s)
+        token = _read_token(Path(token_file) if token_file else cfg.api_token_file)
+        tls = pinned_context(cfg.api.cert_file) if cfg.api.cert_file is not None else None
+        scheme = "https" if tls is not None else "http"
+        return cls(f"{scheme}://{host}:{cfg.api.port}", token, tz=cfg.site.timezone,
+                   call_timeout_s=cfg.ocpp.call_timeout_s, tls=tls)
 
     def request(self, method: str, path: str, body: dict | None, *, timeout_s: float | None = None) -> Any:
         """The daemon's JSON answer; ClientError with the exit code that fits any failure."""
@@ -91,7 +99,7 @@ class ApiClient:
             req.add_header("Authorization", f"Bearer {self.token}")
         wait_s = timeout_s or self.timeout_s
         try:
-            with urllib.request.urlopen(req, timeout=wait_s) as resp:
+            with self._opener.open(req, timeout=wait_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             answer, detail = _error_body(exc)
@@ -132,11 +140,24 @@ def quote_part(part: str) -> str:
     return urllib.request.quote(part, safe="")
 
 
+def pinned_context(cert_file: Path) -> ssl.SSLContext:
+    """TLS that trusts exactly the daemon's own certificate (from its config), by whatever name it is reached."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False  # the certificate itself is the trust anchor: nothing else chains to it
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        context.load_verify_locations(cafile=str(cert_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientError(f"cannot read the admin API's certificate {cert_file} ({exc})", EXIT_USAGE) from None
+    return context
+
+
 def _read_token(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ClientError(f"cannot read the token file {path} ({exc.strerror})", EXIT_USAGE) from None
+        hint = " (the daemon makes it at its first start)" if isinstance(exc, FileNotFoundError) else ""
+        raise ClientError(f"cannot read the token file {path} ({exc.strerror}){hint}", EXIT_USAGE) from None
 
 
 def _error_body(exc: urllib.error.HTTPError) -> tuple[Any, str]:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
 from config.loader import load_config
 from config.schema import SquareConfig
+from controller.cli.client import ApiClient
 from controller.daemon import run_daemon, setup_logging
 from drivers.contract.words import BLUE, GREEN
 from drivers.sim.cars import busy_afternoon
@@ -68,7 +67,8 @@ def demo_config(cfg: SquareConfig, folder: Path, *, mqtt_port: int | None) -> Sq
 
     updates = {
         "ocpp": cfg.ocpp.model_copy(update={"host": "127.0.0.1", "port": port(cfg.ocpp.port)}),
-        "api": cfg.api.model_copy(update={"host": "127.0.0.1", "port": port(cfg.api.port), "token_file": None}),
+        "api": cfg.api.model_copy(update={"host": "127.0.0.1", "port": port(cfg.api.port),
+                                      "token_file": folder / "api-token", "cert_file": None, "key_file": None}),
         "storage": cfg.storage.model_copy(update={"path": folder / "laadplein.db"}),
         "signage": cfg.signage.model_copy(update={"grace_s": 10, "min_dwell_s": 10, "startup_wait_s": 10}),
     }
@@ -106,16 +106,11 @@ async def embedded_broker(port: int):
             await asyncio.wait_for(broker.shutdown(), timeout=3)
 
 
-def _api_get(base: str, path: str) -> object:
-    with urllib.request.urlopen(base + path, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def summary(base: str, sim: SimSquare, elapsed_s: float) -> str:
+def summary(client: ApiClient, sim: SimSquare, elapsed_s: float) -> str:
     """What happened, from the admin API (as a technician would ask) and the simulator."""
-    sessions = _api_get(base, "/api/sessions?limit=10000")
-    events = _api_get(base, "/api/events?limit=10000")
-    alarms = _api_get(base, "/api/alarms")
+    sessions = client.get("/api/sessions?limit=10000")
+    events = client.get("/api/events?limit=10000")
+    alarms = client.get("/api/alarms")
     lights = [e for e in events if e["kind"] == "light"]
     shown: dict[str, str] = {}
     first = to_blue = to_green = 0
@@ -186,15 +181,16 @@ async def _demo(*, headless: bool, duration_s: float | None, seed: int, config: 
             await asyncio.wait_for(sim_ready.wait(), timeout=20)
             daemon = tg.create_task(run_daemon(cfg, ready=daemon_ready), name="daemon")
             await asyncio.wait_for(daemon_ready.wait(), timeout=20)
+            # the daemon made the token at its start, as it does on a gateway
+            client = ApiClient(base, cfg.api_token_file.read_text(encoding="utf-8").strip(), tz=cfg.site.timezone)
             if headless:
                 await asyncio.sleep(duration_s or 60)
-                print(await asyncio.to_thread(summary, base, sim, time.monotonic() - started))
+                print(await asyncio.to_thread(summary, client, sim, time.monotonic() - started))
             else:
-                from controller.cli.client import ApiClient
                 from controller.cli.console import run_console
 
-                result = await run_console(ApiClient(base, None, tz=cfg.site.timezone))
-                print(await asyncio.to_thread(summary, base, sim, time.monotonic() - started))
+                result = await run_console(client)
+                print(await asyncio.to_thread(summary, client, sim, time.monotonic() - started))
             daemon.cancel()
             simulator.cancel()
     return result

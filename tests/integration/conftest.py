@@ -17,6 +17,7 @@ def make_daemon(tmp_path, mosquitto):  # noqa: F811
         token = kw.pop("token", None)
         if token:
             (tmp_path / "api-token").write_text(token + "\n")
+            (tmp_path / "api-token").chmod(0o600)
             kw["token_file"] = str(tmp_path / "api-token")
         text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, **kw)
         d = Daemon(tmp_path / f"d{len(made)}", text, api_port=api_port, ocpp_port=ocpp_port, token=token)

@@ -103,6 +103,8 @@ class Daemon:
             try:
                 status, _ = self.api("GET", "/api/health", timeout_s=1)
                 if status == 200:
+                    # Every other request needs the token the daemon made (or found) at its start.
+                    self.token = self.token_file.read_text(encoding="utf-8").strip()
                     return
             except OSError:
                 pass
@@ -124,6 +126,13 @@ class Daemon:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    @property
+    def token_file(self) -> Path:
+        """The admin API's token file, as the daemon finds it in its config."""
+        from config.loader import load_config
+
+        return load_config(self.config_path).api_token_file
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -142,6 +142,7 @@ def square(tmp_path_factory):
     broker.workdir.mkdir()
     broker.start()
     (folder / "api-token").write_text(TOKEN + "\n")
+    (folder / "api-token").chmod(0o600)
     ocpp_port, api_port = free_port(), free_port()
     text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=broker.port, chargers=5,
                        token_file=str(folder / "api-token"))

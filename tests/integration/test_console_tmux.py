@@ -81,6 +81,7 @@ async def test_console_follows_a_car_loses_the_daemon_and_resumes(tmp_path, mosq
     try:
         await asyncio.to_thread(d.start)
         console = f"{shlex.quote(sys.executable)} -m controller.cli console --api http://127.0.0.1:{api_port}"
+        console += f" --token-file {shlex.quote(str(d.token_file))}"
         tmux.start(f"{console}; echo console-exit=$?; sleep 60", width=80, height=24)
         async with chargers(d, "CP01", "CP02") as sims:
             screen = await tmux.wait(lambda s: "B01 GREEN" in s and "● connected" in s, 10, "B01 green, connected")

@@ -155,7 +155,7 @@ async def test_seq_survives_restart_and_gateway_status_and_will(make_daemon, mos
 
 
 async def test_admin_api_override_call_and_token(make_daemon, mosquitto):
-    d = make_daemon(token="t0ken-for-tests")
+    d = make_daemon(token="t0ken-for-the-tests")
     d.start()
     assert (await d.aapi("GET", "/api/status", token="wrong"))[0] == 401
     async with MqttWatcher(mosquitto.port, ROOT) as mq, chargers(d, "CP01") as sims:

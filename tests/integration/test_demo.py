@@ -56,8 +56,9 @@ def test_sim_serves_a_square_for_a_daemon_and_takes_faults(tmp_path, mosquitto):
         assert f"ws://127.0.0.1:{ocpp_port}/ocpp" in printed and f":{battery_port}" in printed, printed
 
         def api(path: str):
-            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}{path}", timeout=5) as r:
-                return json.loads(r.read())
+            status, body = d.api("GET", path)
+            assert status == 200, (path, status, body)
+            return body
 
         def until(check, timeout_s: float, what: str):
             end = time.monotonic() + timeout_s

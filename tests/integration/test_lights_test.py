@@ -145,7 +145,7 @@ def laadplein(*args: str) -> subprocess.CompletedProcess:
 
 
 async def test_the_cli_shows_each_fixture_and_exits_by_the_outcome(make_daemon, mosquitto, tmp_path):
-    d = make_daemon(token="s3cret-token", signage={"ack_timeout_s": 1})
+    d = make_daemon(token="s3cret-token-for-lights", signage={"ack_timeout_s": 1})
     d.start()
     config = str(d.config_path)
     async with fixtures(mosquitto, ("B01", "B02"), B02="no_ack"), chargers(d, "CP01", "CP02"):

@@ -1,0 +1,161 @@
+"""Which OCPP requests `POST /api/chargers/<id>/call/<Action>` may forward, per OCPP version.
+
+Only the requests a central system sends (the OCPP 1.6 and 2.0.1 specifications' CSMS-initiated
+messages, each also a name of the `ocpp` library's Action enum) pass: the library reads a schema
+file named after the action, so a name from outside must never reach it unchecked. Requests that
+replace a charger's firmware, certificates or network settings also need `[api] allow_risky_calls`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201.enums import Action as Action201
+
+from controller.api.guard import BadRequest, error, json_response
+from controller.shell.state import SquareState
+from drivers.contract.backend import (
+    CallErrorReceived,
+    CallTimedOut,
+    ChargerNotConnected,
+)
+from drivers.contract.text import printable
+
+log = logging.getLogger("laadplein.api")
+
+ACTION_NAME = re.compile(r"^[A-Za-z]{1,64}$")
+
+OCPP16, OCPP201 = "ocpp1.6", "ocpp2.0.1"
+
+_CSMS_REQUESTS_16 = frozenset({
+    "CancelReservation", "ChangeAvailability", "ChangeConfiguration", "ClearCache", "ClearChargingProfile",
+    "DataTransfer", "GetCompositeSchedule", "GetConfiguration", "GetDiagnostics", "GetLocalListVersion",
+    "RemoteStartTransaction", "RemoteStopTransaction", "ReserveNow", "Reset", "SendLocalList",
+    "SetChargingProfile", "TriggerMessage", "UnlockConnector", "UpdateFirmware",
+    # the OCPP 1.6 security whitepaper
+    "CertificateSigned", "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds", "GetLog",
+    "InstallCertificate", "SignedUpdateFirmware",
+})
+_CSMS_REQUESTS_201 = frozenset({
+    "CancelReservation", "CertificateSigned", "ChangeAvailability", "ClearCache", "ClearChargingProfile",
+    "ClearDisplayMessage", "ClearVariableMonitoring", "CostUpdated", "CustomerInformation", "DataTransfer",
+    "DeleteCertificate", "GetBaseReport", "GetChargingProfiles", "GetCompositeSchedule", "GetDisplayMessages",
+    "GetInstalledCertificateIds", "GetLocalListVersion", "GetLog", "GetMonitoringReport", "GetReport",
+    "GetTransactionStatus", "GetVariables", "InstallCertificate", "PublishFirmware", "RequestStartTransaction",
+    "RequestStopTransaction", "ReserveNow", "Reset", "SendLocalList", "SetChargingProfile", "SetDisplayMessage",
+    "SetMonitoringBase", "SetMonitoringLevel", "SetNetworkProfile", "SetVariableMonitoring", "SetVariables",
+    "TriggerMessage", "UnlockConnector", "UnpublishFirmware", "UpdateFirmware",
+})
+
+# Each name is checked against the library's enum too: a name it does not know has no schema file.
+REQUESTS: dict[str, frozenset[str]] = {
+    OCPP16: frozenset(a for a in _CSMS_REQUESTS_16 if a in {x.value for x in Action16}),
+    OCPP201: frozenset(a for a in _CSMS_REQUESTS_201 if a in {x.value for x in Action201}),
+}
+
+# What a stranger with the token could use to take a charger over for good: new firmware, new trust
+# anchors or client certificates, another central system to connect to.
+RISKY = frozenset({
+    "UpdateFirmware", "SignedUpdateFirmware", "PublishFirmware", "InstallCertificate", "DeleteCertificate",
+    "CertificateSigned", "SetNetworkProfile",
+})
+
+
+class CallRefused(Exception):
+    """The action may not be sent; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_action(action: str, version: str | None, *, allow_risky: bool) -> None:
+    """Raise CallRefused unless `action` is a request a central system sends in `version` (None: either)."""
+    if not ACTION_NAME.match(action):
+        raise CallRefused(400, "the action must be an OCPP request name (letters only, at most 64)")
+    known = REQUESTS.get(version) if version is not None else None
+    if known is None:
+        known = REQUESTS[OCPP16] | REQUESTS[OCPP201]
+    if action not in known:
+        where = f"OCPP {version.removeprefix('ocpp')}" if version in REQUESTS else "OCPP 1.6 or 2.0.1"
+        raise CallRefused(400, f"{action} is not an {where} request a central system sends")
+    if action in RISKY and not allow_risky:
+        raise CallRefused(
+            403, f"{action} changes a charger's firmware, certificates or network settings: "
+            "it needs allow_risky_calls = true in the config's [api] section"
+        )
+
+
+class ChargerCaller(Protocol):
+    """What the API needs of the OCPP driver."""
+
+    def connected(self) -> dict[str, str]: ...
+
+    async def call(self, charger_id: str, action: str, payload: dict) -> dict: ...
+
+
+class ChargerCalls:
+    """The view of `POST /api/chargers/<id>/call/<Action>`: checks the action, forwards it, logs the call."""
+
+    def __init__(self, state: SquareState, ocpp: ChargerCaller,
+                 read_body: Callable[[web.Request], Awaitable[dict]], *, allow_risky: bool) -> None:
+        self.state = state
+        self.ocpp = ocpp
+        self.read_body = read_body
+        self.allow_risky = allow_risky
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Forward one OCPP request a central system may send; every attempt goes in the event log."""
+        charger_id = request.match_info["charger"]
+        action = request.match_info["action"]
+        if charger_id not in self.state.chargers:
+            return error(404, f"no charger {charger_id!r}")
+        live = self.state.chargers[charger_id]
+        version = self.ocpp.connected().get(charger_id) or live.ocpp_version
+        try:
+            check_action(action, version, allow_risky=self.allow_risky)
+        except CallRefused as exc:
+            self._note_call(request, charger_id, action, exc.status, "refused")
+            return error(exc.status, str(exc))
+        try:
+            payload = await self.read_body(request)
+        except BadRequest as exc:
+            self._note_call(request, charger_id, action, 400, "not a JSON object within bounds")
+            return error(400, str(exc))
+        try:
+            answer = await self.ocpp.call(charger_id, action, payload)
+        except ChargerNotConnected:
+            self._note_call(request, charger_id, action, 409, "not connected")
+            return error(409, f"charger {charger_id} is not connected")
+        except CallTimedOut:
+            self._note_call(request, charger_id, action, 504, "no answer in time")
+            return error(504, f"charger {charger_id} did not answer {action} in time")
+        except CallErrorReceived as exc:
+            self._note_call(request, charger_id, action, 502, f"CALLERROR {exc.code}")
+            return error(502, f"charger {charger_id} answered {action} with a CALLERROR", code=exc.code, description=exc.description)
+        except ValueError as exc:  # the request does not fit the OCPP schema
+            self._note_call(request, charger_id, action, 400, "does not fit the OCPP schema")
+            return error(400, f"{action}: {exc}")
+        status = answer.get("status") if isinstance(answer, dict) else None
+        self._note_call(request, charger_id, action, 200, f"answered {status}" if isinstance(status, str) else "answered")
+        return json_response(answer)
+
+    def _note_call(self, request: web.Request, charger_id: str, action: str, code: int, result: str) -> None:
+        """One event per call: who (the token's holder, from which address), the action and the result.
+
+        The payload is never logged: it may hold an id tag (idTag, idToken).
+        """
+        peer = request.remote or "?"
+        result = printable(result, 60)
+        self.state.note(
+            "charger_call",
+            f"charger {charger_id}: {action} from the admin API (admin at {peer}): {code} {result}",
+            charger_id=charger_id,
+            data={"action": action, "who": "admin", "peer": peer, "status": code, "result": result},
+        )
+        log.info("charger %s: %s from the admin API (admin at %s): %d %s", charger_id, action, peer, code, result)

@@ -1,0 +1,123 @@
+"""The admin API over TLS: served with the config's certificate, and the CLI's client trusting exactly
+that certificate (found through the config), whatever name it reaches the daemon by."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from config.loader import load_config
+from controller.api.listener import TlsSetupError, tls_context
+from controller.api.server import AdminApi
+from controller.api.token import load_or_create_token
+from controller.cli.client import ApiClient, ClientError
+from controller.shell.cycle import Cycle
+from controller.shell.state import SquareState
+from controller.store.database import Store
+from controller.store.secrets import TagVault
+from tests.test_api_guard import T0, FakeOcpp, Publisher
+
+CONFIG = """
+[site]
+id = "tlstest"
+[grid]
+limit_a = 80
+[api]
+host = "127.0.0.1"
+port = {port}
+cert_file = "api-cert.pem"
+key_file = "api-key.pem"
+[storage]
+path = "state/laadplein.db"
+[[chargers]]
+id = "CP01"
+max_current_a = 32
+[[bays]]
+id = "B01"
+charger = "CP01"
+connector = 1
+"""
+
+
+def leaf_certificate(folder: Path) -> None:
+    """A self-signed leaf (not a CA) naming only gateway.example, so that no hostname check can pass."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.example")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("gateway.example")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "api-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "api-key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+@pytest.fixture
+async def tls_square(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    leaf_certificate(tmp_path)
+    (tmp_path / "square.toml").write_text(CONFIG.format(port=port))
+    cfg = load_config(tmp_path / "square.toml")
+    token = load_or_create_token(cfg.api_token_file)
+    async with await Store.open(cfg.storage.path, TagVault(bytes(range(32)))) as store:
+        state = SquareState(cfg, store, clock=lambda: T0)
+        api = AdminApi(state, Cycle(state, Publisher()), FakeOcpp(), token=token,
+                       tls=tls_context(cfg.api.cert_file, cfg.api.key_file))
+        ready = asyncio.Event()
+        task = asyncio.create_task(api.run("127.0.0.1", port, ready))
+        await asyncio.wait_for(ready.wait(), timeout=5)
+        try:
+            yield tmp_path / "square.toml", port, token
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_the_cli_finds_the_https_api_through_the_config_and_trusts_its_certificate(tls_square):
+    config, port, _ = tls_square
+    client = ApiClient.from_args(api=None, token_file=None, config=config)
+    assert client.base_url == f"https://127.0.0.1:{port}"
+    health = await asyncio.to_thread(client.get, "/api/health")
+    assert health["chargers"] == 1  # the token went along: the whole answer
+
+
+async def test_a_client_that_does_not_pin_the_certificate_refuses_it(tls_square):
+    _, port, token = tls_square
+    client = ApiClient(f"https://127.0.0.1:{port}", token, timeout_s=5)
+    with pytest.raises(ClientError) as refused:
+        await asyncio.to_thread(client.get, "/api/health")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+
+
+async def test_plain_http_gets_no_answer_from_the_tls_port(tls_square):
+    _, port, token = tls_square
+    client = ApiClient(f"http://127.0.0.1:{port}", token, timeout_s=5)
+    with pytest.raises(ClientError):
+        await asyncio.to_thread(client.get, "/api/health")
+
+
+def test_a_key_that_does_not_fit_the_certificate_names_the_files(tmp_path):
+    leaf_certificate(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    leaf_certificate(other)
+    with pytest.raises(TlsSetupError, match="api.cert_file"):
+        tls_context(tmp_path / "api-cert.pem", other / "api-key.pem")
+    assert isinstance(tls_context(tmp_path / "api-cert.pem", tmp_path / "api-key.pem"), ssl.SSLContext)
