@@ -84,6 +84,7 @@ class AdminApi:
         r.add_put("/api/chargers/{charger}/password", self.set_charger_password)
         r.add_get("/api/events", self.events)
         r.add_get("/api/sessions", self.sessions)
+        r.add_get("/api/sessions/{session}/meter_values", self.session_meter_values)
         r.add_get("/api/tokens", self.tokens)
         r.add_put("/api/tokens", self.put_token)
         r.add_delete("/api/tokens", self.delete_token)
@@ -317,6 +318,25 @@ class AdminApi:
         sessions = await self.state.store.sessions(since=self._since(request), limit=self._limit(request))
         # `id` is the transaction id the charger knows: an OCPP 2.0.1 charger's own string
         return _json([{k: v for k, v in s.items() if k != "charger_tx"} | {"id": s["charger_tx"] or s["id"]} for s in sessions])
+
+    async def session_meter_values(self, request: web.Request) -> web.Response:
+        """A session's stored samples, oldest first; `?charger=` picks one where two chargers' 2.0.1
+        transaction ids are the same."""
+        public_id = request.match_info["session"]
+        charger_id = request.query.get("charger")
+        if len(public_id) > 64 or (charger_id is not None and len(charger_id) > 64):
+            raise BadRequest("a session id or charger id is at most 64 characters")
+        found = await self.state.store.sessions_by_public_id(public_id, charger_id)
+        if not found:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no session {public_id!r}"}), content_type="application/json")
+        if len(found) > 1:
+            chargers = ", ".join(sorted({s["charger"] for s in found}))
+            raise web.HTTPConflict(
+                text=json.dumps({"error": f"session id {public_id!r} is used by chargers {chargers}: add ?charger=<id>"}),
+                content_type="application/json",
+            )
+        samples = await self.state.store.meter_samples(found[0]["id"])
+        return _json([{k: v for k, v in m.items() if k != "tx_id"} for m in samples])
 
     async def tokens(self, request: web.Request) -> web.Response:
         return _json(await self.state.store.tokens.all())

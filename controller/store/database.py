@@ -265,6 +265,18 @@ class Store:
             rows.reverse()
         return [_session(r) for r in rows]
 
+    async def sessions_by_public_id(self, public_id: str, charger_id: str | None = None) -> list[dict[str, Any]]:
+        """The sessions the API calls `public_id` (interfaces.md §5: the transaction id the charger knows:
+        an OCPP 2.0.1 charger's own string, else the gateway's number), of one charger when given. More
+        than one only for 2.0.1 ids, which are unique per charger, not per square."""
+        where = " WHERE (s.charger_tx = ? OR (s.charger_tx IS NULL AND CAST(s.id AS TEXT) = ?))"
+        args: tuple[Any, ...] = (public_id, public_id)
+        if charger_id is not None:
+            where += " AND s.charger_id = ?"
+            args += (charger_id,)
+        rows = await self._conn.fetch(_SESSION_SELECT + where + " ORDER BY s.id", args)
+        return [_session(r) for r in rows]
+
     # meter values
 
     async def add_meter_samples(

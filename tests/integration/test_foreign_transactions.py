@@ -84,6 +84,13 @@ async def survives(daemon: Daemon, sim: Any, before: dict) -> None:
     await wait_until(lambda: session(daemon, "CP02")["stopped"] is not None, 10, "CP02's own stop")
     stopped = session(daemon, "CP02")
     assert stopped["energy_wh"] == pytest.approx(sim.energy_wh[1], abs=1.0), stopped
+    # Its stored samples are its own charger's, none of them the forged register.
+    status, samples = daemon.api("GET", f"/api/sessions/{stopped['id']}/meter_values?charger=CP02")
+    assert status == 200 and samples, (status, samples)
+    assert {m["charger"] for m in samples} == {"CP02"}, samples
+    assert all((m["energy_wh"] or 0) < HUGE_WH for m in samples), samples
+    assert [m["at"] for m in samples] == sorted(m["at"] for m in samples)
+    assert daemon.api("GET", "/api/sessions/no-such-session/meter_values")[0] == 404
 
 
 async def test_16_a_charger_cannot_stop_or_meter_another_chargers_session(make_daemon) -> None:
