@@ -10,10 +10,10 @@ import logging
 import ssl
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader, NegotiationError
@@ -29,11 +29,13 @@ from drivers.contract.backend import (
     ChargerNotConnected,
 )
 from drivers.contract.events import ChargerConnected, ChargerDisconnected
+from drivers.ocpp.admission import ConnectionGate, LoginPolicy
 from drivers.ocpp.context import LinkContext
 from drivers.ocpp.handlers16 import ChargerLink16
 from drivers.ocpp.handlers201 import ChargerLink201
 from drivers.ocpp.link import ChargerLink, peer_address, printable, utc_now
 from drivers.ocpp.login_guard import LoginGuard, Refusal
+from drivers.ocpp.tls import TlsFileError, tls_server_context
 
 # The library logs every frame at INFO, id tags included (interfaces.md §8).
 logging.getLogger("ocpp").setLevel(logging.WARNING)
@@ -56,9 +58,12 @@ PASSWORD_CHECK_THREADS = 2
 # bound (a flood of wrong passwords from many addresses, or a whole square reconnecting after a restart).
 MAX_PASSWORD_CHECKS_PENDING = 8
 BUSY_RETRY_AFTER_S = 1
+# Caps on connections for an OcppServer made without them (the daemon passes the config's).
+MAX_HANDSHAKES_PER_HOST = 64
+MAX_CONNECTIONS = 1024
 
 __all__ = [
-    "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer",
+    "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "LoginPolicy", "OcppServer",
     "TlsFileError", "tls_server_context",
 ]
 
@@ -71,8 +76,12 @@ class OcppServer:
     a charger that froze) is noticed within ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S.
 
     With `ssl_context` the endpoint is wss:// (a charger with a password is then at security profile 2).
-    Failed Basic Auth logins are counted by `login_guard`; one that has seen too many refuses with 429.
-    A password check that costs a scrypt runs in a worker thread, a few at once (429 beyond).
+    Failed Basic Auth logins and unknown charger ids are counted by `login_guard`; one that has seen too
+    many refuses with 429. A password check that costs a scrypt runs in a worker thread, a few at once
+    (429 beyond). `policy` says who needs a password on an exposed endpoint. At most
+    `max_handshakes_per_host` connections from one address are in their opening handshake at once, and
+    at most `max_connections` are open in all; one more is closed at once (with TLS, counted from the
+    end of the TLS handshake, which the library bounds by its open timeout).
     """
 
     def __init__(
@@ -89,6 +98,9 @@ class OcppServer:
         ping_timeout_s: float = 20,
         ssl_context: ssl.SSLContext | None = None,
         login_guard: LoginGuard | None = None,
+        policy: LoginPolicy | None = None,
+        max_handshakes_per_host: int = MAX_HANDSHAKES_PER_HOST,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._host = host
         self._port = port
@@ -100,6 +112,8 @@ class OcppServer:
         self._ping_timeout_s = ping_timeout_s
         self._ssl = ssl_context
         self._guard = LoginGuard() if login_guard is None else login_guard
+        self._policy = LoginPolicy() if policy is None else policy
+        self._gate = ConnectionGate(max_handshakes_per_host, max_connections)
         self._check_threads = asyncio.Semaphore(PASSWORD_CHECK_THREADS)
         self._checks_pending = 0
         self._links: dict[str, ChargerLink] = {}
@@ -133,6 +147,7 @@ class OcppServer:
                     close_timeout=CLOSE_TIMEOUT_S,
                     logger=_ws_logger,
                     ssl=self._ssl,
+                    create_connection=self._new_connection,
                 ) as server:
                     self._port = next(iter(server.sockets)).getsockname()[1]
                     logger.info(
@@ -168,15 +183,19 @@ class OcppServer:
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         peer = peer_address(connection)
+        host = _peer_host(connection)
+        now_s = time.monotonic()
         charger_id = self._charger_id(request.path)
         if charger_id is None:
             logger.info("refused a WebSocket from %s: no charger id in path %r", peer, urlsplit(request.path).path[:100])
+            self._count_unknown(host, now_s)
             return connection.respond(404, "Not Found\n")
         known = self._backend.charger_known(charger_id)
         if known and self._backend.charger_password_known(charger_id, None) is True:
+            if self._policy.no_password_refused(charger_id):
+                self._note_exposed(charger_id, peer, now_s, "it has no password")
+                return _unauthorized(connection)
             return None  # no password to guess: nothing to lock out
-        host = _peer_host(connection)
-        now_s = time.monotonic()
         # Before the password check: a locked-out attempt must not cost a scrypt.
         refusal = self._guard.refusal(charger_id, host, now_s)
         if refusal is not None:
@@ -186,6 +205,7 @@ class OcppServer:
             return response
         if not known:
             logger.info("refused charger %s from %s: not a charger of this square", printable(charger_id[:64]), peer)
+            self._count_unknown(host, now_s)
             return connection.respond(404, "Not Found\n")
         user, password = _basic_auth(request.headers)
         if user is not None and user != charger_id:
@@ -197,7 +217,7 @@ class OcppServer:
             response = connection.respond(429, "Too Many Requests\n")
             response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
             return response
-        if not ok:
+        if not ok or password is None:
             if user is None:
                 why = "no password given"
             elif user != charger_id:
@@ -207,22 +227,47 @@ class OcppServer:
             logger.warning("refused charger %s from %s: %s", charger_id, peer, why)
             lockout = self._guard.failed(charger_id, host, now_s)
             if lockout is not None:
-                logger.warning(
-                    "%s: %d failed logins within %g s; refusing %s for %d s without checking passwords",
-                    f"charger {charger_id} from {host}" if lockout.scope == "charger" else f"host {host}",
-                    lockout.failures, self._guard.window_s,
-                    "it" if lockout.scope == "charger" else (
-                        "every charger id from it but those that logged in from it in the last "
-                        f"{self._guard.known_good_s / 3600:g} h"
-                    ),
-                    lockout.retry_after_s,
-                )
-            response = connection.respond(401, "Unauthorized\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="laadplein", charset="UTF-8"'
-            return response
-        if password is not None:
-            self._guard.succeeded(charger_id, host, now_s)
+                self._note_lockout(charger_id, host, lockout)
+            return _unauthorized(connection)
+        if self._policy.short_password_refused(charger_id, password):
+            self._note_exposed(charger_id, peer, now_s, f"its password has {len(password)} characters, "
+                               f"fewer than the {self._policy.min_password_chars} it needs there")
+            return _unauthorized(connection)
+        self._guard.succeeded(charger_id, host, now_s)
         return None
+
+    def _count_unknown(self, host: str, now_s: float) -> None:
+        """An attempt without a charger id of this square counts towards its host's lockout."""
+        lockout = self._guard.unknown_id(host, now_s)
+        if lockout is not None:
+            self._note_lockout(None, host, lockout)
+
+    def _note_lockout(self, charger_id: str | None, host: str, lockout: Refusal) -> None:
+        """Log the start of a lockout: of one charger id from a host, or of the host."""
+        logger.warning(
+            "%s: %d failed logins%s within %g s; refusing %s for %d s without checking passwords",
+            f"charger {charger_id} from {host}" if lockout.scope == "charger" else f"host {host}",
+            lockout.failures, "" if lockout.scope == "charger" else " or unknown charger ids", self._guard.window_s,
+            "it" if lockout.scope == "charger" else (
+                "every charger id from it but those that logged in from it in the last "
+                f"{self._guard.known_good_s / 3600:g} h"
+            ),
+            lockout.retry_after_s,
+        )
+
+    def _note_exposed(self, charger_id: str, peer: str, now_s: float, why: str) -> None:
+        """Log a charger refused for want of a (long enough) password on a non-loopback endpoint, once a
+        minute per charger: it retries every few seconds, and one line tells the technician what to do."""
+        held = self._faults.admit(charger_id, "exposed-without-password", now_s)
+        if held is None:
+            return
+        more = f" ({held} more refused since the last such line)" if held else ""
+        logger.warning(
+            "refused charger %s from %s: %s, and ocpp.host %s is not loopback; give it a password of %d or more "
+            "characters (password in its [[chargers]] entry, or PUT /api/chargers/%s/password, and the same on "
+            "the charger) or state insecure = true in its [[chargers]] entry%s",
+            charger_id, peer, why, self._host, self._policy.min_password_chars, charger_id, more,
+        )
 
     async def _password_ok(self, charger_id: str, password: str | None) -> bool | None:
         """The backend's password check, a scrypt off the event loop; None when too many checks are pending."""
@@ -274,7 +319,31 @@ class OcppServer:
 
     # --- connections ----------------------------------------------------------------------
 
+    def _new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """The library's connection for a socket just accepted, counted by the gate (see `_GatedConnection`)."""
+        return _GatedConnection(self._gate, self._note_capped, *args, **kwargs)
+
+    def _note_capped(self, host: str, cap: str) -> None:
+        """Log a connection closed at once by a cap, once a minute per host (per cap for the total)."""
+        source = host if cap == "host" else "*"
+        held = self._faults.admit(source, f"capped-{cap}", time.monotonic())
+        if held is None:
+            return
+        more = f" ({held} more closed since the last such line)" if held else ""
+        if cap == "host":
+            logger.warning(
+                "closed a new connection from %s at once: %d connections from it are still in their opening "
+                "handshake (ocpp.max_handshakes_per_host)%s", host, self._gate.max_handshakes_per_host, more,
+            )
+        else:
+            logger.warning(
+                "closed a new connection from %s at once: %d OCPP connections are open (ocpp.max_connections)%s",
+                host, self._gate.max_connections, more,
+            )
+
     async def _serve_connection(self, connection: ServerConnection) -> None:
+        if isinstance(connection, _GatedConnection):
+            connection.handshake_done()
         charger_id = self._charger_id(connection.request.path if connection.request else "") or "?"
         link = LINKS[str(connection.subprotocol)](charger_id, connection, self._context)
         old = self._links.get(charger_id)
@@ -320,6 +389,43 @@ class OcppServer:
 
 
 
+class _GatedConnection(ServerConnection):
+    """A connection that asks the gate when its socket is accepted: one over a cap is closed at once, before
+    the library reads a byte of it, and costs neither a handshake task nor a file descriptor for long."""
+
+    def __init__(self, gate: ConnectionGate, note_capped: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = gate
+        self._note_capped = note_capped
+        self._gate_host: str | None = None  # set while the gate counts this connection
+        self._handshaking = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "?")
+        verdict = self._gate.admit(host)
+        if verdict != "ok":
+            # Only what connection_lost needs: the server never hears of this connection.
+            Connection.connection_made(self, transport)
+            transport.abort()
+            self._note_capped(host, verdict)
+            return
+        self._gate_host, self._handshaking = host, True
+        super().connection_made(transport)
+
+    def handshake_done(self) -> None:
+        """The opening handshake succeeded: the connection no longer counts against its host's handshakes."""
+        if self._gate_host is not None and self._handshaking:
+            self._handshaking = False
+            self._gate.handshake_done(self._gate_host)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._gate_host is not None:
+            self._gate.closed(self._gate_host, handshaking=self._handshaking)
+            self._gate_host, self._handshaking = None, False
+
+
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol:
     """The first subprotocol the charger offers that the gateway speaks; refuse (400) when none."""
     for subprotocol in offered:
@@ -327,6 +433,12 @@ def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subproto
             return subprotocol
     logger.warning("refused a charger from %s: it offers %s, the gateway speaks %s", peer_address(connection), list(offered) or "no subprotocol", list(SUBPROTOCOLS))
     raise NegotiationError("no supported OCPP subprotocol offered")
+
+
+def _unauthorized(connection: ServerConnection) -> Response:
+    response = connection.respond(401, "Unauthorized\n")
+    response.headers["WWW-Authenticate"] = 'Basic realm="laadplein", charset="UTF-8"'
+    return response
 
 
 def _basic_auth(headers: Headers) -> tuple[str | None, str | None]:
@@ -346,53 +458,3 @@ def _peer_host(connection: ServerConnection) -> str:
     if isinstance(address, tuple) and address:
         return str(address[0])
     return str(address or "?")
-
-
-class TlsFileError(ValueError):
-    """The TLS certificate or key file cannot be used: `key` is the config key, `message` names the file."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
-
-
-def tls_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """The server side of wss:// (security profile 2): the gateway's certificate chain and key, TLS 1.2 or newer.
-
-    Raises TlsFileError naming the file that is missing, unreadable, not a PEM certificate or key,
-    or a key that does not belong to the certificate.
-    """
-    cert_text = _read_pem("ocpp.tls_cert_file", Path(cert_file))
-    key_text = _read_pem("ocpp.tls_key_file", Path(key_file))
-    if "-----BEGIN CERTIFICATE-----" not in cert_text:
-        raise TlsFileError("ocpp.tls_cert_file", f"{cert_file}: not a PEM certificate (no BEGIN CERTIFICATE line)")
-    if "PRIVATE KEY-----" not in key_text:
-        raise TlsFileError("ocpp.tls_key_file", f"{key_file}: not a PEM private key (no BEGIN ... PRIVATE KEY line)")
-    if "ENCRYPTED" in key_text:
-        raise TlsFileError("ocpp.tls_key_file", f"{key_file}: the key is encrypted; the gateway needs it "
-                           "unencrypted (readable only by the gateway's user)")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security whitepaper: TLS 1.2 or newer
-    try:
-        context.load_cert_chain(cert_file, key_file, password=_no_key_password)
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc):
-            raise TlsFileError("ocpp.tls_key_file", f"{key_file}: not the key of the certificate in {cert_file}") from None
-        raise TlsFileError("ocpp.tls_cert_file", f"{cert_file} with the key in {key_file}: "
-                           f"not a usable certificate and key ({exc.reason or exc})") from None
-    return context
-
-
-def _read_pem(key: str, path: Path) -> str:
-    try:
-        return path.read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        raise TlsFileError(key, f"{path}: no such file") from None
-    except OSError as exc:
-        raise TlsFileError(key, f"{path}: cannot read it ({exc.strerror or exc})") from None
-
-
-def _no_key_password() -> str:
-    # Never prompt on a terminal for an encrypted key's password: fail instead.
-    raise TlsFileError("ocpp.tls_key_file", "the key needs a password")
