@@ -13,8 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from config.loader import ConfigError, ConfigIssue, config_warnings, load_config, load_config_text
-from config.schema import BatteryConfig, GridConfig, SquareConfig, cross_issues, loopback_host
+from config.loader import (
+    ConfigError,
+    ConfigIssue,
+    config_warnings,
+    load_config,
+    load_config_text,
+)
+from config.schema import (
+    BatteryConfig,
+    GridConfig,
+    SquareConfig,
+    cross_issues,
+    loopback_host,
+)
 from controller.cli.check import check_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
@@ -655,8 +667,8 @@ def test_the_ecdsa_pair_needs_both_files_and_an_rsa_pair_beside_it(tmp_path: Pat
     half = issues_of(emit(doc_with(("ocpp", "tls_ecdsa_cert_file", "ec.pem"))))
     assert [(i.key_path, i.message) for i in half] == [
         ("ocpp.tls_ecdsa_key_file", "missing: tls_ecdsa_cert_file is set, and TLS needs both the certificate and its key"),
-        ("ocpp.tls_cert_file", "missing: the ECDSA pair (tls_ecdsa_cert_file) stands beside an RSA pair, "
-                               "tls_cert_file and tls_key_file"),
+        ("ocpp.tls_cert_file", ("missing: the ECDSA pair (tls_ecdsa_cert_file) stands beside an RSA pair, "
+                                "tls_cert_file and tls_key_file")),
     ]
     doc = doc_with(("ocpp", "tls_cert_file", "rsa.pem"), ("ocpp", "tls_key_file", "rsa-key.pem"),
                    ("ocpp", "tls_ecdsa_cert_file", "ec.pem"), ("ocpp", "tls_ecdsa_key_file", "ec-key.pem"))
