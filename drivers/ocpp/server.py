@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader, NegotiationError
@@ -31,6 +31,7 @@ from drivers.contract.backend import (
 from drivers.contract.events import ChargerConnected, ChargerDisconnected
 from drivers.ocpp.admission import ConnectionGate, LoginPolicy
 from drivers.ocpp.context import LinkContext
+from drivers.ocpp.gated import GatedConnection
 from drivers.ocpp.handlers16 import ChargerLink16
 from drivers.ocpp.handlers201 import ChargerLink201
 from drivers.ocpp.link import ChargerLink, peer_address, printable, utc_now
@@ -61,6 +62,12 @@ BUSY_RETRY_AFTER_S = 1
 # Caps on connections for an OcppServer made without them (the daemon passes the config's).
 MAX_HANDSHAKES_PER_HOST = 64
 MAX_CONNECTIONS = 1024
+# File descriptors the daemon needs beside its chargers' sockets (database, broker, API, logs, threads).
+OTHER_FILES = 64
+# asyncio accepts up to `backlog` sockets in one turn of the loop, and one closed by a cap is released two
+# turns later: a flood holds up to about three times this beyond the caps. The kernel keeps as many
+# waiting; a square reconnecting at once beyond that is let in on its chargers' next SYN, within a second.
+ACCEPT_BACKLOG = 32
 
 __all__ = [
     "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "LoginPolicy", "OcppServer",
@@ -148,17 +155,31 @@ class OcppServer:
                     logger=_ws_logger,
                     ssl=self._ssl,
                     create_connection=self._new_connection,
+                    backlog=ACCEPT_BACKLOG,
                 ) as server:
                     self._port = next(iter(server.sockets)).getsockname()[1]
                     logger.info(
                         "OCPP central system listening on %s://%s:%s%s<charger id>",
                         "ws" if self._ssl is None else "wss", self._host, self._port, self._prefix,
                     )
+                    self._check_file_limit()
                     if ready is not None:
                         ready.set()
                     await server.serve_forever()
             finally:
                 self._tasks = None
+
+    def _check_file_limit(self) -> None:
+        """Warn when the connection cap would let a flood use up the process's file descriptors."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        room = soft - OTHER_FILES - 3 * ACCEPT_BACKLOG
+        if soft != resource.RLIM_INFINITY and self._gate.max_connections > room:
+            logger.warning(
+                "ocpp.max_connections is %d, and the gateway's open-file limit %d leaves room for about %d "
+                "sockets: a flood could use up the files the API and the database need; lower "
+                "max_connections or raise the limit (LimitNOFILE in the service unit)",
+                self._gate.max_connections, soft, max(0, room),
+            )
 
     async def call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send an OCPP request (action name, camelCase payload) and return the charger's response payload.
@@ -320,29 +341,11 @@ class OcppServer:
     # --- connections ----------------------------------------------------------------------
 
     def _new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
-        """The library's connection for a socket just accepted, counted by the gate (see `_GatedConnection`)."""
-        return _GatedConnection(self._gate, self._note_capped, *args, **kwargs)
-
-    def _note_capped(self, host: str, cap: str) -> None:
-        """Log a connection closed at once by a cap, once a minute per host (per cap for the total)."""
-        source = host if cap == "host" else "*"
-        held = self._faults.admit(source, f"capped-{cap}", time.monotonic())
-        if held is None:
-            return
-        more = f" ({held} more closed since the last such line)" if held else ""
-        if cap == "host":
-            logger.warning(
-                "closed a new connection from %s at once: %d connections from it are still in their opening "
-                "handshake (ocpp.max_handshakes_per_host)%s", host, self._gate.max_handshakes_per_host, more,
-            )
-        else:
-            logger.warning(
-                "closed a new connection from %s at once: %d OCPP connections are open (ocpp.max_connections)%s",
-                host, self._gate.max_connections, more,
-            )
+        """The library's connection for a socket just accepted, counted by the gate."""
+        return GatedConnection(self._gate, self._faults, logger, *args, **kwargs)
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
-        if isinstance(connection, _GatedConnection):
+        if isinstance(connection, GatedConnection):
             connection.handshake_done()
         charger_id = self._charger_id(connection.request.path if connection.request else "") or "?"
         link = LINKS[str(connection.subprotocol)](charger_id, connection, self._context)
@@ -387,43 +390,6 @@ class OcppServer:
             if self._faults.admit(link.id, "trigger-status", time.monotonic()) is not None:
                 logger.warning("charger %s: asking for its connector status failed: %s", link.id, exc)
 
-
-
-class _GatedConnection(ServerConnection):
-    """A connection that asks the gate when its socket is accepted: one over a cap is closed at once, before
-    the library reads a byte of it, and costs neither a handshake task nor a file descriptor for long."""
-
-    def __init__(self, gate: ConnectionGate, note_capped: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._gate = gate
-        self._note_capped = note_capped
-        self._gate_host: str | None = None  # set while the gate counts this connection
-        self._handshaking = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "?")
-        verdict = self._gate.admit(host)
-        if verdict != "ok":
-            # Only what connection_lost needs: the server never hears of this connection.
-            Connection.connection_made(self, transport)
-            transport.abort()
-            self._note_capped(host, verdict)
-            return
-        self._gate_host, self._handshaking = host, True
-        super().connection_made(transport)
-
-    def handshake_done(self) -> None:
-        """The opening handshake succeeded: the connection no longer counts against its host's handshakes."""
-        if self._gate_host is not None and self._handshaking:
-            self._handshaking = False
-            self._gate.handshake_done(self._gate_host)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self._gate_host is not None:
-            self._gate.closed(self._gate_host, handshaking=self._handshaking)
-            self._gate_host, self._handshaking = None, False
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol:
