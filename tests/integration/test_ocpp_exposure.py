@@ -70,6 +70,8 @@ def square(tmp_path, mosquitto):
 async def test_on_a_non_loopback_host_a_charger_without_a_password_is_refused_unless_stated_insecure(square):
     d = square(host="0.0.0.0", chargers={"CP01": "", "CP02": "insecure = true\n", "CP03": f'password = "{LONG}"\n'})
     d.start()
+    # The start names the one that will be refused.
+    assert log_lines(d, r"ocpp\.host 0\.0\.0\.0 is not loopback, and 1 charger\(s\) have no password: CP01;")
     for _ in range(3):  # it retries; the technician gets one line a minute, not one per try
         status, headers = await refused_with(d.ocpp_url, "CP01", None)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
