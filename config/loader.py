@@ -14,23 +14,28 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from config.issues import CrossCheckError, Loc, dotted, number_text
-from config.schema import SquareConfig, cross_issues
+from config.schema import SquareConfig, cross_issues, square_warnings
 
-__all__ = ["ConfigError", "ConfigIssue", "key_line", "load_config", "load_config_text"]
+__all__ = ["ConfigError", "ConfigIssue", "config_warnings", "key_line", "load_config", "load_config_text"]
 
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigIssue:
-    """One problem in a config file, at a 1-based line (0 when the file itself cannot be read)."""
+    """One problem in a config file, at a 1-based line (0 when the file itself cannot be read).
+
+    An "error" makes the config unusable; a "warning" is a risk the gateway runs with it.
+    """
 
     file: str
     line: int
     key_path: str
     message: str
+    level: typing.Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.key_path}: {self.message}"
+        level = "warning: " if self.level == "warning" else ""
+        return f"{self.file}:{self.line}: {level}{self.key_path}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -88,11 +93,24 @@ def _resolve_paths(square: SquareConfig, base_dir: Path) -> SquareConfig:
                  if (path := getattr(square.api, key)) is not None and not path.is_absolute()}
     if api_files:
         update["api"] = square.api.model_copy(update=api_files)
-    tls = {key: base_dir / path for key in ("tls_cert_file", "tls_key_file")
+    tls_keys = ("tls_cert_file", "tls_key_file", "tls_ecdsa_cert_file", "tls_ecdsa_key_file")
+    tls = {key: base_dir / path for key in tls_keys
            if (path := getattr(square.ocpp, key)) is not None and not path.is_absolute()}
     if tls:
         update["ocpp"] = square.ocpp.model_copy(update=tls)
     return square.model_copy(update=update) if update else square
+
+
+def config_warnings(path: str | Path, square: SquareConfig) -> list[ConfigIssue]:
+    """The warnings for `square`, read from the file at `path`, each at the line of its key (1 when unreadable)."""
+    try:
+        locator = _Locator(Path(path).read_text(encoding="utf-8").removeprefix("\ufeff"))
+    except (OSError, UnicodeDecodeError):
+        locator = _Locator("")
+    return [
+        ConfigIssue(str(path), locator.line_of(loc), dotted(loc), message, "warning")
+        for loc, message in square_warnings(square)
+    ]
 
 
 def key_line(text: str, key_path: str) -> int:

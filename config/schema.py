@@ -6,6 +6,7 @@ Models are strict because TOML is typed: "80" where a number belongs is a mistak
 
 from __future__ import annotations
 
+import ipaddress
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,13 +25,14 @@ from config.schema_api import API_TOKEN_FILE_NAME, ApiConfig, api_issues
 from config.schema_devices import BatteryConfig, GridMeterConfig, battery_issues
 
 __all__ = [
+    "EXPOSED_MIN_PASSWORD_CHARS",
     "ApiConfig",
     "BatteryConfig",
     "BayConfig",
-    "GridMeterConfig",
     "ChargerConfig",
     "ControlConfig",
     "GridConfig",
+    "GridMeterConfig",
     "MqttConfig",
     "OcppConfig",
     "SignageConfig",
@@ -38,12 +40,32 @@ __all__ = [
     "SquareConfig",
     "StorageConfig",
     "cross_issues",
+    "loopback_host",
+    "square_warnings",
 ]
 
 #: A charger's id, configured or (with `allow_unknown_chargers`) met at the handshake: OCPP's identity
 #: (at most 48 characters) in a charset safe in URLs, topics, logs and terminals, and without the `:`
 #: that Basic Auth cannot carry in a user name.
 CHARGER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,48}$"
+
+# OCPP 2.0.1 (BasicAuthPassword) and the 1.6 security whitepaper ask for 16 to 40 characters. On a
+# non-loopback ocpp.host a shorter charger password is refused unless the charger says insecure = true.
+EXPOSED_MIN_PASSWORD_CHARS = 16
+
+
+def loopback_host(host: str) -> bool:
+    """True when listening on `host` reaches only this machine (127.0.0.0/8, ::1, localhost).
+
+    Any other name counts as reachable from outside: a name may resolve to anything.
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 class SiteConfig(BaseModel):
     """Which square this is; `id` names its MQTT topics."""
@@ -83,11 +105,17 @@ class GridConfig(BaseModel):
 
 
 def _ocpp_issues(ocpp: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    cert, key = ocpp.get("tls_cert_file"), ocpp.get("tls_key_file")
-    if (cert is None) == (key is None):
-        return []
-    given, missing = ("tls_cert_file", "tls_key_file") if key is None else ("tls_key_file", "tls_cert_file")
-    return [((missing,), f"missing: {given} is set, and TLS needs both the certificate and its key")]
+    issues: list[tuple[Loc, str]] = []
+    for cert_key, key_key in (("tls_cert_file", "tls_key_file"), ("tls_ecdsa_cert_file", "tls_ecdsa_key_file")):
+        cert, key = ocpp.get(cert_key), ocpp.get(key_key)
+        if (cert is None) == (key is None):
+            continue
+        given, missing = (cert_key, key_key) if key is None else (key_key, cert_key)
+        issues.append(((missing,), f"missing: {given} is set, and TLS needs both the certificate and its key"))
+    if ocpp.get("tls_ecdsa_cert_file") is not None and ocpp.get("tls_cert_file") is None:
+        message = "missing: the ECDSA pair (tls_ecdsa_cert_file) stands beside an RSA pair, tls_cert_file and tls_key_file"
+        issues.append((("tls_cert_file",), message))
+    return issues
 
 
 class OcppConfig(BaseModel):
@@ -112,6 +140,15 @@ class OcppConfig(BaseModel):
     # the endpoint wss://, TLS 1.2 or newer. Both or neither; relative to the config file's folder.
     tls_cert_file: Path | None = Field(None, strict=False)
     tls_key_file: Path | None = Field(None, strict=False)
+    # An ECDSA certificate and key beside the pair above (then an RSA one): OCPP 2.0.1 asks the central
+    # system to offer both ECDSA and RSA cipher suites, and a charger takes the one it supports.
+    tls_ecdsa_cert_file: Path | None = Field(None, strict=False)
+    tls_ecdsa_key_file: Path | None = Field(None, strict=False)
+    # Connections still in their opening handshake from one address, and OCPP connections open in all
+    # (handshakes included); beyond either a new connection is closed at once. Unset: the number of
+    # chargers plus 16, and twice the number of chargers plus 32 (SquareConfig.ocpp_max_*).
+    max_handshakes_per_host: int | None = Field(None, ge=1, le=100_000)
+    max_connections: int | None = Field(None, ge=1, le=100_000)
     # Failed Basic Auth logins count for this long: 5 of one charger id from one host, or 20 from one
     # host, and it is refused (HTTP 429) for as long again without a password check.
     login_lockout_s: float = Field(60, ge=1, le=3600)
@@ -128,6 +165,11 @@ class OcppConfig(BaseModel):
         if issues:
             raise CrossCheckError(issues)
         return self
+
+    @property
+    def on_loopback(self) -> bool:
+        """True when chargers can reach the endpoint only from this machine (see `loopback_host`)."""
+        return loopback_host(self.host)
 
 
 class MqttConfig(BaseModel):
@@ -203,6 +245,9 @@ class ChargerConfig(BaseModel):
     phases: Literal[1, 3] = 3
     connectors: int = Field(1, ge=1, le=8)
     password: str | None = Field(None, min_length=1, max_length=64)
+    # Stated on purpose: on a non-loopback ocpp.host this charger may connect without a password, or with
+    # one under 16 characters. Without it such a charger is refused at the handshake (401).
+    insecure: bool = False
     # Real chargers break the OCPP schemas (numeric meter values, "+00:00" times, missing fields): a
     # lenient charger's payloads are mended and accepted with a warning instead of a CALLERROR.
     lenient: bool = False
@@ -272,6 +317,18 @@ class SquareConfig(BaseModel):
     def api_token_file(self) -> Path:
         """The admin API's token file: `api.token_file`, else `api-token` beside the database."""
         return self.api.token_file or Path(self.storage.path).parent / API_TOKEN_FILE_NAME
+
+    @property
+    def ocpp_max_handshakes_per_host(self) -> int:
+        """Opening handshakes at once from one address: the config's, or one per charger plus 16."""
+        configured = self.ocpp.max_handshakes_per_host
+        return len(self.chargers) + 16 if configured is None else configured
+
+    @property
+    def ocpp_max_connections(self) -> int:
+        """OCPP connections open at once, handshakes included: the config's, or two per charger plus 32."""
+        configured = self.ocpp.max_connections
+        return 2 * len(self.chargers) + 32 if configured is None else configured
 
     @property
     def topic_root(self) -> str:
@@ -374,3 +431,36 @@ def _entries(data: Mapping[str, Any], name: str) -> list[tuple[int, Mapping[str,
     if not isinstance(value, list):
         return None
     return [(index, entry) for index, entry in enumerate(value) if isinstance(entry, Mapping)]
+
+
+def square_warnings(square: SquareConfig) -> list[tuple[Loc, str]]:
+    """What a valid config leaves open to others on the network, each with its key path: shown, never refused.
+
+    No TLS on a non-loopback OCPP endpoint, chargers without a password (stated insecure or not),
+    passwords shorter than OCPP asks for, and unknown charger ids let in.
+    """
+    ocpp = square.ocpp
+    exposed = not ocpp.on_loopback
+    warnings: list[tuple[Loc, str]] = []
+    if exposed and ocpp.tls_cert_file is None:
+        warnings.append((("ocpp", "host"), (f"{ocpp.host} is not loopback and there is no TLS (tls_cert_file): "
+                         "chargers' passwords and id tags cross the network readable (plain ws://)")))
+    if exposed and ocpp.allow_unknown_chargers:
+        warnings.append((("ocpp", "allow_unknown_chargers"), f"any charger id is let in on {ocpp.host} without a password"))
+    for index, charger in enumerate(square.chargers):
+        if charger.password is None:
+            if charger.insecure:
+                why = "insecure = true: anyone who knows its id can connect as it"
+            elif exposed:
+                why = (f"on the non-loopback ocpp.host {ocpp.host} it is refused until it has one (password "
+                       f"here or PUT /api/chargers/{charger.id}/password) or insecure = true")
+            else:
+                why = "anyone on this machine who knows its id can connect as it"
+            warnings.append((("chargers", index, "id"), f"charger {charger.id} has no password; {why}"))
+        elif len(charger.password) < EXPOSED_MIN_PASSWORD_CHARS:
+            then = ""
+            if exposed and not charger.insecure:
+                then = f"; on the non-loopback ocpp.host {ocpp.host} it is refused unless insecure = true"
+            warnings.append((("chargers", index, "password"), (f"charger {charger.id}: the password has "
+                             f"{len(charger.password)} characters, OCPP asks for {EXPOSED_MIN_PASSWORD_CHARS} to 40{then}")))
+    return warnings

@@ -30,6 +30,7 @@ from controller.shell.service import JournalFormatter, ServiceNotifier, journal_
 from controller.shell.state import SquareState
 from controller.store.database import Store
 from controller.store.lease_journal import LeaseJournal
+from controller.store.passwords import RECOMMENDED_MIN_CHARS
 from controller.store.secrets import TagVault, load_or_create_secret
 from drivers.batteries.factory import make_battery
 from drivers.contract.clock import utc_now
@@ -38,7 +39,12 @@ from drivers.meters.factory import make_grid_meter
 from drivers.mqtt.link import MqttLink
 from drivers.ocpp.login_guard import LoginGuard
 from drivers.ocpp.pacing import FrameLimits
-from drivers.ocpp.server import OcppServer, TlsFileError, tls_server_context
+from drivers.ocpp.server import (
+    LoginPolicy,
+    OcppServer,
+    TlsFileError,
+    tls_server_context,
+)
 from drivers.sim.in_process import SimulatedBattery
 
 log = logging.getLogger("laadplein.daemon")
@@ -123,7 +129,8 @@ async def run_daemon(
         tls = None
         if cfg.ocpp.tls_cert_file is not None and cfg.ocpp.tls_key_file is not None:
             try:
-                tls = tls_server_context(cfg.ocpp.tls_cert_file, cfg.ocpp.tls_key_file)
+                tls = tls_server_context(cfg.ocpp.tls_cert_file, cfg.ocpp.tls_key_file,
+                                         cfg.ocpp.tls_ecdsa_cert_file, cfg.ocpp.tls_ecdsa_key_file)
             except TlsFileError as exc:
                 raise DaemonError(str(exc)) from None
         ocpp = OcppServer(
@@ -140,6 +147,15 @@ async def run_daemon(
             frame_limits=FrameLimits(
                 cfg.ocpp.max_messages_per_s, cfg.ocpp.message_burst, cfg.ocpp.max_samples_per_frame
             ),
+            policy=LoginPolicy(
+                exposed=not cfg.ocpp.on_loopback,
+                insecure=frozenset(c.id for c in cfg.chargers if c.insecure),
+                unknown_insecure=cfg.ocpp.allow_unknown_chargers,
+                min_password_chars=RECOMMENDED_MIN_CHARS,
+                configured=frozenset(c.id for c in cfg.chargers),
+            ),
+            max_handshakes_per_host=cfg.ocpp_max_handshakes_per_host,
+            max_connections=cfg.ocpp_max_connections,
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
         charging.journal = journal

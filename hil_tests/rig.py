@@ -94,7 +94,8 @@ def rig_square_toml(*, ocpp_port: int, api_port: int, mqtt_host: str, mqtt_port:
         )
     n = 0
     for c in chargers:
-        pw = f'password = "{c["password"]}"\n' if c.get("password") else ""
+        # The rig listens on every address: a charger without a password is let in only when stated insecure.
+        pw = f'password = "{c["password"]}"\n' if c.get("password") else "insecure = true\n"
         parts.append(f'[[chargers]]\nid = "{c["id"]}"\nmax_current_a = {c.get("max_current_a", 32)}\n'
                      f'connectors = {c.get("connectors", 2)}\n{pw}')
     for c in chargers:

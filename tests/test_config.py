@@ -13,8 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from config.loader import ConfigError, ConfigIssue, load_config, load_config_text
-from config.schema import BatteryConfig, GridConfig, SquareConfig, cross_issues
+from config.loader import (
+    ConfigError,
+    ConfigIssue,
+    config_warnings,
+    load_config,
+    load_config_text,
+)
+from config.schema import (
+    BatteryConfig,
+    GridConfig,
+    SquareConfig,
+    cross_issues,
+    loopback_host,
+)
 from controller.cli.check import check_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
@@ -573,3 +585,93 @@ def test_cross_checks_do_not_depend_on_field_errors(doc: dict[str, Any], data: s
     after = {(issue.key_path, issue.message) for issue in issues_of(emit(broken))}
     assert any(path.endswith(".charger") for path, _ in before)
     assert before < after and len(after - before) == 2
+
+
+# -- exposure: warnings, insecure chargers, the ECDSA pair, connection caps --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("fe80::1", False), ("gateway.lan", False)],
+)
+def test_loopback_host(host: str, loopback: bool) -> None:
+    assert loopback_host(host) is loopback
+    assert load_config_text(emit(doc_with(("ocpp", "host", host)))).ocpp.on_loopback is loopback
+
+
+def warnings_of(tmp_path: Path, doc: dict[str, Any]) -> list[ConfigIssue]:
+    config_file = tmp_path / "square.toml"
+    config_file.write_text(emit(doc))
+    return config_warnings(config_file, load_config(config_file))
+
+
+def test_warnings_name_what_an_exposed_endpoint_leaves_open(tmp_path: Path) -> None:
+    doc = doc_with(("ocpp", "host", "0.0.0.0"), ("ocpp", "allow_unknown_chargers", True))
+    doc["chargers"].append({"id": "CP03", "max_current_a": 16, "password": "kort-wachtwoord"})
+    doc["chargers"].append({"id": "CP04", "max_current_a": 16, "password": "lang-genoeg-wachtwoord"})
+    doc["chargers"][1]["insecure"] = True
+    text = emit(doc)
+    found = {(w.key_path, w.line): w.message for w in warnings_of(tmp_path, doc)}
+    assert all(w.level == "warning" for w in warnings_of(tmp_path, doc))
+    messages = " | ".join(found.values())
+    assert ("ocpp.host", line_of(text, "host")) in found and "no TLS" in found["ocpp.host", line_of(text, "host")]
+    assert "allow_unknown_chargers" in " ".join(path for path, _ in found)
+    cp01 = found["chargers.0.id", line_of(text, 'id = "CP01"')]
+    assert "CP01 has no password" in cp01 and "refused" in cp01 and "insecure = true" in cp01
+    cp02 = found["chargers.1.id", line_of(text, 'id = "CP02"')]
+    assert "CP02 has no password" in cp02 and "anyone who knows its id" in cp02
+    cp03 = found["chargers.2.password", line_of(text, 'password = "kort')]
+    assert "15 characters" in cp03 and "16 to 40" in cp03 and "refused unless insecure" in cp03
+    assert "CP04" not in messages and "kort-wachtwoord" not in messages
+    assert len(found) == 5
+    # With TLS and every charger at 16 characters or more, nothing is left to warn about.
+    safe = doc_with(("ocpp", "host", "::"), ("ocpp", "tls_cert_file", "c.pem"), ("ocpp", "tls_key_file", "k.pem"))
+    for charger in safe["chargers"]:
+        charger["password"] = "zestien-tekens-ok"
+    assert warnings_of(tmp_path, safe) == []
+
+
+def test_on_loopback_only_missing_passwords_are_warned_about(tmp_path: Path) -> None:
+    found = warnings_of(tmp_path, doc_with(("ocpp", "host", "127.0.0.1")))
+    assert [w.key_path for w in found] == ["chargers.0.id", "chargers.1.id"]
+    assert all("anyone on this machine" in w.message for w in found)
+
+
+def test_check_shows_warnings_apart_from_the_summary_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "square.toml"
+    config_file.write_text(emit(doc_with(("ocpp", "host", "0.0.0.0"))))
+    assert check_main(str(config_file)) == 0
+    out = capsys.readouterr().out
+    summary, _, warnings = out.partition("3 warning(s)")
+    assert "valid" in summary and "warning:" not in summary
+    lines = [line for line in warnings.splitlines() if line.startswith(str(config_file))]
+    assert len(lines) == 3 and all(": warning: " in line for line in lines), out
+    assert {line.split(": warning: ")[1].split(":")[0] for line in lines} == {"ocpp.host", "chargers.0.id", "chargers.1.id"}
+
+
+def test_insecure_and_the_new_ocpp_keys_load_with_their_defaults() -> None:
+    square = load_config_text(emit(MINIMAL))
+    assert not square.chargers[0].insecure
+    assert square.ocpp.tls_ecdsa_cert_file is None and square.ocpp.tls_ecdsa_key_file is None
+    assert square.ocpp_max_handshakes_per_host == 2 + 16 and square.ocpp_max_connections == 2 * 2 + 32
+    doc = doc_with(("ocpp", "max_handshakes_per_host", 5), ("ocpp", "max_connections", 40))
+    doc["chargers"][0]["insecure"] = True
+    square = load_config_text(emit(doc))
+    assert square.chargers[0].insecure and square.ocpp_max_handshakes_per_host == 5 and square.ocpp_max_connections == 40
+    for key in ("max_handshakes_per_host", "max_connections"):
+        assert any(i.key_path == f"ocpp.{key}" for i in issues_of(emit(doc_with(("ocpp", key, 0)))))
+
+
+def test_the_ecdsa_pair_needs_both_files_and_an_rsa_pair_beside_it(tmp_path: Path) -> None:
+    half = issues_of(emit(doc_with(("ocpp", "tls_ecdsa_cert_file", "ec.pem"))))
+    assert [(i.key_path, i.message) for i in half] == [
+        ("ocpp.tls_ecdsa_key_file", "missing: tls_ecdsa_cert_file is set, and TLS needs both the certificate and its key"),
+        ("ocpp.tls_cert_file", ("missing: the ECDSA pair (tls_ecdsa_cert_file) stands beside an RSA pair, "
+                                "tls_cert_file and tls_key_file")),
+    ]
+    doc = doc_with(("ocpp", "tls_cert_file", "rsa.pem"), ("ocpp", "tls_key_file", "rsa-key.pem"),
+                   ("ocpp", "tls_ecdsa_cert_file", "ec.pem"), ("ocpp", "tls_ecdsa_key_file", "ec-key.pem"))
+    (tmp_path / "square.toml").write_text(emit(doc))
+    square = load_config(tmp_path / "square.toml")
+    assert square.ocpp.tls_ecdsa_cert_file == tmp_path / "ec.pem" and square.ocpp.tls_ecdsa_key_file == tmp_path / "ec-key.pem"

@@ -274,3 +274,26 @@ def test_the_guard_follows_the_rule(lockout_s: float, known_good_s: float, steps
     for charger_id, host, dt, correct in steps:
         now += dt
         assert attempt(guard, charger_id, host, now, correct) == rule.attempt(charger_id, host, now, correct)
+
+
+def test_unknown_charger_ids_count_towards_the_hosts_lockout_only() -> None:
+    guard = LoginGuard()
+    for i in range(19):
+        assert guard.unknown_id(HOST, 100.0 + i) is None
+    # Twenty in all, of unknown ids and wrong passwords alike, lock the host out.
+    assert guard.failed("CP01", HOST, 119.5) == Refusal("host", 60, 20)
+    assert guard.refusal("CP77", HOST, 120.0) == Refusal("host", 60, 20)
+    assert guard.refusal("CP77", OTHER_HOST, 120.0) is None
+    # Only the host counts them: no charger-host pair is kept for an id that is not the square's.
+    assert len(guard) == 2  # the host's count and CP01's pair
+
+
+def test_unknown_ids_alone_lock_the_host_out_but_not_its_known_good_chargers() -> None:
+    guard = LoginGuard()
+    guard.succeeded("CP01", HOST, 10.0)
+    started = None
+    for i in range(20):
+        started = guard.unknown_id(HOST, 100.0 + i / 10)
+    assert started == Refusal("host", 60, 20)
+    assert guard.refusal(f"guess-{99}", HOST, 103.0) == Refusal("host", 59, 20)
+    assert guard.refusal("CP01", HOST, 103.0) is None

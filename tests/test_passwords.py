@@ -155,7 +155,7 @@ def test_a_known_password_and_a_repeated_one_cost_no_scrypt(counted: list[str]) 
     assert counted == []  # the password was known when its hash was made
     for _ in range(3):
         assert not passwords.check("CP01", "wrong")
-    assert counted == [encoded]  # a wrong one costs once, then its outcome is remembered too
+    assert counted == [encoded] * 3  # a wrong one is not remembered: the login lockout limits its cost
 
 
 def test_a_new_hash_voids_what_was_remembered_of_the_old_one(counted: list[str]) -> None:
@@ -180,11 +180,22 @@ def test_the_same_password_for_another_charger_is_checked_against_that_chargers_
 
 def test_the_cache_is_bounded() -> None:
     passwords = ChargerPasswords(cache_entries=4)
-    passwords.set_hash("CP01", hash_password("goed", **FAST))
-    for i in range(20):
-        assert not passwords.check("CP01", f"fout-{i}")
+    for n in range(20):
+        passwords.set_hash(f"CP{n:02d}", hash_password(f"goed-{n}", **FAST))
+        assert passwords.check(f"CP{n:02d}", f"goed-{n}")
     assert len(passwords._outcomes) == 4
-    assert passwords.check("CP01", "goed")
+    assert passwords.known("CP19", "goed-19") is True and passwords.known("CP00", "goed-0") is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=40))
+def test_wrong_passwords_never_push_a_good_one_out_of_the_cache(guesses: list[str]) -> None:
+    passwords = ChargerPasswords(cache_entries=2)
+    passwords.set_hash("CP01", hash_password("goed", **FAST), known_password="goed")
+    for guess in guesses:
+        assert passwords.check("CP01", guess) is (guess == "goed")
+        assert passwords.known("CP01", guess) is (True if guess == "goed" else None)
+    assert passwords.known("CP01", "goed") is True
 
 
 def test_an_unreadable_stored_hash_refuses_the_charger_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -208,7 +219,7 @@ def test_known_answers_without_a_scrypt_or_says_it_cannot(counted: list[str]) ->
     assert passwords.known("CP01", "wrong") is None  # asking does not remember anything
     assert counted == []
     assert not passwords.check("CP01", "wrong")
-    assert passwords.known("CP01", "wrong") is False  # now remembered
+    assert passwords.known("CP01", "wrong") is None  # a wrong one is never remembered
     assert counted == [encoded]
     passwords.set_hash("CP01", hash_password("nieuw", **FAST))
     assert passwords.known("CP01", SECRET_TEXT) is None and passwords.known("CP01", "wrong") is None

@@ -36,7 +36,7 @@ from controller.shell.lights_test import (
 )
 from controller.shell.local_list import LocalListKeeper
 from controller.shell.state import SquareState
-from controller.store.passwords import change_password, password_problem
+from controller.store.passwords import change_password, min_password_chars, password_problem
 from drivers.contract.clock import local_text, parse_ts, wire_ts
 from drivers.contract.words import ACCEPTED, COLORS, TOKEN_STATUSES
 from signage.rules import Override
@@ -283,7 +283,9 @@ class AdminApi:
         if not any(c.id == charger_id for c in self.state.cfg.chargers):
             return _error(404, f"no charger {charger_id!r}")
         password = (await self._body(request)).get("password")
-        problem = password_problem(password)
+        exposed = not self.state.cfg.ocpp.on_loopback
+        problem = password_problem(password, min_chars=min_password_chars(
+            exposed=exposed, insecure=self.state.cfg.charger(charger_id).insecure))
         if problem is not None:
             raise BadRequest(problem)
         await change_password(self.state.store, self.state.passwords, charger_id, password, self._now())

@@ -11,7 +11,13 @@ from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
-from config.loader import ConfigError, ConfigIssue, key_line, load_config
+from config.loader import (
+    ConfigError,
+    ConfigIssue,
+    config_warnings,
+    key_line,
+    load_config,
+)
 from config.schema import SquareConfig
 
 __all__ = ["check_main", "summary_rows"]
@@ -76,6 +82,9 @@ def _terminal_stderr() -> Console | None:
 def check_main(path: str, *, progress_console: Console | None = None) -> int:
     """Check the config at `path`: 0 with a summary when valid, 2 with one `FILE:LINE: key.path: message` per issue.
 
+    A valid config's warnings (`FILE:LINE: warning: key.path: message`: what it leaves open on the network)
+    follow the summary, apart from it; they do not change the exit status.
+
     A check that takes more than `PROGRESS_AFTER_S` shows what it is doing on `progress_console`
     (default: stderr, when it is a terminal).
     """
@@ -88,7 +97,9 @@ def check_main(path: str, *, progress_console: Console | None = None) -> int:
         else:
             if square.ocpp.tls_cert_file is not None:
                 progress.step(f"checking the TLS certificate {square.ocpp.tls_cert_file} "
-                              f"and key {square.ocpp.tls_key_file}")
+                              f"and key {square.ocpp.tls_key_file}"
+                              + (f" and the ECDSA pair {square.ocpp.tls_ecdsa_cert_file}"
+                                 if square.ocpp.tls_ecdsa_cert_file is not None else ""))
             tls_issue = _tls_issue(path, square)
             issues = [] if tls_issue is None else [tls_issue]
     if square is None or issues:
@@ -103,6 +114,11 @@ def check_main(path: str, *, progress_console: Console | None = None) -> int:
     for what, value in summary_rows(square):
         table.add_row(escape(what), escape(value))
     console.print(table)
+    warnings = config_warnings(path, square)
+    if warnings:
+        print(f"\n{len(warnings)} warning(s): the config is valid, and leaves this open:")
+        for warning in warnings:
+            print(warning)
     return EXIT_OK
 
 
@@ -112,10 +128,10 @@ def _tls_issue(path: str, square: SquareConfig) -> ConfigIssue | None:
     if ocpp.tls_cert_file is None or ocpp.tls_key_file is None:
         return None
     # Imported here: only a config with TLS needs the OCPP driver loaded to check it.
-    from drivers.ocpp.server import TlsFileError, tls_server_context
+    from drivers.ocpp.tls import TlsFileError, tls_server_context
 
     try:
-        tls_server_context(ocpp.tls_cert_file, ocpp.tls_key_file)
+        tls_server_context(ocpp.tls_cert_file, ocpp.tls_key_file, ocpp.tls_ecdsa_cert_file, ocpp.tls_ecdsa_key_file)
     except TlsFileError as exc:
         try:
             line = key_line(Path(path).read_text(encoding="utf-8"), exc.key)

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from config.schema import EXPOSED_MIN_PASSWORD_CHARS
+
 if TYPE_CHECKING:
     from config.schema import ChargerConfig
     from controller.store.database import Store
@@ -27,6 +29,7 @@ __all__ = [
     "PasswordError",
     "change_password",
     "hash_password",
+    "min_password_chars",
     "password_problem",
     "restore_passwords",
     "verify_password",
@@ -43,7 +46,7 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 MAX_PASSWORD_CHARS = 64
 # OCPP 2.0.1 (BasicAuthPassword) and the 1.6 security whitepaper ask for 16 to 40 characters.
-RECOMMENDED_MIN_CHARS = 16
+RECOMMENDED_MIN_CHARS = EXPOSED_MIN_PASSWORD_CHARS
 # Bounds on a stored hash's parameters: a tampered database must not stall the handshake for seconds
 # or ask for gigabytes.
 _MAX_N = 2**17
@@ -99,12 +102,24 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(digest)), digest)
 
 
-def password_problem(password: object) -> str | None:
-    """Why `password` cannot be a charger's Basic Auth password, or None when it can."""
+def min_password_chars(*, exposed: bool, insecure: bool) -> int:
+    """The fewest characters a charger's password may have: OCPP's 16 on a non-loopback OCPP endpoint
+    (`exposed`), unless the charger's config says insecure = true; else 1."""
+    return RECOMMENDED_MIN_CHARS if exposed and not insecure else 1
+
+
+def password_problem(password: object, *, min_chars: int = 1) -> str | None:
+    """Why `password` cannot be a charger's Basic Auth password, or None when it can.
+
+    `min_chars`: see `min_password_chars`.
+    """
     if not isinstance(password, str) or not password:
         return "password must be a non-empty string"
     if len(password) > MAX_PASSWORD_CHARS:
         return f"password must be at most {MAX_PASSWORD_CHARS} characters, not {len(password)}"
+    if len(password) < min_chars:
+        return (f"password must be at least {min_chars} characters on a non-loopback ocpp.host (unless the "
+                f"charger's config says insecure = true), not {len(password)}")
     return None
 
 
@@ -112,8 +127,10 @@ class ChargerPasswords:
     """Which chargers need Basic Auth and the check of a presented password, from hashes only.
 
     One scrypt costs ~40 ms on a desktop core (more on a gateway's), too long for the event loop.
-    So outcomes are remembered: a charger logging in again with the same password costs one HMAC,
-    and `known` answers it on the loop. An outcome is filed under an HMAC, keyed with a secret made
+    So correct passwords are remembered: a charger logging in again with the same password costs one
+    HMAC, and `known` answers it on the loop. Wrong ones are not: a flood of guesses would push the
+    good ones out, and the login lockout already limits how often a guess costs a scrypt. A password
+    is filed under an HMAC, keyed with a secret made
     at start and never stored, of the charger id, its hash and the presented password: a new hash
     voids it, and the cache holds nothing a password can be read or cheaply guessed from without
     that key. Only a password not seen before pays the scrypt, in `check`, which is safe to run in
@@ -152,10 +169,10 @@ class ChargerPasswords:
             self._hashes[charger_id] = encoded
             self._unreadable.discard(charger_id)
             if known_password is not None:
-                self._remember(self._cache_slot(charger_id, encoded, known_password), True)
+                self._remember(self._cache_slot(charger_id, encoded, known_password))
 
     def known(self, charger_id: str, password: str | None) -> bool | None:
-        """The outcome of `check` when it costs no scrypt (no password needed or given, or one seen
+        """The outcome of `check` when it costs no scrypt (no password needed or given, or a correct one seen
         before), or None when only `check` can tell. Cheap: for the event loop."""
         with self._lock:
             encoded = self._hashes.get(charger_id)
@@ -192,16 +209,17 @@ class ChargerPasswords:
                 log.error("charger %s: its stored password hash does not read (%s); it is refused until a new "
                           "password is set (PUT /api/chargers/%s/password)", charger_id, exc, charger_id)
             return False
-        with self._lock:
-            self._remember(slot, ok)
+        if ok:
+            with self._lock:
+                self._remember(slot)
         return ok
 
     def _cache_slot(self, charger_id: str, encoded: str, password: str) -> bytes:
         message = f"{charger_id}\0{encoded}\0".encode() + password.encode("utf-8")
         return hmac.new(self._cache_key, message, hashlib.sha256).digest()
 
-    def _remember(self, slot: bytes, ok: bool) -> None:
-        self._outcomes[slot] = ok
+    def _remember(self, slot: bytes) -> None:
+        self._outcomes[slot] = True
         self._outcomes.move_to_end(slot)
         while len(self._outcomes) > self._cache_entries:
             self._outcomes.popitem(last=False)

@@ -3,7 +3,9 @@
 Pure: the caller passes the time (monotonic seconds). Five failures within the window for one charger
 id from one host lock that pair out, and twenty from one host for any ids lock the host out, each for
 `lockout_s`. A locked-out attempt costs no password check (a scrypt), which is what keeps guessing
-slow and the event loop free. A correct login from a host clears its counts.
+slow and the event loop free. A correct login from a host clears its counts. An attempt with a charger
+id that is not the square's counts like a wrong password towards its host's lockout: guessing ids is
+the first step of guessing passwords.
 
 Many chargers of a square may share one address (behind an LTE router's NAT), so a few misconfigured
 ones must not lock out the rest: a charger id that logged in correctly from a host within
@@ -101,21 +103,27 @@ class LoginGuard:
 
     def failed(self, charger_id: str, host: str, now_s: float) -> Refusal | None:
         """Count a wrong or missing password; the lockout this failure starts, if it starts one."""
-        started = None
-        for scope, table, key, limit in (
-            ("charger", self._chargers, (charger_id, host), self.max_charger_failures),
-            ("host", self._hosts, host, self.max_host_failures),
-        ):
-            count = self._count(table, key, now_s)
-            while count.failures and count.failures[0] <= now_s - self.window_s:
-                count.failures.popleft()
-            count.failures.append(now_s)
-            if len(count.failures) >= limit:
-                count.locked_until, count.locked_after = now_s + self.lockout_s, len(count.failures)
-                count.failures.clear()
-                # The host's lockout covers the pair's: report the wider one.
-                started = Refusal(scope, max(1, math.ceil(self.lockout_s)), count.locked_after)
-        return started
+        by_pair = self._count_failure("charger", self._chargers, (charger_id, host), self.max_charger_failures, now_s)
+        by_host = self._count_failure("host", self._hosts, host, self.max_host_failures, now_s)
+        return by_host or by_pair  # the host's lockout covers the pair's: report the wider one
+
+    def _count_failure(
+        self, scope: Literal["charger", "host"], table: dict, key: object, limit: int, now_s: float
+    ) -> Refusal | None:
+        count = self._count(table, key, now_s)
+        while count.failures and count.failures[0] <= now_s - self.window_s:
+            count.failures.popleft()
+        count.failures.append(now_s)
+        if len(count.failures) < limit:
+            return None
+        count.locked_until, count.locked_after = now_s + self.lockout_s, len(count.failures)
+        count.failures.clear()
+        return Refusal(scope, max(1, math.ceil(self.lockout_s)), count.locked_after)
+
+    def unknown_id(self, host: str, now_s: float) -> Refusal | None:
+        """Count an attempt with a charger id that is not the square's, towards `host`'s lockout only (the
+        id has nothing to guard); the lockout this attempt starts, if it starts one."""
+        return self._count_failure("host", self._hosts, host, self.max_host_failures, now_s)
 
     def succeeded(self, charger_id: str, host: str, now_s: float) -> None:
         """A correct password from `host`: its counts (the host's, and this charger's from it) start afresh.

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Coroutine, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHeader, NegotiationError
-from websockets.headers import parse_authorization_basic
-from websockets.http11 import Request, Response
+from websockets.exceptions import NegotiationError
 from websockets.typing import Subprotocol
 
 from drivers.contract.backend import (
@@ -29,12 +25,20 @@ from drivers.contract.backend import (
     ChargerNotConnected,
 )
 from drivers.contract.events import ChargerConnected, ChargerDisconnected
+from drivers.ocpp.admission import ConnectionGate, LoginPolicy
 from drivers.ocpp.context import LinkContext
+from drivers.ocpp.gated import GatedConnection
 from drivers.ocpp.handlers16 import ChargerLink16
 from drivers.ocpp.handlers201 import ChargerLink201
-from drivers.ocpp.link import ChargerLink, peer_address, printable, utc_now
-from drivers.ocpp.login_guard import LoginGuard, Refusal
+from drivers.ocpp.handshake import (
+    MAX_PASSWORD_CHECKS_PENDING,
+    PASSWORD_CHECK_THREADS,
+    Doorkeeper,
+)
+from drivers.ocpp.link import ChargerLink, peer_address, utc_now
+from drivers.ocpp.login_guard import LoginGuard
 from drivers.ocpp.pacing import FrameLimits
+from drivers.ocpp.tls import TlsFileError, tls_server_context
 
 # The library logs every frame at INFO, id tags included (interfaces.md §8).
 logging.getLogger("ocpp").setLevel(logging.WARNING)
@@ -50,17 +54,19 @@ LINKS: dict[str, type[ChargerLink]] = {"ocpp1.6": ChargerLink16, "ocpp2.0.1": Ch
 # gateway stops), how long to wait for the charger's side of the close before dropping the socket. A
 # charger that missed its pong is presumed gone: the library's 10 s would only delay the news.
 CLOSE_TIMEOUT_S = 1.0
-# A password not seen before costs a scrypt (~40 ms of a core), run in a worker thread so that the
-# event loop goes on. At most this many run at once, on the gateway's few cores...
-PASSWORD_CHECK_THREADS = 2
-# ...and at most this many wait or run; beyond, a login is refused with 429 rather than queued without
-# bound (a flood of wrong passwords from many addresses, or a whole square reconnecting after a restart).
-MAX_PASSWORD_CHECKS_PENDING = 8
-BUSY_RETRY_AFTER_S = 1
+# Caps on connections for an OcppServer made without them (the daemon passes the config's).
+MAX_HANDSHAKES_PER_HOST = 64
+MAX_CONNECTIONS = 1024
+# File descriptors the daemon needs beside its chargers' sockets (database, broker, API, logs, threads).
+OTHER_FILES = 64
+# asyncio accepts up to `backlog` sockets in one turn of the loop, and one closed by a cap is released two
+# turns later: a flood holds up to about three times this beyond the caps. The kernel keeps as many
+# waiting; a square reconnecting at once beyond that is let in on its chargers' next SYN, within a second.
+ACCEPT_BACKLOG = 32
 
 __all__ = [
-    "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut", "ChargerNotConnected", "OcppServer",
-    "TlsFileError", "tls_server_context",
+    "MAX_PASSWORD_CHECKS_PENDING", "PASSWORD_CHECK_THREADS", "SUBPROTOCOLS", "CallErrorReceived", "CallTimedOut",
+    "ChargerNotConnected", "LoginPolicy", "OcppServer", "TlsFileError", "tls_server_context",
 ]
 
 
@@ -72,10 +78,13 @@ class OcppServer:
     a charger that froze) is noticed within ping_interval_s + ping_timeout_s + CLOSE_TIMEOUT_S.
 
     With `ssl_context` the endpoint is wss:// (a charger with a password is then at security profile 2).
-    Failed Basic Auth logins are counted by `login_guard`; one that has seen too many refuses with 429.
+    Who may connect is decided by a `Doorkeeper` (`drivers.ocpp.handshake`) with `login_guard` and
+    `policy`: who needs a password on an exposed endpoint, lockouts, password checks off the loop. At most
+    `max_handshakes_per_host` connections from one address are in their opening handshake at once, and
+    at most `max_connections` are open in all; one more is closed at once (with TLS, counted from the
+    end of the TLS handshake, which the library bounds by its open timeout).
     Each charger's messages per second and meter readings per frame are capped by `frame_limits`
     (`drivers.ocpp.pacing`).
-    A password check that costs a scrypt runs in a worker thread, a few at once (429 beyond).
     """
 
     def __init__(
@@ -93,6 +102,9 @@ class OcppServer:
         ssl_context: ssl.SSLContext | None = None,
         login_guard: LoginGuard | None = None,
         frame_limits: FrameLimits | None = None,
+        policy: LoginPolicy | None = None,
+        max_handshakes_per_host: int = MAX_HANDSHAKES_PER_HOST,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._host = host
         self._port = port
@@ -103,12 +115,14 @@ class OcppServer:
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._ssl = ssl_context
-        self._guard = LoginGuard() if login_guard is None else login_guard
-        self._check_threads = asyncio.Semaphore(PASSWORD_CHECK_THREADS)
-        self._checks_pending = 0
+        self._gate = ConnectionGate(max_handshakes_per_host, max_connections)
         self._links: dict[str, ChargerLink] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._faults = self._context.faults  # (charger, kind): one line a minute
+        self._door = Doorkeeper(
+            host, self._prefix, backend, LoginGuard() if login_guard is None else login_guard,
+            LoginPolicy() if policy is None else policy, self._faults, self._task,
+        )
 
     @property
     def port(self) -> int:
@@ -130,24 +144,40 @@ class OcppServer:
                     self._port,
                     subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
                     select_subprotocol=_select_subprotocol,
-                    process_request=self._process_request,
+                    process_request=self._door.process_request,
                     max_size=self._max_frame_bytes,
                     ping_interval=self._ping_interval_s,
                     ping_timeout=self._ping_timeout_s,
                     close_timeout=CLOSE_TIMEOUT_S,
                     logger=_ws_logger,
                     ssl=self._ssl,
+                    create_connection=self._new_connection,
+                    backlog=ACCEPT_BACKLOG,
                 ) as server:
                     self._port = next(iter(server.sockets)).getsockname()[1]
                     logger.info(
                         "OCPP central system listening on %s://%s:%s%s<charger id>",
                         "ws" if self._ssl is None else "wss", self._host, self._port, self._prefix,
                     )
+                    self._check_file_limit()
+                    self._door.check_passwords()
                     if ready is not None:
                         ready.set()
                     await server.serve_forever()
             finally:
                 self._tasks = None
+
+    def _check_file_limit(self) -> None:
+        """Warn when the connection cap would let a flood use up the process's file descriptors."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        room = soft - OTHER_FILES - 3 * ACCEPT_BACKLOG
+        if soft != resource.RLIM_INFINITY and self._gate.max_connections > room:
+            logger.warning(
+                "ocpp.max_connections is %d, and the gateway's open-file limit %d leaves room for about %d "
+                "sockets: a flood could use up the files the API and the database need; lower "
+                "max_connections or raise the limit (LimitNOFILE in the service unit)",
+                self._gate.max_connections, soft, max(0, room),
+            )
 
     async def call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send an OCPP request (action name, camelCase payload) and return the charger's response payload.
@@ -159,127 +189,16 @@ class OcppServer:
             raise ChargerNotConnected(f"charger {charger_id} is not connected")
         return await link.request(action, payload)
 
-    # --- handshake ------------------------------------------------------------------------
-
-    def _charger_id(self, request_path: str) -> str | None:
-        path = urlsplit(request_path).path
-        if not path.startswith(self._prefix):
-            return None
-        charger_id = unquote(path[len(self._prefix) :])
-        if not charger_id or "/" in charger_id:
-            return None
-        return charger_id
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        peer = peer_address(connection)
-        charger_id = self._charger_id(request.path)
-        if charger_id is None:
-            logger.info("refused a WebSocket from %s: no charger id in path %r", peer, urlsplit(request.path).path[:100])
-            return connection.respond(404, "Not Found\n")
-        known = self._backend.charger_known(charger_id)
-        if known and self._backend.charger_password_known(charger_id, None) is True:
-            return None  # no password to guess: nothing to lock out
-        host = _peer_host(connection)
-        now_s = time.monotonic()
-        # Before the password check: a locked-out attempt must not cost a scrypt.
-        refusal = self._guard.refusal(charger_id, host, now_s)
-        if refusal is not None:
-            self._note_locked_out(charger_id, host, peer, refusal, now_s)
-            response = connection.respond(429, "Too Many Requests\n")
-            response.headers["Retry-After"] = str(refusal.retry_after_s)
-            return response
-        if not known:
-            logger.info("refused charger %s from %s: not a charger of this square", printable(charger_id[:64]), peer)
-            return connection.respond(404, "Not Found\n")
-        user, password = _basic_auth(request.headers)
-        if user is not None and user != charger_id:
-            password = None  # the user name must be the charger id (OCPP security profile 1)
-        ok = await self._password_ok(charger_id, password)
-        now_s = time.monotonic()
-        if ok is None:
-            self._note_busy(charger_id, peer, now_s)
-            response = connection.respond(429, "Too Many Requests\n")
-            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
-            return response
-        if not ok:
-            if user is None:
-                why = "no password given"
-            elif user != charger_id:
-                why = "no password given for it (the Basic Auth user name is not the charger id)"
-            else:
-                why = "wrong password"
-            logger.warning("refused charger %s from %s: %s", charger_id, peer, why)
-            lockout = self._guard.failed(charger_id, host, now_s)
-            if lockout is not None:
-                logger.warning(
-                    "%s: %d failed logins within %g s; refusing %s for %d s without checking passwords",
-                    f"charger {charger_id} from {host}" if lockout.scope == "charger" else f"host {host}",
-                    lockout.failures, self._guard.window_s,
-                    "it" if lockout.scope == "charger" else (
-                        "every charger id from it but those that logged in from it in the last "
-                        f"{self._guard.known_good_s / 3600:g} h"
-                    ),
-                    lockout.retry_after_s,
-                )
-            response = connection.respond(401, "Unauthorized\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="laadplein", charset="UTF-8"'
-            return response
-        if password is not None:
-            self._guard.succeeded(charger_id, host, now_s)
-        return None
-
-    async def _password_ok(self, charger_id: str, password: str | None) -> bool | None:
-        """The backend's password check, a scrypt off the event loop; None when too many checks are pending."""
-        known = self._backend.charger_password_known(charger_id, password)
-        if known is not None:
-            return known
-        if self._checks_pending >= MAX_PASSWORD_CHECKS_PENDING:
-            return None
-        self._checks_pending += 1
-        # A task of the server's, shielded: should the handshake time out, the check still holds its
-        # place until its thread is done, so that never more than PASSWORD_CHECK_THREADS scrypts run.
-        check = self._check_in_thread(charger_id, password)
-        if self._tasks is None:
-            return await check
-        return await asyncio.shield(self._tasks.create_task(check, name=f"password-{charger_id}"))
-
-    async def _check_in_thread(self, charger_id: str, password: str | None) -> bool:
-        try:
-            async with self._check_threads:
-                return await asyncio.to_thread(self._backend.charger_password_ok, charger_id, password)
-        finally:
-            self._checks_pending -= 1
-
-    def _note_busy(self, charger_id: str, peer: str, now_s: float) -> None:
-        """Log a 429 for want of a password-check thread, at most once a minute in all."""
-        held = self._faults.admit("*", "password-checks-busy", now_s)
-        if held is None:
-            return
-        more = f" ({held} more refused since the last such line)" if held else ""
-        logger.warning(
-            "refused charger %s from %s with 429: %d password checks already running or waiting%s",
-            printable(charger_id[:64]), peer, self._checks_pending, more,
-        )
-
-    def _note_locked_out(self, charger_id: str, host: str, peer: str, refusal: Refusal, now_s: float) -> None:
-        """Log a 429, at most once a minute per charger and host (per host for a host's lockout)."""
-        source = f"{charger_id}@{host}" if refusal.scope == "charger" else host
-        held = self._faults.admit(source, f"locked-out-{refusal.scope}", now_s)
-        if held is None:
-            return
-        what = f"{refusal.failures} failed logins of it from {host}" if refusal.scope == "charger" else (
-            f"{refusal.failures} failed logins from {host} for any charger id"
-        )
-        more = f" ({held} more refused since the last such line)" if held else ""
-        logger.warning(
-            "refused charger %s from %s with 429 for another %d s after %s%s",
-            printable(charger_id[:64]), peer, refusal.retry_after_s, what, more,
-        )
-
     # --- connections ----------------------------------------------------------------------
 
+    def _new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """The library's connection for a socket just accepted, counted by the gate."""
+        return GatedConnection(self._gate, self._faults, logger, *args, **kwargs)
+
     async def _serve_connection(self, connection: ServerConnection) -> None:
-        charger_id = self._charger_id(connection.request.path if connection.request else "") or "?"
+        if isinstance(connection, GatedConnection):
+            connection.handshake_done()
+        charger_id = self._door.charger_id(connection.request.path if connection.request else "") or "?"
         link = LINKS[str(connection.subprotocol)](charger_id, connection, self._context)
         old = self._links.get(charger_id)
         self._links[charger_id] = link
@@ -312,6 +231,10 @@ class OcppServer:
             return
         self._tasks.create_task(coro, name=name)
 
+    def _task(self, coro: Coroutine[Any, Any, bool], name: str) -> asyncio.Task[bool] | None:
+        """A task of the server's for the doorkeeper's password checks; None when not running."""
+        return None if self._tasks is None else self._tasks.create_task(coro, name=name)
+
     async def _set_up(self, link: ChargerLink) -> None:
         """Ask a charger that just connected for the status of all its connectors."""
         try:
@@ -331,72 +254,3 @@ def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subproto
             return subprotocol
     logger.warning("refused a charger from %s: it offers %s, the gateway speaks %s", peer_address(connection), list(offered) or "no subprotocol", list(SUBPROTOCOLS))
     raise NegotiationError("no supported OCPP subprotocol offered")
-
-
-def _basic_auth(headers: Headers) -> tuple[str | None, str | None]:
-    """The Basic Auth user name and password, or (None, None) without a readable Authorization header."""
-    header = headers.get("Authorization")
-    if header is None:
-        return None, None
-    try:
-        return parse_authorization_basic(header)
-    except (InvalidHeader, ValueError):
-        return None, None
-
-
-def _peer_host(connection: ServerConnection) -> str:
-    """The far end's address without its port: failed logins are counted per host."""
-    address = connection.remote_address
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return str(address or "?")
-
-
-class TlsFileError(ValueError):
-    """The TLS certificate or key file cannot be used: `key` is the config key, `message` names the file."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
-
-
-def tls_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """The server side of wss:// (security profile 2): the gateway's certificate chain and key, TLS 1.2 or newer.
-
-    Raises TlsFileError naming the file that is missing, unreadable, not a PEM certificate or key,
-    or a key that does not belong to the certificate.
-    """
-    cert_text = _read_pem("ocpp.tls_cert_file", Path(cert_file))
-    key_text = _read_pem("ocpp.tls_key_file", Path(key_file))
-    if "-----BEGIN CERTIFICATE-----" not in cert_text:
-        raise TlsFileError("ocpp.tls_cert_file", f"{cert_file}: not a PEM certificate (no BEGIN CERTIFICATE line)")
-    if "PRIVATE KEY-----" not in key_text:
-        raise TlsFileError("ocpp.tls_key_file", f"{key_file}: not a PEM private key (no BEGIN ... PRIVATE KEY line)")
-    if "ENCRYPTED" in key_text:
-        raise TlsFileError("ocpp.tls_key_file", f"{key_file}: the key is encrypted; the gateway needs it "
-                           "unencrypted (readable only by the gateway's user)")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security whitepaper: TLS 1.2 or newer
-    try:
-        context.load_cert_chain(cert_file, key_file, password=_no_key_password)
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc):
-            raise TlsFileError("ocpp.tls_key_file", f"{key_file}: not the key of the certificate in {cert_file}") from None
-        raise TlsFileError("ocpp.tls_cert_file", f"{cert_file} with the key in {key_file}: "
-                           f"not a usable certificate and key ({exc.reason or exc})") from None
-    return context
-
-
-def _read_pem(key: str, path: Path) -> str:
-    try:
-        return path.read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        raise TlsFileError(key, f"{path}: no such file") from None
-    except OSError as exc:
-        raise TlsFileError(key, f"{path}: cannot read it ({exc.strerror or exc})") from None
-
-
-def _no_key_password() -> str:
-    # Never prompt on a terminal for an encrypted key's password: fail instead.
-    raise TlsFileError("ocpp.tls_key_file", "the key needs a password")
