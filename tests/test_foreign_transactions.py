@@ -207,3 +207,12 @@ async def test_201_an_event_naming_the_chargers_transaction_on_another_evse_is_a
         meter_value=reading_201(999_999_999),
     )
     assert [r["charger"] for r in await state.store.open_sessions()] == ["CP01"]
+
+
+async def test_a_start_on_a_connector_the_config_does_not_have_is_recorded_not_authorized(square) -> None:
+    state, tx, _ = square
+    answer = await tx.start_transaction("CP01", 9, "TAG-A", 0, T0)
+    assert answer.status == INVALID  # power sharing cannot steer or count connector 9 of a 2-connector charger
+    assert (await state.store.session(answer.transaction_id))["connector"] == 9  # its stop still finds it
+    own = await tx.start_transaction("CP01", 2, "TAG-A", 0, T0)
+    assert own.status != INVALID

@@ -42,6 +42,16 @@ class Transactions:
                 return TransactionAnswer(known["id"], await self._tag_status(id_tag) if id_tag else ACCEPTED)
         status = await self._tag_status(id_tag) if id_tag is not None else ACCEPTED
         bay = self.state.cfg.bay_for(charger_id, connector_id)
+        configured = next((c for c in self.state.cfg.chargers if c.id == charger_id), None)
+        if configured is not None and not 1 <= connector_id <= configured.connectors:
+            # A connector the config does not have is one power sharing cannot steer or count: the
+            # session is recorded (its stop must find it) but not authorized.
+            status = INVALID
+            self.state.rare(
+                logging.WARNING, charger_id, "start-unknown-connector",
+                "charger %s started a transaction on connector %s, which the config does not have (it has %s):"
+                " answered Invalid; check [[chargers]] connectors", charger_id, connector_id, configured.connectors,
+            )
         tag_hash = self.state.store.hash_tag(id_tag or "")
         # The charger holds a transaction id whatever the status: record the session in every case
         # so that its StopTransaction finds it (OCPP 1.6 §4.8: the charger may stop it itself).
