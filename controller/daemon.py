@@ -32,6 +32,7 @@ from controller.store.secrets import TagVault, load_or_create_secret
 from drivers.batteries.factory import make_battery
 from drivers.contract.clock import utc_now
 from drivers.meters.factory import make_grid_meter
+from drivers.mqtt.credentials import MqttFileError, read_password, tls_client_context
 from drivers.mqtt.link import MqttLink
 from drivers.ocpp.login_guard import LoginGuard
 from drivers.ocpp.server import OcppServer, TlsFileError, tls_server_context
@@ -113,6 +114,12 @@ async def run_daemon(
         cutoff_purged = await store.purge_older_than(utc_now() - timedelta(days=cfg.storage.retention_days))
         if cutoff_purged:
             log.info("retention: deleted %d record(s) older than %d days", cutoff_purged, cfg.storage.retention_days)
+        try:
+            password = read_password(cfg.mqtt.password_file) if cfg.mqtt.password_file is not None else None
+            mqtt_tls = (tls_client_context(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file)
+                        if cfg.mqtt.ca_file is not None else None)
+        except MqttFileError as exc:
+            raise DaemonError(str(exc)) from None
         mqtt = MqttLink(
             cfg.mqtt.host,
             cfg.mqtt.port,
@@ -120,7 +127,8 @@ async def run_daemon(
             [b.id for b in cfg.bays],
             state.record,
             username=cfg.mqtt.username,
-            password=cfg.mqtt.password,
+            password=password,
+            tls_context=mqtt_tls,
             keepalive_s=cfg.mqtt.keepalive_s,
             client_id=f"laadplein-{cfg.site.id}",
         )
