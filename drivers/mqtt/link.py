@@ -475,9 +475,10 @@ class MqttLink:
             seq, color = command["seq"], command["color"]
         except MqttPayloadError:
             seq = color = None
-        if retained and (current is None or (seq is not None and seq < _seq_of(current))):
-            # Found on the broker at (re)connect, older than what we are about to republish (a run
-            # before this one published it, or we have nothing for the bay yet): replaced, not foreign.
+        if retained and (current is None or (seq is not None and seq <= _seq_of(current))):
+            # Found on the broker at (re)connect, not newer than what the link republishes right after
+            # it (a run before this one published it, or the link has nothing for the bay yet): it is
+            # replaced anyway, and counts as foreign only when its seq is one the gateway never reached.
             return
         what = f"seq {seq}, {color}" if seq is not None else "unreadable"
         action = "republishing the gateway's own" if current is not None else "the gateway has no command for it yet"

@@ -70,11 +70,15 @@ async def test_a_strangers_command_is_reported_and_the_gateways_own_put_back(mos
 async def test_a_restart_finds_its_older_command_retained_and_says_nothing(mosquitto: Mosquitto) -> None:
     topic = light_topic(ROOT, "B01")
     await stranger(mosquitto, topic, payload(blue(7)))  # what the previous run left on the broker
+    # the same seq written with its keys in another order: the previous run's encoding of this command
+    await stranger(mosquitto, light_topic(ROOT, "B02"), json.dumps(dict(reversed(green(3).items()))).encode())
     events = Events()
     link = make_link(mosquitto, events)
     link.publish_light("B01", green(8))
+    link.publish_light("B02", green(3))
     async with running(link.run()):
         await wait_retained(mosquitto, topic, payload(green(8)))
+        await wait_retained(mosquitto, light_topic(ROOT, "B02"), payload(green(3)))
         await asyncio.sleep(0.3)
     assert not events.of(LightForeign)
 
