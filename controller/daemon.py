@@ -100,6 +100,13 @@ async def run_daemon(
         log.warning("systemd's watchdog (%g s) is shorter than two control periods (control.period_s = %g s): "
                     "expect restarts; raise WatchdogSec", notifier.watchdog_s, cfg.control.period_s)
     token = read_token(cfg.api.token_file)
+    # The broker's credentials before anything is written: a wrong file is a config error, not a half start.
+    try:
+        password = read_password(cfg.mqtt.password_file) if cfg.mqtt.password_file is not None else None
+        mqtt_tls = (tls_client_context(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file)
+                    if cfg.mqtt.ca_file is not None else None)
+    except MqttFileError as exc:
+        raise DaemonError(str(exc)) from None
     db_path = Path(cfg.storage.path)
     try:
         secret = load_or_create_secret(db_path.parent / "laadplein.secret")
@@ -114,12 +121,6 @@ async def run_daemon(
         cutoff_purged = await store.purge_older_than(utc_now() - timedelta(days=cfg.storage.retention_days))
         if cutoff_purged:
             log.info("retention: deleted %d record(s) older than %d days", cutoff_purged, cfg.storage.retention_days)
-        try:
-            password = read_password(cfg.mqtt.password_file) if cfg.mqtt.password_file is not None else None
-            mqtt_tls = (tls_client_context(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file)
-                        if cfg.mqtt.ca_file is not None else None)
-        except MqttFileError as exc:
-            raise DaemonError(str(exc)) from None
         mqtt = MqttLink(
             cfg.mqtt.host,
             cfg.mqtt.port,

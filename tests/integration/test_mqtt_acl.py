@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +196,14 @@ async def test_the_gateway_works_end_to_end_with_its_password_over_tls(broker, t
         assert f"MQTT broker 127.0.0.1:{broker.port} (TLS) connected as" in d.log()
     finally:
         d.stop()
+
+
+def test_the_daemon_refuses_to_start_with_an_unreadable_password_file_and_names_it(tmp_path):
+    text = square_toml(ocpp_port=free_port(), api_port=free_port(), mqtt_port=free_port(), chargers=1)
+    text = text.replace('topic_prefix = "lp"\n', 'topic_prefix = "lp"\nusername = "laadplein"\npassword_file = "gone"\n', 1)
+    (tmp_path / "square.toml").write_text(text)
+    done = subprocess.run([sys.executable, "-m", "controller.cli", "run", "--config", str(tmp_path / "square.toml")],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"mqtt.password_file: {tmp_path / 'gone'}: cannot read it" in done.stderr
+    assert not (tmp_path / "state").exists()  # nothing written before the config's files were checked
