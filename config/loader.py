@@ -98,6 +98,10 @@ def _resolve_paths(square: SquareConfig, base_dir: Path) -> SquareConfig:
            if (path := getattr(square.ocpp, key)) is not None and not path.is_absolute()}
     if tls:
         update["ocpp"] = square.ocpp.model_copy(update=tls)
+    mqtt_files = {key: base_dir / path for key in ("password_file", "ca_file", "cert_file", "key_file")
+                  if (path := getattr(square.mqtt, key)) is not None and not path.is_absolute()}
+    if mqtt_files:
+        update["mqtt"] = square.mqtt.model_copy(update=mqtt_files)
     return square.model_copy(update=update) if update else square
 
 

@@ -180,8 +180,13 @@ class MqttConfig(BaseModel):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     topic_prefix: str = Field("laadplein", min_length=1, max_length=128)
-    username: str | None = None
-    password: str | None = None
+    # Credentials and TLS come from files, never inline: the config is readable by the gateway's group,
+    # a password file by its user only. Relative paths are taken from the config file's folder.
+    username: str | None = Field(None, min_length=1, max_length=128)
+    password_file: Path | None = Field(None, strict=False)
+    ca_file: Path | None = Field(None, strict=False)  # TLS (mqtts) when set: the CA that signed the broker's certificate
+    cert_file: Path | None = Field(None, strict=False)  # a client certificate, with key_file; needs ca_file
+    key_file: Path | None = Field(None, strict=False)
     keepalive_s: int = Field(30, ge=5, le=3600)
 
     @field_validator("topic_prefix")
@@ -194,6 +199,26 @@ class MqttConfig(BaseModel):
         if "\x00" in value or "//" in value:
             raise ValueError(f"{value!r} must not contain an empty topic level or a NUL character")
         return value
+
+    @model_validator(mode="after")
+    def _files_fit(self) -> MqttConfig:
+        issues = _mqtt_issues(self.model_dump())
+        if issues:
+            raise CrossCheckError(issues)
+        return self
+
+
+def _mqtt_issues(mqtt: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    issues: list[tuple[Loc, str]] = []
+    if mqtt.get("password_file") is not None and mqtt.get("username") is None:
+        issues.append((("username",), "missing: password_file is set, and the broker needs the user name with it"))
+    cert, key = mqtt.get("cert_file"), mqtt.get("key_file")
+    if (cert is None) != (key is None):
+        given, missing = ("cert_file", "key_file") if key is None else ("key_file", "cert_file")
+        issues.append(((missing,), f"missing: {given} is set, and a client certificate needs both the certificate and its key"))
+    if cert is not None and mqtt.get("ca_file") is None:
+        issues.append((("ca_file",), "missing: a client certificate is only sent over TLS, which ca_file switches on"))
+    return issues
 
 
 class StorageConfig(BaseModel):
@@ -343,7 +368,9 @@ def cross_issues(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     on the raw data too. Missing or ill-typed values are skipped here: their own field errors report them.
     """
     issues: list[tuple[Loc, str]] = []
-    for section, check in (("grid", _grid_issues), ("ocpp", _ocpp_issues), ("battery", battery_issues)):
+    for section, check in (
+        ("grid", _grid_issues), ("ocpp", _ocpp_issues), ("mqtt", _mqtt_issues), ("battery", battery_issues),
+    ):
         table = data.get(section)
         if isinstance(table, Mapping):
             issues.extend(((section, *loc), message) for loc, message in check(table))

@@ -36,6 +36,7 @@ from drivers.batteries.factory import make_battery
 from drivers.contract.clock import utc_now
 from drivers.contract.text import PrintableLog
 from drivers.meters.factory import make_grid_meter
+from drivers.mqtt.credentials import MqttFileError, read_password, tls_client_context
 from drivers.mqtt.link import MqttLink
 from drivers.ocpp.login_guard import LoginGuard
 from drivers.ocpp.pacing import FrameLimits
@@ -96,6 +97,13 @@ async def run_daemon(
         # The watchdog is pinged after every cycle: a quiet square cycles only every period_s.
         log.warning("systemd's watchdog (%g s) is shorter than two control periods (control.period_s = %g s): "
                     "expect restarts; raise WatchdogSec", notifier.watchdog_s, cfg.control.period_s)
+    # The broker's credentials before anything is written: a wrong file is a config error, not a half start.
+    try:
+        password = read_password(cfg.mqtt.password_file) if cfg.mqtt.password_file is not None else None
+        mqtt_tls = (tls_client_context(cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file)
+                    if cfg.mqtt.ca_file is not None else None)
+    except MqttFileError as exc:
+        raise DaemonError(str(exc)) from None
     try:
         token = load_or_create_token(cfg.api_token_file)
         api_tls = tls_context(cfg.api.cert_file, cfg.api.key_file)
@@ -122,7 +130,8 @@ async def run_daemon(
             [b.id for b in cfg.bays],
             state.record,
             username=cfg.mqtt.username,
-            password=cfg.mqtt.password,
+            password=password,
+            tls_context=mqtt_tls,
             keepalive_s=cfg.mqtt.keepalive_s,
             client_id=f"laadplein-{cfg.site.id}",
         )

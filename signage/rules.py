@@ -146,6 +146,21 @@ def track_session_over(
     return prev_over_at
 
 
+def sensor_doubted(doubted: bool, occupied: bool | None, connector_status: str | None) -> bool:
+    """Whether a bay's sensor is in doubt after its latest reading `occupied` and its connector's status.
+
+    A sensor that says empty while a car is plugged in at its bay contradicts the charger: that is a
+    sensor fault (signage.md: a fault counts as occupied), whoever wrote the reading. It holds until the
+    sensor reports a car again, so a lie told under a charging car cannot turn the bay into a reserved
+    blue once that car is unplugged and still parked. The shell keeps the flag between calls.
+    """
+    if occupied is True:
+        return False
+    if occupied is False and connector_status in PLUGGED_STATUSES:
+        return True
+    return doubted
+
+
 def decide(
     bays: Sequence[BayInputs], previous: Mapping[str, Light], settings: SignageSettings, now: datetime
 ) -> SignageDecision:

@@ -61,9 +61,23 @@ def test_a_step_passes_when_the_fixture_acks_the_published_command_in_its_colour
     assert out == StepResult("blue", True, "blue", 8, 0.21)
 
 
-def test_a_later_seq_in_the_right_colour_also_passes_and_an_old_ack_counts_as_at_once():
+def test_a_later_published_seq_in_the_right_colour_also_passes_and_an_old_ack_counts_as_at_once():
     w = Waiting("green", at_s(10), want=(8, "green"))
-    assert advance(w, cmd(8, "green"), (9, "green", at_s(9)), elapsed_s=0.1, timeout_s=5).ack_s == 0.0
+    assert advance(w, cmd(9, "green"), (9, "green", at_s(9)), elapsed_s=0.1, timeout_s=5).ack_s == 0.0
+
+
+@pytest.mark.parametrize("fake_seq", [9, 10**6, 2**63 - 1])
+def test_an_ack_for_a_seq_the_gateway_never_published_is_no_pass(fake_seq):
+    """Anyone on the broker can write `{"seq": <huge>, "color": "green"}` on an ack topic: it proves nothing."""
+    w = Waiting("green", T0, want=(8, "green"))
+    fake = (fake_seq, "green", at_s(0.1))
+    assert advance(w, cmd(8, "green"), fake, elapsed_s=0.2, timeout_s=5) == w
+    out = advance(w, cmd(8, "green"), fake, elapsed_s=5.0, timeout_s=5)
+    assert not out.ok
+    assert out.problem == (f"no ack for green within 5 s (last ack: seq {fake_seq}, green, a seq the gateway "
+                           "never published)")
+    # nor does a fake in another colour fail the fixture at once: it is not the fixture's word
+    assert advance(w, cmd(8, "green"), (fake_seq, "blue", at_s(0.1)), elapsed_s=0.2, timeout_s=5) == w
 
 
 def test_a_wrong_colour_is_a_failure_at_once_with_what_was_shown():

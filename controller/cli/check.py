@@ -102,6 +102,7 @@ def check_main(path: str, *, progress_console: Console | None = None) -> int:
                                  if square.ocpp.tls_ecdsa_cert_file is not None else ""))
             tls_issue = _tls_issue(path, square)
             issues = [] if tls_issue is None else [tls_issue]
+            issues += _mqtt_file_issues(path, square)
     if square is None or issues:
         # Plain print: rich would wrap long lines and read "[grid]" in messages as markup.
         for issue in issues:
@@ -139,6 +140,31 @@ def _tls_issue(path: str, square: SquareConfig) -> ConfigIssue | None:
             line = 0
         return ConfigIssue(path, line, exc.key, exc.message)
     return None
+
+
+def _mqtt_file_issues(path: str, square: SquareConfig) -> list[ConfigIssue]:
+    """The daemon would not start with these `[mqtt]` files (password file, CA, client certificate)."""
+    mqtt = square.mqtt
+    if mqtt.password_file is None and mqtt.ca_file is None:
+        return []
+    from drivers.mqtt.credentials import MqttFileError, read_password, tls_client_context  # noqa: I001
+
+    problems: list[MqttFileError] = []
+    try:
+        if mqtt.password_file is not None:
+            read_password(mqtt.password_file)
+    except MqttFileError as exc:
+        problems.append(exc)
+    try:
+        if mqtt.ca_file is not None:
+            tls_client_context(mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
+    except MqttFileError as exc:
+        problems.append(exc)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    return [ConfigIssue(path, key_line(text, p.key) if text is not None else 0, p.key, p.message) for p in problems]
 
 
 def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
@@ -190,7 +216,8 @@ def summary_rows(square: SquareConfig) -> list[tuple[str, str]]:
                  + (f" (certificate {ocpp.tls_cert_file})" if scheme == "wss" else "")),
         ("ocpp auth", f"{ocpp.auth}, {with_password} charger(s) with a password"
                       + (f" (security profile {profile})" if with_password else "")),
-        ("mqtt", f"{mqtt.host}:{mqtt.port}, topics under {square.topic_root}/"),
+        ("mqtt", f"{mqtt.host}:{mqtt.port}" + (", TLS" if mqtt.ca_file is not None else ", no TLS")
+                 + (f", as {mqtt.username}" if mqtt.username else ", anonymous") + f", topics under {square.topic_root}/"),
         ("api", f"{'https' if api.cert_file else 'http'}://{api.host}:{api.port}, token in {square.api_token_file}"
                 + (", risky charger calls allowed" if api.allow_risky_calls else "")),
         ("storage", f"{square.storage.path} (sessions kept {square.storage.retention_days} days)"),

@@ -168,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the connector (for an OCPP 2.0.1 charger: the EVSE); needed by unlock")
     p.set_defaults(func=cmd_charger)
 
+    from controller.cli import broker as cli_broker
     from controller.cli import lights as cli_lights
 
     cli_lights.add_parser(sub)
+    cli_broker.add_parser(sub)
 
     p = sub.add_parser("console", help="live console of a running daemon (q quits, ? shows help)")
     p.add_argument("--config", help="the square's config file (reads [api] and its token file)")

@@ -107,6 +107,8 @@ class Alarms:
         await self._check_currents(now)
         await self._check_over_limit(now)
         await self._check_disk(now)
+        await self._check_foreign_lights(now)
+        await self._check_doubted_sensors(now)
 
     async def _check_battery(self, now: datetime) -> None:
         st = self.state
@@ -291,6 +293,41 @@ class Alarms:
             )
         else:
             await self._clear(key, now)
+
+    async def _check_foreign_lights(self, now: datetime) -> None:
+        """A light command the gateway did not send: raised once per bay, cleared once the fixture acks
+        the gateway's own command again."""
+        st = self.state
+        for bay_id, (at, seq, color) in sorted(st.foreign_lights.items()):
+            key = f"light_foreign:{bay_id}"
+            cmd, ack = st.commands.get(bay_id), st.acks.get(bay_id)
+            if cmd is not None and ack is not None and ack[2] > at and ack[0] == cmd["seq"] and ack[1] == cmd["color"]:
+                await self._clear(key, now)
+                continue
+            what = f"{color}, seq {seq}" if seq is not None else "an unreadable one"
+            await self._raise(
+                key, at, f"bay {bay_id}: a light command the gateway did not send ({what}) on its fixture's topic",
+                "the gateway's own command is published again; whoever wrote it may write light topics: "
+                "check the broker's access list (laadplein broker-acl) and who holds the gateway's password",
+                bay_id=bay_id,
+            )
+
+    async def _check_doubted_sensors(self, now: datetime) -> None:
+        """A sensor that said empty under a plugged-in car: a fault until it reports a car again."""
+        st = self.state
+        for bay in st.cfg.bays:
+            if not bay.sensor:
+                continue
+            key, since = f"sensor_contradicts:{bay.id}", st.sensors[bay.id].doubted_at
+            if since is None:
+                await self._clear(key, now)
+                continue
+            await self._raise(
+                key, since, f"bay {bay.id}: sensor said empty while charger {bay.charger} connector {bay.connector} "
+                "had a car plugged in",
+                "sensor fault: the bay counts as occupied (never reserved) until the sensor reports a car again; "
+                "check the sensor, and who may write its topic (laadplein broker-acl)", bay_id=bay.id,
+            )
 
     async def _raise(self, key: str, since: datetime, message: str, action: str, **where) -> None:
         """Raise an alarm unless it is already active (the store keeps one per key)."""

@@ -114,17 +114,28 @@ def is_step_command(step: str, command: Mapping | None, *, before_seq: int | Non
     )
 
 
+def _seq(command: Mapping | None) -> int:
+    return command["seq"] if command is not None else -1
+
+
+def _published(ack_seq: int, want_seq: int, command: Mapping | None) -> bool:
+    """Whether an ack's seq is the step's command or a later one the gateway has published since."""
+    return want_seq <= ack_seq <= max(want_seq, _seq(command))
+
+
 def advance(
     w: Waiting, command: Mapping | None, ack: tuple[int, str, datetime] | None, *, elapsed_s: float, timeout_s: float,
     before_seq: int | None = None, restored_color: str | None = None, broker_online: bool = True,
 ) -> Waiting | StepResult:
     """One look at a bay during a step: still `Waiting`, or its `StepResult` (elapsed_s and timeout_s in s).
 
-    The fixture passes when its ack carries the command's seq (or a later one) and the command's colour.
+    The fixture passes when its ack carries the command's seq (or a later one the gateway published)
+    and the command's colour. An ack for a seq the gateway never published is not the fixture's word
+    (anyone on the broker can write one): it counts for nothing.
     """
     if w.want is None and is_step_command(w.step, command, before_seq=before_seq, restored_color=restored_color):
         w = replace(w, want=(command["seq"], command["color"]))
-    if w.want is not None and ack is not None and ack[0] >= w.want[0]:
+    if w.want is not None and ack is not None and _published(ack[0], w.want[0], command):
         seq, color = w.want
         if ack[1] == color:
             ack_s = min(max(0.0, (ack[2] - w.started_at).total_seconds()), max(elapsed_s, 0.0))
@@ -141,7 +152,8 @@ def advance(
     else:
         seq, color = w.want
         last = "the fixture has not acked anything since the gateway started" if ack is None else (
-            f"last ack: seq {ack[0]}, {ack[1]}")
+            f"last ack: seq {ack[0]}, {ack[1]}"
+            + (", a seq the gateway never published" if ack[0] > max(seq, _seq(command)) else ""))
         problem = f"no ack for {color}{back} within {timeout_s:g} s ({last})"
     if not broker_online:
         problem += "; the MQTT broker is not connected"

@@ -24,7 +24,7 @@ from drivers.contract.clock import parse_ts, utc_now
 from drivers.contract.text import printable
 from drivers.contract.words import FAULT_STATUSES, FAULTED, STATUS_WORDS
 from drivers.support.fault_log import FaultLog
-from signage.rules import Light, Override, track_session_over
+from signage.rules import Light, Override, sensor_doubted, track_session_over
 
 log = logging.getLogger("laadplein.state")
 
@@ -84,6 +84,9 @@ class SensorLive:
 
     occupied: bool | None = None
     at: datetime | None = None
+    # The sensor said empty under a plugged-in car (signage.rules.sensor_doubted): a fault, counted as
+    # occupied, until it reports a car again; since when.
+    doubted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class SquareState:
         self.lights: dict[str, Light] = {}
         self.commands: dict[str, dict] = {}  # bay -> last command sent (with its seq)
         self.acks: dict[str, tuple[int, str, datetime]] = {}  # bay -> what the fixture says it shows
+        # bay -> the last light command someone else put on its topic: (when, its seq, its colour)
+        self.foreign_lights: dict[str, tuple[datetime, int | None, str | None]] = {}
         self.broker_online = False
         self.battery = None  # drivers.contract.devices.BatteryStatus, once read
         self.battery_changed_at: datetime | None = None  # when it last went online/offline/(un)trusted
@@ -311,8 +316,11 @@ class SquareState:
                     word = {True: "occupied", False: "empty", None: "fault (unreadable message)"}[occupied]
                     self.note("occupancy", f"bay {bay}: sensor says {word}", at=at, bay_id=bay, data={"occupied": occupied})
                 s.occupied, s.at = occupied, at
+                self._doubt_sensor(bay, at)
             case ev.LightAcked(bay_id=bay, seq=seq, color=color, at=at):
                 self.acks[bay] = (seq, color, at)
+            case ev.LightForeign(bay_id=bay, seq=seq, color=color, retained=was_retained, at=at):
+                self._apply_foreign_light(bay, seq, color, was_retained, at)
             case ev.BrokerConnected(at=at):
                 self.broker_online = True
                 self.note("broker_connected", "MQTT broker connected", at=at)
@@ -322,6 +330,40 @@ class SquareState:
                 self.broker_online = False
             case _:
                 log.debug("ignored event %r", event)
+
+    def _apply_foreign_light(self, bay: str, seq: int | None, color: str | None, was_retained: bool, at: datetime) -> None:
+        """Someone else wrote the bay's light topic; the link has put the gateway's command back."""
+        if bay not in self.sensors:
+            return
+        before = self.foreign_lights.get(bay)
+        self.foreign_lights[bay] = (at, seq, color)
+        if before is None or (at - before[0]).total_seconds() >= 60:  # a flood is one line a minute in the log
+            what = f"{color}, seq {seq}" if seq is not None else "unreadable"
+            how = "found retained on the broker" if was_retained else "published"
+            self.note("light_foreign", f"bay {bay}: a light command the gateway did not send was {how} ({what}); "
+                      "the gateway's own command is published again", at=at, bay_id=bay,
+                      data={"seq": seq, "color": color, "retained": was_retained})
+
+    def _doubt_sensor(self, bay_id: str, at: datetime) -> None:
+        """A sensor that says empty while the bay's charger has a car plugged in is a sensor fault."""
+        s = self.sensors.get(bay_id)
+        if s is None:
+            return
+        bay = self.cfg.bay(bay_id)
+        if not bay.sensor:
+            return
+        conn = self.connector(bay.charger, bay.connector)
+        status = conn.status if conn is not None else None
+        doubted = sensor_doubted(s.doubted_at is not None, s.occupied, status)
+        if doubted and s.doubted_at is None:
+            s.doubted_at = at
+            self.note("sensor_doubted", f"bay {bay_id}: sensor says empty while its connector is {status} (a car "
+                      "plugged in): sensor fault, the bay counts as occupied until the sensor reports a car again",
+                      at=at, bay_id=bay_id, data={"status": status})
+        elif not doubted and s.doubted_at is not None:
+            s.doubted_at = None
+            self.note("sensor_trusted", f"bay {bay_id}: sensor reports a car again; its readings count again",
+                      at=at, bay_id=bay_id)
 
     def _apply_status(self, cid: str, n: int, status: str, at: datetime, code: str, info: str = "") -> None:
         c = self.chargers.get(cid)
@@ -357,6 +399,9 @@ class SquareState:
                 data={"connector": n, "status": status, "error_code": code} | ({"info": info} if info else {}),
             )
         conn.status, conn.status_at, conn.error_code = status, at, code
+        bay = self.cfg.bay_for(cid, n)
+        if bay is not None and bay.sensor:
+            self._doubt_sensor(bay.id, at)
 
     def _apply_foreign(self, e: ev.ForeignTransaction) -> None:
         """A charger named another's transaction: one event-log entry per episode, a log line a minute."""
@@ -425,9 +470,10 @@ class SquareState:
         return (now - self.started_at).total_seconds() >= self.cfg.signage.startup_wait_s
 
     def sensor_reading(self, bay_id: str, now: datetime) -> bool | None:
-        """The sensor's reading, or None (counts as occupied) with no reading, a fault, or silence too long."""
+        """The sensor's reading, or None (counts as occupied) with no reading, a fault (also one that
+        contradicts the charger), or silence too long."""
         s = self.sensors[bay_id]
-        if s.at is None:
+        if s.at is None or s.doubted_at is not None:
             return None
         if now - s.at > timedelta(seconds=self.cfg.signage.sensor_timeout_s):
             return None

@@ -123,6 +123,21 @@ class LightAcked:
 
 
 @dataclass(frozen=True)
+class LightForeign:
+    """A light command for the bay that the gateway did not send (someone else on the broker); it republishes its own.
+
+    `seq` and `color` as the stranger wrote them (None when unreadable); `retained`: found on the broker
+    at (re)connect rather than published live.
+    """
+
+    bay_id: str
+    seq: int | None
+    color: str | None
+    retained: bool
+    at: datetime
+
+
+@dataclass(frozen=True)
 class BrokerConnected:
     """The MQTT connection is up (again)."""
 
@@ -169,6 +184,7 @@ Event = (
     | ChargerOverLimit
     | OccupancyChanged
     | LightAcked
+    | LightForeign
     | BrokerConnected
     | BrokerLost
     | OverrideSet

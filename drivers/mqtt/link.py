@@ -13,7 +13,9 @@ import logging
 import math
 import random
 import secrets
+import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +27,7 @@ from drivers.contract.events import (
     BrokerLost,
     Event,
     LightAcked,
+    LightForeign,
     OccupancyChanged,
 )
 from drivers.mqtt.retry import (
@@ -70,6 +73,8 @@ log = logging.getLogger("laadplein.mqtt")
 
 OP_TIMEOUT_S = 5.0  # CONNACK, SUBACK, PUBACK: a healthy broker answers in milliseconds
 JUNK_LOG_EVERY_S = 60.0
+FOREIGN_EVERY_S = 1.0  # a stranger flooding a light topic reaches the square at most this often per bay (s)
+SENT_KEPT = 16  # own light commands per bay remembered, to tell their late echoes from a stranger's
 
 
 class _Demote(logging.Filter):
@@ -104,6 +109,11 @@ class _Stop(Exception):
     """close() was called: leave the connection cleanly."""
 
 
+def _seq_of(payload: bytes) -> int:
+    """The seq of a payload the link itself encoded (checked when it was given)."""
+    return parse_light_command(payload)["seq"]
+
+
 def describe_mqtt_error(exc: BaseException) -> str:
     """A few words on why the link failed, for the log and BrokerLost.reason."""
     while isinstance(exc, BaseExceptionGroup):
@@ -121,7 +131,9 @@ def describe_mqtt_error(exc: BaseException) -> str:
 class MqttLink:
     """The gateway's connection to the broker: retries forever, republishes on every reconnect.
 
-    `on_event` gets OccupancyChanged, LightAcked, BrokerConnected and BrokerLost; it must not block.
+    `on_event` gets OccupancyChanged, LightAcked, LightForeign, BrokerConnected and BrokerLost; it must
+    not block. The link reads the light topics too: a command it did not send is reported (LightForeign)
+    and its own command published again, so the fixture shows what the gateway decided.
     A lost broker is tried again after FIRST_RETRY_S, then doubling up to `retry_s` (at most 5 s,
     interfaces.md §4): see retry_delay_s.
     """
@@ -136,6 +148,7 @@ class MqttLink:
         *,
         username: str | None = None,
         password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
         keepalive_s: int = 30,
         client_id: str | None = None,
         retry_s: float = 5.0,
@@ -154,6 +167,7 @@ class MqttLink:
         self._bays = frozenset(check_topic_level(b, "bay id") for b in bay_ids)
         self._on_event = on_event
         self._username, self._password = username, password
+        self._tls_context = tls_context
         self._keepalive_s = keepalive_s
         self._client_id = client_id or f"laadplein-gw-{secrets.token_hex(4)}"
         self._retry_s = retry_s
@@ -163,6 +177,10 @@ class MqttLink:
         self._lights_due: dict[str, None] = {}  # an ordered set: each bay at most once, latest payload wins
         self._lights_wake = asyncio.Event()
         self._published_at: dict[str, datetime] = {}
+        # bay -> own payloads published on this connection whose echo has not come back, oldest first
+        # (the broker passes one topic's messages on in order, so each echo is at or after the head)
+        self._pending: dict[str, deque[bytes]] = {}
+        self._foreign_passed: dict[str, float] = {}  # bay -> monotonic time a LightForeign last went on
         self._state: bytes | None = None
         self._state_due = False
         self._state_wake = asyncio.Event()
@@ -180,7 +198,7 @@ class MqttLink:
 
     @property
     def broker(self) -> str:
-        return f"{self._host}:{self._port}"
+        return f"{self._host}:{self._port}" + (" (TLS)" if self._tls_context is not None else "")
 
     @property
     def retry_s(self) -> float:
@@ -283,6 +301,7 @@ class MqttLink:
             self._port,
             username=self._username,
             password=self._password,
+            tls_context=self._tls_context,
             identifier=self._client_id,
             will=aiomqtt.Will(status_topic(self._root), b"offline", qos=1, retain=True),
             keepalive=self._keepalive_s,
@@ -301,7 +320,8 @@ class MqttLink:
                 try:
                     await client.publish(status_topic(self._root), b"online", qos=1, retain=True)
                     granted = await client.subscribe(
-                        [(occupancy_topic(self._root, "+"), 1), (ack_topic(self._root, "+"), 1)]
+                        [(occupancy_topic(self._root, "+"), 1), (ack_topic(self._root, "+"), 1),
+                         (light_topic(self._root, "+"), 1)]
                     )
                     if any(int(getattr(g, "value", g)) >= 0x80 for g in granted):
                         raise aiomqtt.MqttError(f"subscription refused by the broker ({granted})")
@@ -329,6 +349,7 @@ class MqttLink:
         self._connected = True
         self._up_since = time.monotonic()
         self._lights_due = dict.fromkeys(sorted(self._lights))
+        self._pending.clear()
         self._lights_wake.set()
         if self._state is not None:
             self._state_due = True
@@ -384,6 +405,8 @@ class MqttLink:
             del self._lights_due[bay]
             payload = self._lights[bay]
             self._published_at[bay] = self._clock()
+            # Remembered before it goes out: its echo may be read before the PUBACK returns.
+            self._pending.setdefault(bay, deque(maxlen=SENT_KEPT)).append(payload)
             await client.publish(light_topic(self._root, bay), payload, qos=1, retain=True)
 
     async def _send_lights(self, client: aiomqtt.Client) -> None:
@@ -408,9 +431,9 @@ class MqttLink:
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            self._handle(str(message.topic), bytes(payload))
+            self._handle(str(message.topic), bytes(payload), retained=bool(message.retain))
 
-    def _handle(self, topic: str, payload: bytes) -> None:
+    def _handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         parsed = bay_from_topic(self._root, topic)
         if parsed is None:
             return
@@ -434,6 +457,40 @@ class MqttLink:
                 self._complain(bay, kind, f"{topic}: {exc}; ack ignored")
                 return
             self._on_event(LightAcked(bay_id=bay, seq=seq, color=color, at=at))
+        elif kind == "light":
+            self._check_light(bay, topic, payload, retained, at)
+
+    def _check_light(self, bay: str, topic: str, payload: bytes, retained: bool, at: datetime) -> None:
+        """Tell the echo of the gateway's own command from a stranger's; republish over a stranger's."""
+        pending = self._pending.get(bay)
+        if pending and payload in pending:
+            while pending.popleft() != payload:
+                pass  # echoes come in order: those before it were superseded on the way
+            return
+        current = self._lights.get(bay)
+        if payload == current:
+            return  # the very command the fixture should show, whoever repeated it
+        try:
+            command = parse_light_command(payload)
+            seq, color = command["seq"], command["color"]
+        except MqttPayloadError:
+            seq = color = None
+        if retained and (current is None or (seq is not None and seq <= _seq_of(current))):
+            # Found on the broker at (re)connect, not newer than what the link republishes right after
+            # it (a run before this one published it, or the link has nothing for the bay yet): it is
+            # replaced anyway, and counts as foreign only when its seq is one the gateway never reached.
+            return
+        what = f"seq {seq}, {color}" if seq is not None else "unreadable"
+        action = "republishing the gateway's own" if current is not None else "the gateway has no command for it yet"
+        self._complain(bay, "foreign", f"{topic}: a light command the gateway did not send ({what}, "
+                       f"{'retained' if retained else 'live'}); {action}")
+        if current is not None:
+            self._lights_due[bay] = None
+            self._lights_wake.set()
+        now = time.monotonic()
+        if now - self._foreign_passed.get(bay, -math.inf) >= FOREIGN_EVERY_S:
+            self._foreign_passed[bay] = now
+            self._on_event(LightForeign(bay_id=bay, seq=seq, color=color, retained=retained, at=at))
 
     def _offer_occupancy(self, event: OccupancyChanged) -> None:
         """Pass a reading on, or hold it for its turn: a sensor flapping a thousand times a second must not stall the cycle."""

@@ -1,6 +1,9 @@
 """A real mosquitto broker for integration tests, on a free loopback port, restartable on the same port.
 
 Use the `mosquitto` fixture (import it into the test module or a conftest), or `with Mosquitto() as broker:`.
+`Mosquitto(secure=BrokerUsers(...))` runs it as a square's broker is meant to run: the repository's
+scripts/mosquitto/laadplein.conf, the access list `laadplein broker-acl` writes, a password per device
+(hashed by mosquitto_passwd) and, with `tls=True`, TLS with a certificate made for the test.
 """
 
 from __future__ import annotations
@@ -12,13 +15,75 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from controller.cli.broker import write_passwords
+from drivers.mqtt.acl import acl_text, broker_users
 from tests.integration.ports import free_port
 
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD_BIN = "/usr/bin/mosquitto_passwd"
+SHIPPED_CONF = Path(__file__).resolve().parents[2] / "scripts" / "mosquitto" / "laadplein.conf"
+# The shipped config's settings: for the whole broker, and for each of its listeners (taken from its
+# first); its listeners' addresses and its file paths are the machine's own.
+_GLOBAL_KEYS = ("per_listener_settings", "allow_anonymous")
+_LISTENER_KEYS = ("use_username_as_clientid",)
+
+
+@dataclass
+class BrokerUsers:
+    """A square's broker users: the access list for `root` and `bays` ((bay id, has a sensor)), a password each."""
+
+    root: str
+    bays: list[tuple[str, bool]]
+    gateway_user: str = "laadplein"
+    tls: bool = False
+    passwords: dict[str, str] = field(default_factory=dict)  # filled in when the broker is set up
+    ca_file: Path | None = None  # with tls: the CA (the broker's self-signed certificate) clients check
+
+    @property
+    def users(self) -> list[str]:
+        return broker_users(self.bays, self.gateway_user)
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (its own CA), and its key, as PEM files in `folder`."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "laadplein test broker")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "broker.pem", folder / "broker-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
 
 
 class Mosquitto:
@@ -26,8 +91,12 @@ class Mosquitto:
 
     host = "127.0.0.1"
 
-    def __init__(self, port: int | None = None, *, binary: str = MOSQUITTO_BIN, workdir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str = MOSQUITTO_BIN, workdir: Path | None = None,
+        secure: BrokerUsers | None = None,
+    ) -> None:
         self.binary = binary
+        self.secure = secure
         self.port = port or free_port(self.host)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mosquitto-"))
@@ -39,10 +108,36 @@ class Mosquitto:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def _secure_lines(self, secure: BrokerUsers) -> list[str]:
+        """The shipped config's settings, this test's files, and the users' passwords hashed by mosquitto_passwd."""
+        shipped = [line.split() for line in SHIPPED_CONF.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        first = next(i for i, words in enumerate(shipped) if words[0] == "listener")
+        second = next((i for i, words in enumerate(shipped) if words[0] == "listener" and i > first), len(shipped))
+        lines = [" ".join(words) for words in shipped[:first] if words[0] in _GLOBAL_KEYS]
+        per_listener = [" ".join(words) for words in shipped[first:second] if words[0] in _LISTENER_KEYS]
+        assert len(lines) == len(_GLOBAL_KEYS), f"{SHIPPED_CONF} lost one of {_GLOBAL_KEYS}"
+        assert len(per_listener) == len(_LISTENER_KEYS), f"{SHIPPED_CONF}'s first listener lost one of {_LISTENER_KEYS}"
+        acl_path, passwd_path = self.workdir / "laadplein.acl", self.workdir / "laadplein.passwd"
+        acl_path.write_text(acl_text(secure.root, secure.bays, secure.gateway_user))
+        if not secure.passwords:
+            plain = self.workdir / "passwords.txt"
+            plain.unlink(missing_ok=True)
+            secure.passwords = write_passwords(plain, secure.users)
+            shutil.copy(plain, passwd_path)
+            subprocess.run([MOSQUITTO_PASSWD_BIN, "-U", str(passwd_path)], check=True, capture_output=True, timeout=30)
+        lines += [f"password_file {passwd_path}", f"acl_file {acl_path}", f"listener {self.port} {self.host}", *per_listener]
+        if secure.tls:
+            certs = self.workdir / "certs"
+            cert, key = (certs / "broker.pem", certs / "broker-key.pem") if certs.exists() else make_certificate(certs)
+            secure.ca_file = cert
+            lines += [f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
+        return lines
+
     def _write_conf(self) -> None:
+        head = self._secure_lines(self.secure) if self.secure is not None else [
+            f"listener {self.port} {self.host}", "allow_anonymous true"]
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *head,
             "persistence false",
             "log_dest stderr",
             "log_type error",
