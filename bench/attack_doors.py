@@ -73,18 +73,42 @@ async def flood(
     after = db_rows(db, "SELECT count(*) FROM meter_samples WHERE charger_id = 'CP01'")[
         0
     ][0]
-    rate = (after - before) / (
-        time.monotonic() - t0
-    )  # what it wrote, also from its backlog, per second
+    elapsed = time.monotonic() - t0
+    written = after - before
+    rate = written / elapsed  # what it wrote, also from its backlog, per second
+    # What the gateway's per-charger caps let through in that time ([ocpp] max_messages_per_s with
+    # message_burst, max_samples_per_frame, at their defaults); a gateway without caps is held to
+    # 100 rows a second.
+    caps = ocpp_caps()
+    if caps is None:
+        allowed, how = 100 * elapsed, "no caps: held to 100 rows/s"
+    else:
+        per_s, burst, per_frame = caps
+        allowed = (burst + per_s * elapsed) * min(10, per_frame) + 10  # + one frame in flight
+        how = f"caps {per_s:g} frames/s, burst {burst}, {per_frame} readings a frame: at most {allowed:.0f} rows"
     alarmed = len(await alarms()) > alarms_before
     return Row(
         "8",
-        "meter rows written per second by one flooding socket",
+        "meter rows one flooding socket wrote beyond the gateway's caps",
         sent,
-        round(rate),
-        100,
-        f"{sent} frames of 10 readings in {took:.1f} s -> {after - before} rows written by 2 s later; alarm raised: {alarmed}{note}",
-        unit="/s",
+        max(0, round(written - allowed)),
+        0,
+        f"{sent} frames of 10 readings in {took:.1f} s -> {written} rows ({rate:.0f}/s) written by 2 s later;"
+        f" {how}; alarm raised: {alarmed}{note}",
+    )
+
+
+def ocpp_caps() -> tuple[float, int, int] | None:
+    """The default per-charger caps of the gateway under test, None where it has none."""
+    from config.schema import OcppConfig
+
+    fields = OcppConfig.model_fields
+    if not {"max_messages_per_s", "message_burst", "max_samples_per_frame"} <= set(fields):
+        return None
+    return (
+        float(fields["max_messages_per_s"].default),
+        int(fields["message_burst"].default),
+        int(fields["max_samples_per_frame"].default),
     )
 
 

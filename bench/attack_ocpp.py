@@ -9,6 +9,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,31 @@ async def watch_worst(sims: Sims, seconds: float) -> tuple[float, float]:
     return worst, over_s
 
 
+@dataclass
+class Held:
+    """The limits the cars held over a window: the mean of their sum, and each car's lowest (A)."""
+
+    mean_total_a: float
+    lowest_a: dict[str, float]
+
+    def lowest_text(self) -> str:
+        return ", ".join(f"{k} {a:.1f} A" for k, a in sorted(self.lowest_a.items()))
+
+
+async def cars_held(sims: Sims, attacker: Any, honest: list[tuple[str, int]], seconds: float) -> Held:
+    """Sample every 0.1 s for `seconds` what the attacker's car and the honest cars hold."""
+    cars = [(attacker.charger_id, 1), *honest]
+    totals: list[float] = []
+    lowest = {f"{cid}/{c}": 999.0 for cid, c in cars}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        now = {f"{cid}/{c}": held_a(sims[cid], c) for cid, c in cars}
+        totals.append(sum(now.values()))
+        lowest = {k: min(lowest[k], a) for k, a in now.items()}
+        await asyncio.sleep(0.1)
+    return Held(sum(totals) / max(1, len(totals)), lowest)
+
+
 async def fuse_attacks(
     sims: Sims, attacker: Any, honest: list[tuple[str, int]]
 ) -> list[Row]:
@@ -83,26 +109,24 @@ async def fuse_attacks(
         )
     )
     await asyncio.sleep(4.0)  # the honest readings come back
+    # The cars' limits with no lie, then with the lie: a square short of room takes turns, so who holds
+    # current changes from one window to the next; what the lie must not change is how much all the
+    # cars together may draw.
+    control = await cars_held(sims, attacker, honest, 6.0)
     attacker.fake_a[1] = -9999.0
-    lowest: dict[tuple[str, int], float] = {k: 999.0 for k in honest}
-    end = time.monotonic() + 6.0
-    while time.monotonic() < end:
-        for cid, c in honest:
-            lowest[(cid, c)] = min(lowest[(cid, c)], held_a(sims[cid], c))
-        await asyncio.sleep(0.1)
+    lying = await cars_held(sims, attacker, honest, 6.0)
     attacker.fake_a.pop(1)
-    stopped = [f"{cid}/{c}" for (cid, c), a in lowest.items() if a < 6.0]
+    lost_a = max(0.0, control.mean_total_a - lying.mean_total_a)
     rows.append(
         Row(
             "2",
-            "meter reports -9999 A: other cars cut below 6 A",
+            "meter reports -9999 A: the cars' limits lost (all cars together, mean A per phase)",
             6,
-            len(stopped),
-            0,
-            f"cut: {', '.join(stopped) or 'none'}; lowest held "
-            + ", ".join(
-                f"{cid}/{c} {a:.1f} A" for (cid, c), a in sorted(lowest.items())
-            ),
+            round(lost_a, 1),
+            2.0,
+            f"together {control.mean_total_a:.1f} A without the lie, {lying.mean_total_a:.1f} A with it;"
+            f" lowest held with the lie: {lying.lowest_text()}",
+            unit=" A",
         )
     )
     return rows
@@ -177,13 +201,16 @@ async def unknown_connector(
         for s in await sessions()
         if s.get("charger") == attacker.charger_id and s.get("connector") == 9
     ]
+    # The session is recorded either way (the charger holds a transaction id and will stop it); what
+    # must not happen is an authorized one, which power sharing could neither steer nor count.
+    authorized = '"Accepted"' in str(answer)
     return Row(
         "+",
-        "sessions opened on a connector not in the config",
+        "sessions authorized on a connector not in the config",
         1,
-        len(opened),
+        int(authorized),
         0,
-        f"StartTransaction on connector 9 answered {str(answer)[:100]}; sessions on it: {len(opened)}",
+        f"StartTransaction on connector 9 answered {str(answer)[:100]}; sessions recorded on it: {len(opened)}",
     )
 
 
@@ -356,12 +383,14 @@ async def hijack(
         Row(
             "3",
             "sessions taken over through a passwordless charger id",
-            1 if tx is not None else 0,
-            touched if tx is not None else None,
+            1,
+            touched if tx is not None else (0 if not accepted else None),
             0,
             detail
             if tx is not None
-            else f"{victim_id} never got a session (refused or not configured): {detail}",
+            else f"{victim_id} never got a session: the id is refused without a password, so nobody can take one over ({detail})"
+            if not accepted
+            else f"{victim_id} never got a session: {detail}",
             total=SESSIONS,
         ),
     ]

@@ -190,6 +190,7 @@ def supply_chain() -> list[Row]:
             "*.lock",
             "pylock*.toml",
             "**/requirements*.txt",
+            "requirements/*.txt",
         )
         for p in REPO.glob(pattern)
         if ".venv" not in p.parts and "node_modules" not in p.parts
