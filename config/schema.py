@@ -464,7 +464,8 @@ def square_warnings(square: SquareConfig) -> list[tuple[Loc, str]]:
     """What a valid config leaves open to others on the network, each with its key path: shown, never refused.
 
     No TLS on a non-loopback OCPP endpoint, chargers without a password (stated insecure or not),
-    passwords shorter than OCPP asks for, and unknown charger ids let in.
+    passwords shorter than OCPP asks for, unknown charger ids let in, and a broker elsewhere reached
+    without TLS or anonymously.
     """
     ocpp = square.ocpp
     exposed = not ocpp.on_loopback
@@ -490,4 +491,12 @@ def square_warnings(square: SquareConfig) -> list[tuple[Loc, str]]:
                 then = f"; on the non-loopback ocpp.host {ocpp.host} it is refused unless insecure = true"
             warnings.append((("chargers", index, "password"), (f"charger {charger.id}: the password has "
                              f"{len(charger.password)} characters, OCPP asks for {EXPOSED_MIN_PASSWORD_CHARS} to 40{then}")))
+    mqtt = square.mqtt
+    if not loopback_host(mqtt.host):
+        if mqtt.ca_file is None:
+            warnings.append((("mqtt", "host"), (f"the broker {mqtt.host} is not on this machine and there is no TLS "
+                             "(ca_file): light commands, occupancy and the broker password cross the network readable")))
+        if mqtt.username is None:
+            warnings.append((("mqtt", "username"), (f"the gateway logs in to the broker {mqtt.host} anonymously (no username): "
+                             "a broker that lets anyone in lets anyone write the bays' lights and occupancy")))
     return warnings

@@ -638,6 +638,18 @@ def test_on_loopback_only_missing_passwords_are_warned_about(tmp_path: Path) -> 
     assert all("anyone on this machine" in w.message for w in found)
 
 
+def test_a_broker_elsewhere_without_tls_or_a_user_is_warned_about(tmp_path: Path) -> None:
+    doc = doc_with(("mqtt", "host", "192.168.1.20"), ("ocpp", "host", "127.0.0.1"))
+    for charger in doc["chargers"]:
+        charger["password"] = "zestien-tekens-ok"
+    found = {w.key_path: w.message for w in warnings_of(tmp_path, doc)}
+    assert "no TLS" in found["mqtt.host"] and "anonymously" in found["mqtt.username"]
+    assert set(found) == {"mqtt.host", "mqtt.username"}
+    # The broker on this machine, as the example squares have it: nothing to say of it.
+    doc["mqtt"]["host"] = "127.0.0.1"
+    assert warnings_of(tmp_path, doc) == []
+
+
 def test_check_shows_warnings_apart_from_the_summary_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config_file = tmp_path / "square.toml"
     config_file.write_text(emit(doc_with(("ocpp", "host", "0.0.0.0"))))
