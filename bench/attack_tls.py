@@ -4,15 +4,11 @@ one) and unknown chargers allowed, for the TLS suites on offer and charger ids c
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ssl
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
@@ -21,32 +17,12 @@ from bench import attack_doors, attack_ocpp, attack_static
 from bench.attack_mqtt import Broker
 from bench.attack_report import Row
 from bench.attack_rig import guarded, square_toml, start_square
+from tests.certs import self_signed
 from tests.integration.ports import free_port
 
 
 def _pair(folder: Path, name: str, key: Any) -> tuple[Path, Path]:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return self_signed(folder / f"{name}.crt", folder / f"{name}.key", key=key, names=("127.0.0.1",))
 
 
 async def tls_square(

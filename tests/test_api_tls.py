@@ -4,16 +4,11 @@ that certificate (found through the config), whatever name it reaches the daemon
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import socket
 import ssl
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from config.loader import load_config
 from controller.api.listener import TlsSetupError, tls_context
@@ -24,6 +19,7 @@ from controller.shell.cycle import Cycle
 from controller.shell.state import SquareState
 from controller.store.database import Store
 from controller.store.secrets import TagVault
+from tests.certs import self_signed
 from tests.test_api_guard import T0, FakeOcpp, Publisher
 
 CONFIG = """
@@ -50,20 +46,7 @@ connector = 1
 
 def leaf_certificate(folder: Path) -> None:
     """A self-signed leaf (not a CA) naming only gateway.example, so that no hostname check can pass."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.example")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("gateway.example")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "api-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "api-key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    self_signed(folder / "api-cert.pem", folder / "api-key.pem", names=("gateway.example",), ca=False)
 
 
 @pytest.fixture

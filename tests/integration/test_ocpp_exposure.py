@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import re
 import resource
 import socket
@@ -17,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from controller.cli.check import check_main
+from tests.certs import self_signed
 from tests.integration.harness import Daemon, square_toml
 from tests.integration.ports import free_port
 from tests.integration.test_ocpp_security import (
@@ -136,30 +133,7 @@ async def test_unknown_charger_ids_count_towards_the_hosts_lockout(square):
 
 def write_certificate(folder: Path, name: str, key) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 with `key` (RSA or EC), and the key, as PEM files."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"laadplein test gateway {name}")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
+    return self_signed(folder / f"{name}-cert.pem", folder / f"{name}-key.pem", key=key)
 
 
 TWO_PAIRS = (

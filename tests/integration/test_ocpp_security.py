@@ -5,8 +5,6 @@ the OCPP endpoint alone, password checks that keep the event loop free under a f
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import json
 import logging
 import re
@@ -18,10 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidMessage, InvalidStatus
@@ -36,6 +31,7 @@ from drivers.ocpp.server import (
     PASSWORD_CHECK_THREADS,
     OcppServer,
 )
+from tests.certs import self_signed
 from tests.integration.harness import Daemon, square_toml
 
 pytestmark = pytest.mark.integration
@@ -186,31 +182,7 @@ async def test_a_password_set_through_the_api_replaces_the_configs_and_is_stored
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files in `folder`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "laadplein test gateway")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "ocpp-cert.pem", folder / "ocpp-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
+    return self_signed(folder / "ocpp-cert.pem", folder / "ocpp-key.pem")
 
 
 TLS_KEYS = 'tls_cert_file = "tls/ocpp-cert.pem"\ntls_key_file = "tls/ocpp-key.pem"\n'  # relative to the config
