@@ -114,6 +114,14 @@ def _mentions(alarms: object, word: str) -> int:
     )
 
 
+def _doubts(events: object, bay: str) -> int:
+    return (
+        sum(1 for e in events if isinstance(e, dict) and e.get("kind") == "sensor_doubted" and bay in json.dumps(e))
+        if isinstance(events, list)
+        else 0
+    )
+
+
 async def sensor_attacks(
     broker: Broker,
     root: str,
@@ -140,7 +148,7 @@ async def sensor_attacks(
         retain=True,
         user=f"sensor-{parked_bay}",
     )  # the honest sensor again
-    _, before = await api("GET", "/api/alarms")
+    _, before = await api("GET", "/api/events?limit=1000")
     await publish(
         broker,
         f"{root}/bays/{charging_bay}/occupancy",
@@ -149,7 +157,8 @@ async def sensor_attacks(
         user=f"sensor-{charging_bay}",
     )
     await asyncio.sleep(3.0)
-    _, after = await api("GET", "/api/alarms")
+    # Doubted at once (an event, the bay held occupied); the alarm follows only if it lasts a minute.
+    _, after = await api("GET", "/api/events?limit=1000")
     await publish(
         broker,
         f"{root}/bays/{charging_bay}/occupancy",
@@ -157,7 +166,7 @@ async def sensor_attacks(
         retain=True,
         user=f"sensor-{charging_bay}",
     )
-    noticed = _mentions(after, charging_bay) - _mentions(before, charging_bay)
+    noticed = _doubts(after, charging_bay) - _doubts(before, charging_bay)
     return [
         Row(
             "4",
@@ -172,11 +181,11 @@ async def sensor_attacks(
         ),
         Row(
             "4",
-            "'empty' for a bay whose car is charging, alarmed as a sensor fault",
+            "'empty' for a bay whose car is charging, taken as a sensor fault",
             1,
             int(noticed > 0),
             1,
-            f"new alarms naming {charging_bay}: {max(noticed, 0)}",
+            f"new sensor_doubted events naming {charging_bay}: {max(noticed, 0)}",
             at_least=True,
         ),
     ]

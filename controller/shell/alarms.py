@@ -25,6 +25,9 @@ log = logging.getLogger("laadplein.cycle")
 FOREIGN_TX_ALARM = "foreign_transaction:"
 FOREIGN_TX_QUIET_S = 3600  # a foreign-transaction alarm clears after this long without another
 IMPLAUSIBLE_QUIET_S = 600.0
+SENSOR_DOUBT_ALARM_S = 60.0
+"""A sensor that contradicts the charger is alarmed only when it still does after this long: a radio
+sensor reports a car that just plugged in 10 to 60 s after the charger does."""
 """An implausible-current alarm ends after this long without one: a charger that keeps sending them
 (or alternates with plausible ones) raises it once, not every cycle."""
 OVER_LIMIT_QUIET_S = 600
@@ -322,6 +325,8 @@ class Alarms:
             if since is None:
                 await self._clear(key, now)
                 continue
+            if (now - since).total_seconds() < SENSOR_DOUBT_ALARM_S:
+                continue  # doubted at once (the bay counts as occupied), alarmed only if it lasts
             await self._raise(
                 key, since, f"bay {bay.id}: sensor said empty while charger {bay.charger} connector {bay.connector} "
                 "had a car plugged in",
