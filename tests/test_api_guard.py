@@ -199,8 +199,12 @@ async def test_only_requests_a_central_system_sends_in_the_chargers_version_are_
 
 
 async def test_firmware_and_certificate_requests_need_allow_risky_calls(served):
-    for action in ("UpdateFirmware", "InstallCertificate", "DeleteCertificate", "CertificateSigned", "SignedUpdateFirmware"):
+    for action in ("UpdateFirmware", "InstallCertificate", "DeleteCertificate", "CertificateSigned", "SignedUpdateFirmware",
+                   "GetDiagnostics"):
         status, body = await served.request("POST", f"/api/chargers/CP01/call/{action}", {})
+        assert status == 403 and "allow_risky_calls" in body["error"], (action, body)
+    for action in ("GetLog", "CustomerInformation"):  # OCPP 2.0.1: logs or a customer's data sent elsewhere
+        status, body = await served.request("POST", f"/api/chargers/CP02/call/{action}", {})
         assert status == 403 and "allow_risky_calls" in body["error"], (action, body)
     assert served.ocpp.calls == []
 

@@ -104,3 +104,15 @@ def test_a_key_that_does_not_fit_the_certificate_names_the_files(tmp_path):
     with pytest.raises(TlsSetupError, match="api.cert_file"):
         tls_context(tmp_path / "api-cert.pem", other / "api-key.pem")
     assert isinstance(tls_context(tmp_path / "api-cert.pem", tmp_path / "api-key.pem"), ssl.SSLContext)
+
+
+def test_the_cli_trusts_the_daemons_certificate_not_the_issuer_chained_after_it(tmp_path):
+    """A full-chain file names its issuer: trusting that would let any certificate it signed stand in."""
+    from controller.cli.client import pinned_context
+
+    own, _ = self_signed(tmp_path / "own.pem", tmp_path / "own-key.pem", names=("gateway.example",), ca=False)
+    issuer, _ = self_signed(tmp_path / "issuer.pem", tmp_path / "issuer-key.pem", names=("issuer.example",))
+    chain = tmp_path / "fullchain.pem"
+    chain.write_bytes(own.read_bytes() + issuer.read_bytes())
+    # One certificate, the daemon's leaf; not the issuer (a CA) and none of the system's CAs.
+    assert pinned_context(chain).cert_store_stats() == {"x509": 1, "crl": 0, "x509_ca": 0}

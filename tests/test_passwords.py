@@ -117,7 +117,8 @@ def test_an_unreadable_hash_is_an_error_not_a_match(encoded: str) -> None:
 @pytest.mark.parametrize(
     ("password", "ok"),
     [(None, False), ("", False), (42, False), ("x", True), ("a" * MAX_PASSWORD_CHARS, True),
-     ("a" * (MAX_PASSWORD_CHARS + 1), False), ("wachtwoord met spaties: en €", True)],
+     ("a" * (MAX_PASSWORD_CHARS + 1), False), ("wachtwoord met spaties: en €", True),
+     ("\ud800" * 20, False), ("regel\neen", False), ("esc\x1b[2J", False)],
 )
 def test_password_problem(password: object, ok: bool) -> None:
     assert (password_problem(password) is None) == ok

@@ -63,6 +63,8 @@ REQUESTS: dict[str, frozenset[str]] = {
 RISKY = frozenset({
     "UpdateFirmware", "SignedUpdateFirmware", "PublishFirmware", "InstallCertificate", "DeleteCertificate",
     "CertificateSigned", "SetNetworkProfile",
+    # a charger uploads its logs (id tags in them) or a customer's data to whatever URL or party is named
+    "GetDiagnostics", "GetLog", "CustomerInformation",
 })
 
 
@@ -86,7 +88,8 @@ def check_action(action: str, version: str | None, *, allow_risky: bool) -> None
         raise CallRefused(400, f"{action} is not an {where} request a central system sends")
     if action in RISKY and not allow_risky:
         raise CallRefused(
-            403, f"{action} changes a charger's firmware, certificates or network settings: "
+            403, f"{action} changes a charger's firmware, certificates or network settings, or sends its logs or a "
+            "customer's data elsewhere: "
             "it needs allow_risky_calls = true in the config's [api] section"
         )
 

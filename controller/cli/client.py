@@ -141,12 +141,24 @@ def quote_part(part: str) -> str:
 
 
 def pinned_context(cert_file: Path) -> ssl.SSLContext:
-    """TLS that trusts exactly the daemon's own certificate (from its config), by whatever name it is reached."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    """TLS that trusts exactly the daemon's own certificate (from its config), by whatever name it is reached.
+
+    Only the file's first certificate is trusted: a chain after it names an issuer, and trusting that
+    issuer would let any certificate it signed, for any name, stand in for the daemon.
+    """
+    # No system CAs: with the host name unchecked, any certificate a public CA signed would pass.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False  # the certificate itself is the trust anchor: nothing else chains to it
+    context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     try:
-        context.load_verify_locations(cafile=str(cert_file))
+        text = cert_file.read_text(encoding="ascii", errors="replace")
+        end = "-----END CERTIFICATE-----"
+        start = text.find("-----BEGIN CERTIFICATE-----")
+        if start < 0 or end not in text[start:]:
+            raise ssl.SSLError(f"no PEM certificate in {cert_file}")
+        context.load_verify_locations(cadata=text[start:text.index(end, start) + len(end)] + "\n")
     except (OSError, ssl.SSLError) as exc:
         raise ClientError(f"cannot read the admin API's certificate {cert_file} ({exc})", EXIT_USAGE) from None
     return context

@@ -120,6 +120,12 @@ def password_problem(password: object, *, min_chars: int = 1) -> str | None:
     if len(password) < min_chars:
         return (f"password must be at least {min_chars} characters on a non-loopback ocpp.host (unless the "
                 f"charger's config says insecure = true), not {len(password)}")
+    try:
+        password.encode("utf-8")  # a lone surrogate (JSON "\ud800") has no bytes to hash or send
+    except UnicodeEncodeError:
+        return "password must be text that UTF-8 can carry (no lone surrogates)"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in password):
+        return "password must not hold control characters"
     return None
 
 
