@@ -250,3 +250,58 @@ def test_no_reported_current_hands_the_cars_more_than_the_grid_leaves(kind, repo
         assert view.budget.grid_a[p] >= max(0.0, fuse_leaves_a - true[hostile]) - 1e-6
     others = [d for d in view.sharing.connectors if d.key != f"{KEYS[hostile][0]}/{KEYS[hostile][1]}"]
     assert sum(d.target_a for d in others) <= max(0.0, fuse_leaves_a) + 1e-6
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    claimed=plausible,
+    real_h=st.floats(0.0, 12.5),
+    hostile=st.integers(0, 3),
+    wants=st.tuples(*[st.floats(0.0, MAX_A)] * 4),
+    other_a=st.floats(0.0, LIMIT_A),
+)
+@example(claimed=12.5, real_h=0.0, hostile=0, wants=(32.0, 32.0, 32.0, 32.0), other_a=20.0)
+@example(claimed=35.2, real_h=0.0, hostile=2, wants=(32.0, 32.0, 32.0, 32.0), other_a=10.0)
+@example(claimed=13.0, real_h=2.0, hostile=1, wants=(32.0, 32.0, 32.0, 32.0), other_a=15.0)
+def test_a_believable_lie_lends_the_others_no_room_the_grid_lacks(claimed, real_h, hostile, wants, other_a):
+    """A plausible current that the car does not draw is taken off the grid meter's reading like any
+    true one, so the meter seems to leave more room. A connector whose reading stays above what it may
+    draw counts at that reading (a decrease that never shows): once its limits had time to show, the
+    others' limits and the site's real load stay within the fuse, whatever the hostile car really
+    draws, but for the little a reading within the obeying tolerance is believed."""
+    cfg = load_config_text(SQUARE, "square.toml")
+    clock = Clock()
+    state = SquareState(cfg, None, clock=clock)
+    charging = SmartCharging(cfg, NoCalls(), clock, state.wake)
+    # Every lease is sent and accepted at once; the honest chargers apply it at once.
+    charging.send = lambda orders, tx, now, wire_ids=None: [charging.book.sent(o, clock.now, True) for o in orders]
+    for cid in ("CP01", "CP02"):
+        state.record(ev.ChargerConnected(cid, "ocpp1.6", T0, "127.0.0.1"))
+        charging.setups[cid] = ChargerSetup(T0, mode=TX_MODE, done=True)
+    for i, (cid, n) in enumerate(KEYS):
+        state.chargers[cid].connectors[n].transaction_id = 100 + i
+        state.record(ev.ConnectorStatusChanged(cid, n, "Charging", T0))
+    power = PowerControl(state, charging)
+    step_s = cfg.control.reaction_s + 1
+    for cycle in range(6):
+        clock.now = T0 + timedelta(seconds=1 + cycle * step_s)
+        draws = []
+        for i, (cid, n) in enumerate(KEYS):
+            key = f"{cid}/{n}"
+            limit_a = charging.book.in_force_a(key, clock.now) if cycle else charging.safe_defaults[key]
+            draw = real_h if i == hostile else min(wants[i], limit_a)
+            draws.append(draw)
+            # It tells the truth for one cycle, so that the meter has a trusted reading to hold when the
+            # claims pass what it reads; then it lies.
+            shown = claimed if i == hostile and cycle else draw
+            state.record(ev.MeterSample(cid, n, clock.now, None, (shown, shown, shown)))
+        meter = other_a + sum(draws)
+        state.record_grid(GridReading(True, (meter, meter, meter), None, 0.0))
+        view = power.step(clock.now)  # a claim above the meter's reading: the last trusted load holds
+        if cycle < 3:
+            continue  # the limits of the lie's first cycles have not had time to show yet
+        others = [d.limit_a for d in view.sharing.connectors if d.key != f"{KEYS[hostile][0]}/{KEYS[hostile][1]}"]
+        # What the rest of the site and the hostile car really draw is theirs; the others get at most the
+        # rest, and what a reading within the obeying tolerance (1 A or 5 % of a limit up to MAX_A) lends.
+        lent_a = max(1.0, 0.05 * MAX_A)
+        assert sum(others) <= max(0.0, LIMIT_A - other_a - real_h) + lent_a + 1e-6, (cycle, others, view.sharing.reasons)

@@ -51,6 +51,8 @@ def connectors(draw, n: int) -> ConnectorInput:
     flags = draw(st.integers(0, 1151))  # active, controllable, suspended and turn state in one draw
     in_force_a = draw(st.sampled_from([0.0, 0.0, 6.0, 8.0, 10.0, 16.0, 7.35, 13.3, 32.0]))
     settling_a = draw(_or_none(0, 32, 0.7))
+    # The current taken off the grid meter's reading for it: mostly none, else any claim, true or not.
+    credited_a = draw(_or_none(0, 35, 0.6)) or 0.0
     at = [T0 - timedelta(seconds=s) for s in draw(st.tuples(st.integers(-300, 1000), st.integers(0, 1000)))]
     turn = ("new", "running", "paused", "resumed")[flags // 288]
     return ConnectorInput(
@@ -68,6 +70,7 @@ def connectors(draw, n: int) -> ConnectorInput:
         running_since=at[1] if turn in ("running", "resumed") else None,
         paused_since=at[1] if turn == "paused" else None,
         resume_offered_at=max(at[0], at[1]) if turn == "resumed" else None,
+        credited_a=credited_a,
     )
 
 
@@ -83,30 +86,52 @@ def _capacity(budget: Budget) -> list[float]:
 
 
 def _now_a(c: ConnectorInput) -> float:
-    return max(c.in_force_a, c.settling_from_a or 0.0)
+    # A current the budget took off the grid meter's reading counts, with or without a car.
+    if not c.active:
+        return c.credited_a
+    return max(c.in_force_a, c.settling_from_a or 0.0, c.credited_a)
 
 
 def _sum(conns, amps) -> list[float]:
     total = [0.0, 0.0, 0.0]
     for c in conns:
-        if c.active:
+        if c.active or c.credited_a > 0:
             for p in c.phases:
                 total[p] += amps(c)
     return total
 
 
+def _beyond_a(c: ConnectorInput) -> float:
+    """How far the current credited to a connector exceeds what it may draw (A)."""
+    return max(0.0, c.credited_a - max(c.in_force_a, c.settling_from_a or 0.0))
+
+
+def _steered(c: ConnectorInput) -> bool:
+    """A controllable car that obeys its limit: its credited current at most 1 A or 5 % above it."""
+    may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+    return c.active and c.controllable and _beyond_a(c) <= max(1.0, 0.05 * may_a)
+
+
+def _fixed(conns: list[ConnectorInput]) -> list[float]:
+    """What no limit lowers: connectors not controllable or not obeying, a credited current without a
+    car, and the little a steered car's credited current passes what it may draw."""
+    rest = _sum([c for c in conns if not _steered(c)], _now_a)
+    beyond = _sum([c for c in conns if _steered(c)], _beyond_a)
+    return [rest[p] + beyond[p] for p in range(3)]
+
+
 def _fits(conns: list[ConnectorInput], capacity: list[float]) -> bool:
     """The square as it is now stays within `capacity`, the fixed connectors too (rule 1's premise)."""
-    fixed = _sum([c for c in conns if not c.controllable], _now_a)
+    fixed = _fixed(conns)
     now = _sum(conns, _now_a)
     return all(fixed[p] <= capacity[p] + TOL_A and now[p] <= capacity[p] + TOL_A for p in range(3))
 
 
 def _rule1_load(conns: list[ConnectorInput], result: Sharing) -> list[float]:
     def load(c: ConnectorInput) -> float:
-        if not c.controllable:
+        if not _steered(c):
             return _now_a(c)
-        return max(result.decision(c.key).limit_a, c.settling_from_a or 0.0)
+        return max(result.decision(c.key).limit_a, c.settling_from_a or 0.0, c.credited_a)
     return _sum(conns, load)
 
 
@@ -116,7 +141,7 @@ def _on_step(a: float) -> bool:
 
 def _plain(c: ConnectorInput) -> bool:
     """A car that asks for its maximum: no draw to cap it, not suspended, no pending resume."""
-    return c.active and c.controllable and c.draw_a is None and not c.ev_suspended and c.resume_offered_at is None
+    return _steered(c) and c.draw_a is None and not c.ev_suspended and c.resume_offered_at is None
 
 
 # Each test checks several invariants on the same squares: drawing a square costs more than deciding it.
@@ -128,7 +153,7 @@ def test_never_over_the_fuse_with_or_without_the_battery(square):
     budget, conns = square
     capacity = _capacity(budget)
     result = share(budget, conns, T0)
-    fixed = _sum([c for c in conns if not c.controllable], _now_a)
+    fixed = _fixed(conns)
     if _fits(conns, capacity):
         for p, load in enumerate(_rule1_load(conns, result)):
             assert load <= capacity[p] + TOL_A, (p, load, capacity[p])
@@ -140,7 +165,7 @@ def test_never_over_the_fuse_with_or_without_the_battery(square):
             assert load <= capacity[p] + TOL_A, (p, load, capacity[p])
     # The lease's second period (the battery gone) fits the grid alone.
     if all(fixed[p] <= budget.grid_a[p] + TOL_A for p in range(3)):
-        grid_only = _sum([c for c in conns if c.controllable], lambda c: result.decision(c.key).grid_only_a)
+        grid_only = _sum([c for c in conns if _steered(c)], lambda c: result.decision(c.key).grid_only_a)
         for p in range(3):
             assert fixed[p] + grid_only[p] <= budget.grid_a[p] + TOL_A
     for p in range(3):
@@ -159,7 +184,10 @@ def test_limits_are_zero_or_the_minimum_on_the_step_sequenced_and_deterministic(
         if not c.active:
             assert d.limit_a == d.target_a == d.grid_only_a == 0.0
         elif not c.controllable:
-            assert d.limit_a == c.in_force_a
+            assert d.limit_a == c.in_force_a  # left alone
+        elif not _steered(c):
+            # It does not obey: left at its limit, or asked to stop when what cannot be lowered passes the capacity.
+            assert d.limit_a == c.in_force_a or d.limit_a == 0.0
         else:
             for amps in (d.limit_a, d.target_a, d.grid_only_a):
                 # Rounding forgives float noise up to TOL_A (6.99999999999 A may be given as 7.0 A).
@@ -173,7 +201,7 @@ def test_limits_are_zero_or_the_minimum_on_the_step_sequenced_and_deterministic(
         assert d.reason and "\n" not in d.reason
     if not result.short:
         assert all(result.decision(c.key).target_a > 0 for c in conns
-                   if c.active and c.controllable and round_down_a(c.max_a) >= budget.min_current_a)
+                   if _steered(c) and round_down_a(c.max_a) >= budget.min_current_a)
     # Rule 6: the same inputs, again and in any order, give the same decision.
     assert share(budget, conns, T0) == result
     shuffled = list(conns)
@@ -195,8 +223,8 @@ def test_fair_and_work_conserving(square):
     if result.short:
         return
     capacity = _capacity(budget)
-    fixed = _sum([c for c in conns if not c.controllable], _now_a)
-    cars = [c for c in conns if c.active and c.controllable]
+    fixed = _fixed(conns)
+    cars = [c for c in conns if _steered(c)]
     given_a = _sum(cars, lambda c: target[c.key])
     on = _sum(cars, lambda c: 1.0)
     for c in wanting:
@@ -264,7 +292,7 @@ def test_a_decision_fed_back_settles_into_a_square_that_fits(square):
         conns = [fed_back(c, result.decision(c.key), now) for c in conns]
         now += timedelta(seconds=budget.reaction_s + 1)
         conns = [settled(c, now, budget.reaction_s) for c in conns]
-        if _fits([c for c in conns if not c.controllable], _capacity(budget)):
+        if all(f <= cap + TOL_A for f, cap in zip(_fixed(conns), _capacity(budget))):
             assert _fits(conns, _capacity(budget))
 
 
@@ -288,7 +316,7 @@ def test_a_car_waiting_to_be_offered_current_again_changes_nothing_for_the_other
         assert (d.running_since, d.paused_since) == (None, waiting.paused_since if able else None)
     else:
         assert d.target_a <= round_down_a(max_a)
-        fixed = _sum([c for c in conns if c.active and not c.controllable], _now_a)
-        others = _sum([c for c in conns if c.active and c.controllable], lambda c: result.decision(c.key).target_a)
+        fixed = _fixed(conns)
+        others = _sum([c for c in conns if _steered(c)], lambda c: result.decision(c.key).target_a)
         for p in phases:
             assert fixed[p] + others[p] + d.target_a <= budget.grid_a[p] + TOL_A

@@ -36,6 +36,10 @@ DRAW_MARGIN_A = 2.0  # a car capped by its own draw is given this much above it
 # DRAW_MARGIN_A on purpose: once capped at draw + 2 A the car still looks capped, so its limit
 # does not swing back up every other cycle.
 BELOW_LIMIT_A = 1.0
+# A charger reading this far above its limit (the larger of the two) still obeys it; beyond, it is
+# counted at its reading as fixed load (control.md rule 1).
+OBEYS_WITHIN_A = 1.0
+OBEYS_WITHIN_SHARE = 0.05
 DRAWING_A = 1.0  # a car drawing at least this much has taken the current it was offered
 # A car that takes no current keeps the minimum this long after it was offered current (or its limit
 # last changed): time for a slow car to start. Longer, and every full car holds the minimum for nothing.
@@ -106,9 +110,13 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
     conns = sorted(connectors, key=lambda c: c.key)
     min_a = budget.min_current_a
     capacity_a = _phase3(budget.grid_a[p] + budget.battery_a[p] for p in PHASES)
-    fixed = [c for c in conns if c.active and not c.controllable]
-    fixed_a = _per_phase((_phases(c), _now_a(c)) for c in fixed)
-    cars = [_car(c, budget, now) for c in conns if c.active and c.controllable]
+    # Fixed: what the gateway cannot change. A connector that is not controllable or does not obey
+    # its limit, one with no car that still has a current taken off the grid meter, and a steered
+    # car's credited current a little beyond what it may draw.
+    steered = [c for c in conns if _steered(c)]
+    fixed_a = _per_phase([(_phases(c), _now_a(c)) for c in conns if _counts(c) and not _steered(c)]
+                         + [(_phases(c), _excess_a(c)) for c in steered])
+    cars = [_car(c, budget, now) for c in steered]
     able = [car for car in cars if car.cap_a >= min_a]
     main = _plan(capacity_a, fixed_a, able, min_a, budget.grid_a)
     grid_only = _plan(budget.grid_a, fixed_a, able, min_a, budget.grid_a)
@@ -120,10 +128,23 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
     decisions = []
     for c in conns:
         if not c.active:
-            decisions.append(ConnectorDecision(c.key, c.bay_id, 0.0, 0.0, 0.0, "no car: 0 A"))
+            why = "no car: 0 A"
+            if _counts(c):
+                why += f"; its reported {_credited_a(c):.1f} A came off the grid meter's reading, so it counts"
+            decisions.append(ConnectorDecision(c.key, c.bay_id, 0.0, 0.0, 0.0, why))
         elif not c.controllable:
             why = f"charger not controllable: counted at {_now_a(c):.1f} A until its lease ends"
             decisions.append(ConnectorDecision(c.key, c.bay_id, c.in_force_a, c.in_force_a, c.in_force_a, why,
+                                               c.running_since, c.paused_since, c.resume_offered_at))
+        elif not _steered(c):
+            # Left at its limit: lowering it frees nothing the square counts on. Only when what cannot
+            # be lowered passes the capacity is it asked to stop, like every car.
+            may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+            limit_a = 0.0 if main.over_budget is not None else c.in_force_a
+            why = (f"reports {_credited_a(c):.1f} A, above the {may_a:.1f} A it may draw: does not obey its limit,"
+                   f" so it is counted at {_now_a(c):.1f} A and {'asked to stop' if limit_a == 0 else 'left'}"
+                   f" at {limit_a:.1f} A")
+            decisions.append(ConnectorDecision(c.key, c.bay_id, limit_a, limit_a, limit_a, why,
                                                c.running_since, c.paused_since, c.resume_offered_at))
     for car in cars:
         # grid_only_a is capped at limit_a: the lease's second period starts unseen, so a rise there
@@ -148,7 +169,9 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
         battery_needed_a=_phase3(max(0.0, load_a[p] - budget.grid_a[p]) for p in PHASES),
         spare_a=spare_a,
         short=bool(paused),
-        reasons=_square_reasons(main, capacity_a, able, paused, cars, waits, load_a, budget),
+        reasons=_square_reasons(main, capacity_a, able, paused, cars, waits, load_a, budget) + tuple(
+            f"{c.key} does not obey its limit: counted at its reported {_credited_a(c):.1f} A"
+            for c in conns if c.active and c.controllable and not _steered(c)),
     )
 
 
@@ -318,7 +341,7 @@ def _sequence(capacity_a: Phases3, conns: list[ConnectorInput], cars: list[_Car]
         if target_a > keep_a:
             rises.append(car)
     # Everything counts at what it may draw now: a decrease sent this cycle has not shown yet.
-    load_a = list(_per_phase((_phases(c), _now_a(c)) for c in conns if c.active))
+    load_a = list(_per_phase((_phases(c), _now_a(c)) for c in conns if _counts(c)))
     waits: dict[str, str] = {}
     # Cars that yield rise last: their minimum comes from room no other car wants, also while others rise.
     for car in sorted(rises, key=lambda car: (car.yields, turns[car.conn.key][2] is None, car.conn.bay_id,
@@ -330,7 +353,7 @@ def _sequence(capacity_a: Phases3, conns: list[ConnectorInput], cars: list[_Car]
         if grant_a > limits_a[c.key] and (limits_a[c.key] >= min_a or grant_a >= min_a):
             limits_a[c.key] = grant_a
             for p in car.phases:
-                load_a[p] += max(grant_a, c.settling_from_a or 0.0) - own_a
+                load_a[p] += max(grant_a, _held_a(c)) - own_a
         if limits_a[c.key] < target_a:
             waits[c.key] = _blockers(car, conns, limits_a)
     return limits_a, waits
@@ -338,7 +361,7 @@ def _sequence(capacity_a: Phases3, conns: list[ConnectorInput], cars: list[_Car]
 
 def _blockers(car: _Car, conns: list[ConnectorInput], limits_a: dict[str, float]) -> str:
     """Who a waiting rise waits for: the connectors on its phases still counted above their new limit."""
-    names = [c.key for c in conns if c.active and c.key != car.conn.key and set(_phases(c)) & set(car.phases)
+    names = [c.key for c in conns if _counts(c) and c.key != car.conn.key and set(_phases(c)) & set(car.phases)
              and _now_a(c) > limits_a.get(c.key, c.in_force_a) + EPS_A]
     if not names:
         return "room on " + "/".join(PHASE_NAMES[p] for p in car.phases)
@@ -419,9 +442,9 @@ def _load_a(conns: list[ConnectorInput], limits_a: dict[str, float]) -> Phases3:
     """Per phase, what every connector may draw once the decision is sent (rule 1's sum)."""
     loads = []
     for c in conns:
-        if not c.active:
+        if not _counts(c):
             continue
-        if c.controllable:
+        if c.key in limits_a:
             # A decrease sent now still counts at the old value until it shows (the shell then settles it).
             loads.append((_phases(c), max(limits_a[c.key], _now_a(c))))
         else:
@@ -430,8 +453,44 @@ def _load_a(conns: list[ConnectorInput], limits_a: dict[str, float]) -> Phases3:
 
 
 def _now_a(c: ConnectorInput) -> float:
-    """What the connector may draw now (A): its limit in force, or the higher one it is still leaving."""
-    return max(c.in_force_a, c.settling_from_a or 0.0)
+    """What the connector counts at now (A): its limit in force, or more while it holds more (`_held_a`);
+    a connector without a car counts at the current credited to it."""
+    return max(c.in_force_a, _held_a(c)) if c.active else _credited_a(c)
+
+
+def _held_a(c: ConnectorInput) -> float:
+    """What a car counts at whatever its new limit (A): the higher limit it is still leaving, and the
+    current taken off the grid meter's reading for it (the budget already handed that room out)."""
+    return max(c.settling_from_a or 0.0, _credited_a(c))
+
+
+def _excess_a(c: ConnectorInput) -> float:
+    """A car's credited current beyond what it may draw now (A): fixed load, since no limit lowers it."""
+    return max(0.0, _credited_a(c) - max(c.in_force_a, c.settling_from_a or 0.0))
+
+
+def _credited_a(c: ConnectorInput) -> float:
+    return c.credited_a if math.isfinite(c.credited_a) and c.credited_a > 0 else 0.0
+
+
+def _steered(c: ConnectorInput) -> bool:
+    """A car the gateway steers: controllable, and its credited current within `_obeys_within_a` of
+    what it may draw. Beyond that, a decrease had time to show and did not (the charger ignores its
+    limit, or reports more than its car draws): no lower limit frees that room, so it counts at its
+    reading as fixed load, its limit left as it is."""
+    may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+    return c.active and c.controllable and _excess_a(c) <= _obeys_within_a(may_a)
+
+
+def _obeys_within_a(may_a: float) -> float:
+    """How far above its limit (A) a charger's reading may be and still count as obeying: meters and
+    cars overshoot a little."""
+    return max(OBEYS_WITHIN_A, OBEYS_WITHIN_SHARE * may_a)
+
+
+def _counts(c: ConnectorInput) -> bool:
+    """Whether the connector takes part in the square's load: a car, or a current credited to it."""
+    return c.active or _credited_a(c) > EPS_A
 
 
 def _phases(c: ConnectorInput) -> tuple[int, ...]:

@@ -48,6 +48,11 @@ class ConnectorInput:
     values; None when settled. `changed_at`: when `in_force_a` was sent.
     `running_since` / `paused_since`: its turn state from the previous decision (None at first).
     `resume_offered_at`: when it was last given current again after a pause (for "does not resume").
+    `credited_a`: the largest of its phase currents that was taken off the grid meter's reading to
+    find the rest of the site's load (0 when the budget does not come from the meter, or no reading
+    of it counts). The budget already handed that current back to the cars, so the connector counts
+    at least at it: a charger that reports more than its car draws cannot lend the others room the
+    grid does not have (control.md rule 1).
     """
 
     key: str
@@ -64,6 +69,7 @@ class ConnectorInput:
     running_since: datetime | None = None
     paused_since: datetime | None = None
     resume_offered_at: datetime | None = None
+    credited_a: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,16 @@
 Builds the frozen inputs of `controller.core.sharing` and `battery.dispatch` from the live state
 (readings older than three intervals count as missing), hands the decisions to smart charging
 and the battery driver, and keeps the last decision for the snapshot and the console.
+
+Kept in one file past 400 lines: the connectors' picture, the grid meter's balance and what was
+taken off it for each connector are one reading of the live state at one instant, and the credits
+only mean something beside the balance they came from.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from battery.dispatch import available_a, dispatch, reserve_soc_pct
@@ -59,6 +63,8 @@ class PowerControl:
         self._charge_w = 0.0
         self._charge_refreshed_at: datetime | None = None
         self._other_a: list[float] | None = None  # the rest of the site (A per phase), last measured
+        # per connector, how far the current taken off that measurement passed what it might draw (A)
+        self._held_excess_a: dict[str, float] = {}
         self._logged_short: bool = False
         self._tx: dict[str, int] = {}  # key -> the transaction its lease belongs to
         # A restored session's charger may still hold a lease sent before the restart: up to the
@@ -93,6 +99,7 @@ class PowerControl:
         wire_ids: dict[str, str] = {}  # OCPP 2.0.1: the charger's own transaction names
         leasable: set[str] = set()
         cars_a = [0.0, 0.0, 0.0]  # the cars' fresh phase currents on the grid's phases, for the meter balance
+        credits: dict[str, float] = {}  # the largest of each connector's currents in cars_a
         for key in ch.keys:
             charger_id, n = key.split("/")
             conn = st.chargers[charger_id].connectors[int(n)]
@@ -113,6 +120,7 @@ class PowerControl:
             for i, a in enumerate(counted.measured_a):
                 if a:
                     cars_a[self.grid_phase_of(charger_id, int(n), i)] += a
+                    credits[key] = max(credits.get(key, 0.0), a)
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
@@ -153,6 +161,12 @@ class PowerControl:
                     wire_ids[key] = conn.charger_tx
         battery_in = self._battery_input(now)
         grid_a, source = self._grid_a(now, cars_a)
+        # What the meter's balance took off for a connector counts in the load, whatever its limit:
+        # else a charger reporting more than its car draws would lend the others room the grid lacks.
+        connectors = [replace(c, credited_a=self._credit_a(c, source, credits)) for c in connectors]
+        if source == "meter":
+            self._held_excess_a = {c.key: max(0.0, c.credited_a - max(c.in_force_a, c.settling_from_a or 0.0))
+                                   for c in connectors}
         budget = Budget(
             grid_a=grid_a,
             battery_a=available_a(battery_in) if battery_in is not None else (0.0, 0.0, 0.0),
@@ -267,6 +281,20 @@ class PowerControl:
             voltage_v=cfg.grid.voltage_v,
             phases=cfg.grid.phases,
         )
+
+    def _credit_a(self, c: ConnectorInput, source: str, credits: dict[str, float]) -> float:
+        """The current taken off the grid meter's reading for connector `c` (A): this reading's.
+
+        While the last trusted measurement holds, a car that reported more than it may draw, then (the
+        held load is short of it) or now (nothing measures it), counts that much above what it may
+        draw now; the others count at their limits as without a meter."""
+        if source == "meter":
+            return credits.get(c.key, 0.0)
+        if self.state.cfg.grid_meter is None or not c.active:
+            return 0.0
+        may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+        excess_a = max(self._held_excess_a.get(c.key, 0.0), credits.get(c.key, 0.0) - may_a)
+        return may_a + excess_a if excess_a > 0 else 0.0
 
     def _grid_a(self, now: datetime, cars_a: list[float]) -> tuple[Phases3, str]:
         """What the grid leaves for the chargers per phase (A), from the meter when it reads well.
