@@ -5,6 +5,9 @@ checked against the fixture's ack.
 then for the fixture's ack, or for the step's time to run out). `LightsTester` is the shell: it holds test
 overrides in memory only (a crash must not leave one behind), wakes the cycle that publishes them, and
 puts every bay back to what it should show.
+
+Kept in one file past 400 lines: the pure step and the shell that runs it are read side by side
+(every state of `advance` is one the shell must handle).
 """
 
 from __future__ import annotations
