@@ -86,10 +86,14 @@ def _capacity(budget: Budget) -> list[float]:
 
 
 def _now_a(c: ConnectorInput) -> float:
-    # A current the budget took off the grid meter's reading counts, with or without a car.
+    # A current the budget took off the grid meter's reading counts, with or without a car; a car that
+    # reports more than 1 A or 5 % above what it may draw counts at that and its limit on top.
+    may_a = max(c.in_force_a, c.settling_from_a or 0.0)
     if not c.active:
         return c.credited_a
-    return max(c.in_force_a, c.settling_from_a or 0.0, c.credited_a)
+    if c.credited_a - may_a > max(1.0, 0.05 * may_a):
+        return c.credited_a + may_a
+    return max(may_a, c.credited_a)
 
 
 def _sum(conns, amps) -> list[float]:

@@ -142,10 +142,11 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
             may_a = max(c.in_force_a, c.settling_from_a or 0.0)
             limit_a = 0.0 if main.over_budget is not None else c.in_force_a
             why = (f"reports {_credited_a(c):.1f} A, above the {may_a:.1f} A it may draw: does not obey its limit,"
-                   f" so it is counted at {_now_a(c):.1f} A and {'asked to stop' if limit_a == 0 else 'left'}"
+                   f" so it is counted at {_now_a(c):.1f} A (that and its limit) and"
+                   f" {'asked to stop' if limit_a == 0 else 'left'}"
                    f" at {limit_a:.1f} A")
             decisions.append(ConnectorDecision(c.key, c.bay_id, limit_a, limit_a, limit_a, why,
-                                               c.running_since, c.paused_since, c.resume_offered_at))
+                                               c.running_since, c.paused_since, c.resume_offered_at, obeys=False))
     for car in cars:
         # grid_only_a is capped at limit_a: the lease's second period starts unseen, so a rise there
         # could not wait for the decreases elsewhere.
@@ -170,7 +171,7 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
         spare_a=spare_a,
         short=bool(paused),
         reasons=_square_reasons(main, capacity_a, able, paused, cars, waits, load_a, budget) + tuple(
-            f"{c.key} does not obey its limit: counted at its reported {_credited_a(c):.1f} A"
+            f"{c.key} does not obey its limit: counted at its reported {_credited_a(c):.1f} A and its limit"
             for c in conns if c.active and c.controllable and not _steered(c)),
     )
 
@@ -453,9 +454,18 @@ def _load_a(conns: list[ConnectorInput], limits_a: dict[str, float]) -> Phases3:
 
 
 def _now_a(c: ConnectorInput) -> float:
-    """What the connector counts at now (A): its limit in force, or more while it holds more (`_held_a`);
-    a connector without a car counts at the current credited to it."""
-    return max(c.in_force_a, _held_a(c)) if c.active else _credited_a(c)
+    """What the connector counts at now (A): its limit in force, or more while it holds more (`_held_a`).
+
+    A connector without a car counts at the current credited to it. One that does not obey its limit
+    counts at that current and its limit on top: what it reported may be a lie (then the meter's
+    balance handed out room its car does not use, and the car may still draw up to its limit), or true
+    (then it draws beyond its limit and may draw more).
+    """
+    if not c.active:
+        return _credited_a(c)
+    if _disobeys(c):
+        return _credited_a(c) + max(c.in_force_a, c.settling_from_a or 0.0)
+    return max(c.in_force_a, _held_a(c))
 
 
 def _held_a(c: ConnectorInput) -> float:
@@ -474,12 +484,16 @@ def _credited_a(c: ConnectorInput) -> float:
 
 
 def _steered(c: ConnectorInput) -> bool:
-    """A car the gateway steers: controllable, and its credited current within `_obeys_within_a` of
-    what it may draw. Beyond that, a decrease had time to show and did not (the charger ignores its
-    limit, or reports more than its car draws): no lower limit frees that room, so it counts at its
-    reading as fixed load, its limit left as it is."""
+    """A car the gateway steers: controllable, and not `_disobeys`."""
+    return c.active and c.controllable and not _disobeys(c)
+
+
+def _disobeys(c: ConnectorInput) -> bool:
+    """A car whose credited current passes what it may draw by more than `_obeys_within_a`: a decrease
+    had time to show and did not (the charger ignores its limit, or reports more than its car draws).
+    No lower limit frees that room, so it counts as fixed load (`_now_a`), its limit left as it is."""
     may_a = max(c.in_force_a, c.settling_from_a or 0.0)
-    return c.active and c.controllable and _excess_a(c) <= _obeys_within_a(may_a)
+    return c.active and _excess_a(c) > _obeys_within_a(may_a)
 
 
 def _obeys_within_a(may_a: float) -> float:

@@ -84,6 +84,8 @@ class ConnectorDecision:
     `not_resuming`: it was given current and has not drawn any for twice `reaction_s` (the
     charger's reaction, then the car's); it stays True while the car waits to be offered current
     again, and such a car's `paused_since` may lie in the future (when its wait ends).
+    `obeys`: False when its reading stays above what it may draw (`ConnectorInput.credited_a` beyond the
+    tolerance): it is counted at that reading and left at its limit.
     """
 
     key: str
@@ -96,6 +98,7 @@ class ConnectorDecision:
     paused_since: datetime | None = None
     resume_offered_at: datetime | None = None
     not_resuming: bool = False
+    obeys: bool = True
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ sensor reports a car that just plugged in 10 to 60 s after the charger does."""
 """An implausible-current alarm ends after this long without one: a charger that keeps sending them
 (or alternates with plausible ones) raises it once, not every cycle."""
 OVER_LIMIT_QUIET_S = 600
+# A connector whose reading stays above what it may draw: alarmed once that has lasted this long (a
+# decrease may take a reaction time or two to show), cleared after it has obeyed this long again.
+DISOBEY_ALARM_S = 30.0
+DISOBEY_QUIET_S = 120.0
 """A charger's over-limit alarm clears after this long without going over again."""
 DISK_CHECK_INTERVAL_S = 60
 """The free space on the database's filesystem is looked at this often."""
@@ -54,6 +58,8 @@ class Alarms:
         self.clock_check = clock_check
         self.active: set[str] | None = None  # keys of the active alarms, loaded at the first check
         self._disk_checked_at: datetime | None = None
+        # connector key -> since when it does not obey its limit, since when it obeys again, and why
+        self._disobeying: dict[str, tuple[datetime, datetime | None, str]] = {}
 
     async def check(self, now: datetime) -> None:
         """Raise what is wrong at `now`, clear what is no longer wrong."""
@@ -190,6 +196,7 @@ class Alarms:
             elif r is not None and r.online and not stale:
                 await self._clear("grid_meter", now)
         view = self.power.view
+        await self._check_obeying(now, view.sharing.connectors if view is not None else ())
         if view is not None:
             for d in view.sharing.connectors:
                 key = f"not_resuming:{d.key}"
@@ -206,6 +213,31 @@ class Alarms:
                               "only the safe default is used until the clock is sane")
         else:
             await self._clear(key, now)
+
+    async def _check_obeying(self, now: datetime, decisions) -> None:
+        """A connector whose reported current stays above what it may draw (control.md rule 1): a
+        charger that ignores its limit, or reports more than its car draws. One alarm per connector."""
+        st = self.state
+        for d in decisions:
+            since, obeyed_at, why = self._disobeying.get(d.key, (None, None, ""))
+            if not d.obeys:
+                self._disobeying[d.key] = (since or now, None, d.reason)
+            elif since is not None:
+                self._disobeying[d.key] = (since, obeyed_at or now, why)
+        for key, (since, obeyed_at, why) in sorted(self._disobeying.items()):
+            alarm = f"current_over_limit:{key}"
+            if obeyed_at is not None and (now - obeyed_at).total_seconds() >= DISOBEY_QUIET_S:
+                del self._disobeying[key]
+                await self._clear(alarm, now)
+            elif obeyed_at is None and (now - since).total_seconds() >= DISOBEY_ALARM_S:
+                charger_id, n = key.split("/")
+                bay = st.cfg.bay_for(charger_id, int(n))
+                await self._raise(
+                    alarm, since, f"charger {charger_id} connector {n}{f' (bay {bay.id})' if bay else ''} {why}",
+                    "the other cars share what is left beside that reading; check that the charger applies "
+                    "charging profiles and that its meter is right, or who else can connect as it",
+                    charger_id=charger_id, bay_id=bay.id if bay else None,
+                )
 
     async def _check_foreign_transactions(self, now: datetime) -> None:
         """A charger naming another's transaction: one alarm per charger, naming the connector, cleared

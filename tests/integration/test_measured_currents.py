@@ -1,6 +1,6 @@
 """Measured currents are claims, not facts (control.md rule 1), end to end: the real daemon, a simulated
 grid meter over Modbus TCP and simulated chargers over OCPP, one of which reports +9999 A, then -9999 A,
-for a car that draws nothing.
+then a believable 18 A, for a car that draws nothing.
 
 What counts for the fuse is what the chargers hold: each simulated charger's profile stack gives the
 limit in force on every connector (`held_a`), read here every 50 ms, plus the site's other load.
@@ -23,6 +23,8 @@ GRID_A = 50.0
 OTHER_A = 20.0  # the rest of the site, per phase, as the meter sees it
 CONTROL = "period_s = 0.5\nreaction_s = 2\nlease_s = 60\nmeter_interval_s = 1\n"
 ATTACK_S = 12.0  # longer than the 10 s between two rises of one connector
+BELIEVABLE_A = 18.0  # A per phase: above the hostile connector's limit, below the meter's reading
+DISOBEY_S = 36.0  # longer than the 30 s a connector's reading must stay above its limit to be alarmed
 
 
 async def test_a_charger_reporting_absurd_currents_moves_no_other_cars_limit_past_the_fuse(tmp_path, mosquitto):
@@ -43,7 +45,7 @@ async def test_a_charger_reporting_absurd_currents_moves_no_other_cars_limit_pas
                        control=CONTROL, extra=extra, signage={"min_free_ev_bays": 0})
     d = Daemon(tmp_path / "d", text, api_port=api_port, ocpp_port=ocpp_port)
     d.start()
-    worst = {"+9999": 0.0, "-9999": 0.0}
+    worst = {"+9999": 0.0, "-9999": 0.0, "believable": 0.0}
     phase: dict = {"name": None}
     try:
         async with chargers(d, "CP01", "CP02", reaction_s=1.0) as sims:
@@ -84,6 +86,17 @@ async def test_a_charger_reporting_absurd_currents_moves_no_other_cars_limit_pas
                 await asyncio.sleep(ATTACK_S)
                 after = [sims["CP01"].applied_a(c) for c in (1, 2)]
                 assert min(after) >= 6.0, f"the honest cars were stopped: {after} (before the attack {before})"
+
+                # A believable lie: 18 A, within what the charger can give and below the meter's reading
+                # (so the meter stays trusted), for a car that draws nothing. It comes off the meter's
+                # reading like a true current; the connector then counts at it.
+                fake["a"], phase["name"] = BELIEVABLE_A, "believable"
+                await asyncio.sleep(DISOBEY_S)
+                _, snap = await d.aapi("GET", "/api/status")
+                assert snap["power"]["grid_source"] == "meter", snap["power"]
+                _, alarms = await d.aapi("GET", "/api/alarms")
+                assert any(a["key"] == "current_over_limit:CP02/1" for a in alarms), alarms
+                fake["a"] = None
                 phase["name"] = None
 
                 # The honest car on CP01/2 finishes; its cable stays in: no current is shown for it.
@@ -99,7 +112,8 @@ async def test_a_charger_reporting_absurd_currents_moves_no_other_cars_limit_pas
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
             print(f"\nfuse {GRID_A:g} A, other load {OTHER_A:g} A: most ever held with a charger reporting +9999 A "
-                  f"{worst['+9999']:.1f} A, with -9999 A {worst['-9999']:.1f} A; honest cars {before} -> {after} A")
+                  f"{worst['+9999']:.1f} A, with -9999 A {worst['-9999']:.1f} A, with a believable {BELIEVABLE_A:g} A"
+                  f" {worst['believable']:.1f} A; honest cars {before} -> {after} A")
             for name, held in worst.items():
                 assert held <= GRID_A + 0.05, f"{name}: {held:.1f} A held with the other load, fuse {GRID_A:g} A"
             assert "reported current 9999" in d.log() and "CP02/1" in d.log()
