@@ -209,6 +209,24 @@ async def test_firmware_and_certificate_requests_need_allow_risky_calls(served):
     assert served.ocpp.calls == []
 
 
+async def test_security_settings_need_allow_risky_calls_and_other_settings_do_not(served):
+    for key in ("AuthorizationKey", "SecurityProfile", "AdditionalRootCertificateCheck"):
+        status, body = await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration",
+                                            {"key": key, "value": "0123456789abcdef0123"})
+        assert status == 403 and "allow_risky_calls" in body["error"] and key in body["error"], (key, body)
+    for component, variable in (("SecurityCtrlr", "BasicAuthPassword"), ("SecurityCtrlr", "SecurityProfile"),
+                                ("OCPPCommCtrlr", "NetworkConfigurationPriority")):
+        data = [{"attributeValue": "1", "component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}},
+                {"attributeValue": "x", "component": {"name": component}, "variable": {"name": variable}}]
+        status, body = await served.request("POST", "/api/chargers/CP02/call/SetVariables", {"setVariableData": data})
+        assert status == 403 and f"{component}.{variable}" in body["error"], (component, body)
+    assert served.ocpp.calls == []
+    # an everyday setting goes through
+    assert (await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration",
+                                 {"key": "MeterValueSampleInterval", "value": "10"}))[0] == 200
+    assert served.ocpp.calls == [("CP01", "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "10"})]
+
+
 @pytest.mark.parametrize("served", ["allow_risky_calls = true"], indirect=True)
 async def test_with_allow_risky_calls_a_firmware_update_is_forwarded(served):
     payload = {"location": "https://fw.example/cp.bin", "retrieveDate": "2026-11-28T13:00:00Z"}

@@ -68,6 +68,17 @@ RISKY = frozenset({
 })
 
 
+# Settings whose change hands a charger to someone else: its password or security profile (OCPP 1.6
+# security whitepaper's configuration keys; 2.0.1's SecurityCtrlr), the trust it places in the central
+# system's certificate, the central systems it connects to (2.0.1 OCPPCommCtrlr).
+RISKY_KEYS_16 = frozenset({
+    "AuthorizationKey", "SecurityProfile", "AdditionalRootCertificateCheck", "CpoName",
+    "CertificateSignedMaxChainSize", "CertificateStoreMaxLength",
+})
+RISKY_COMPONENTS_201 = frozenset({"SecurityCtrlr"})
+RISKY_VARIABLES_201 = frozenset({("OCPPCommCtrlr", "NetworkConfigurationPriority")})
+
+
 class CallRefused(Exception):
     """The action may not be sent; `status` is the HTTP status to answer with."""
 
@@ -91,6 +102,32 @@ def check_action(action: str, version: str | None, *, allow_risky: bool) -> None
             403, f"{action} changes a charger's firmware, certificates or network settings, or sends its logs or a "
             "customer's data elsewhere: "
             "it needs allow_risky_calls = true in the config's [api] section"
+        )
+
+
+def check_payload(action: str, payload: dict, *, allow_risky: bool) -> None:
+    """Raise CallRefused when a settings change would change who a charger trusts or how it logs in.
+
+    ChangeConfiguration (1.6) of a key in RISKY_KEYS_16, or SetVariables (2.0.1) of a variable of a
+    component in RISKY_COMPONENTS_201 or in RISKY_VARIABLES_201, needs `[api] allow_risky_calls`.
+    """
+    if allow_risky:
+        return
+    names: list[str] = []
+    if action == "ChangeConfiguration" and payload.get("key") in RISKY_KEYS_16:
+        names.append(str(payload["key"]))
+    if action == "SetVariables" and isinstance(payload.get("setVariableData"), list):
+        for item in payload["setVariableData"]:
+            component = item.get("component") if isinstance(item, dict) else None
+            variable = item.get("variable") if isinstance(item, dict) else None
+            c_name = component.get("name") if isinstance(component, dict) else None
+            v_name = variable.get("name") if isinstance(variable, dict) else None
+            if c_name in RISKY_COMPONENTS_201 or (c_name, v_name) in RISKY_VARIABLES_201:
+                names.append(f"{c_name}.{v_name}")
+    if names:
+        raise CallRefused(
+            403, f"{action} of {', '.join(sorted(set(names)))} changes how the charger logs in or whom it "
+            "trusts: it needs allow_risky_calls = true in the config's [api] section"
         )
 
 
@@ -130,6 +167,11 @@ class ChargerCalls:
         except BadRequest as exc:
             self._note_call(request, charger_id, action, 400, "not a JSON object within bounds")
             return error(400, str(exc))
+        try:
+            check_payload(action, payload, allow_risky=self.allow_risky)
+        except CallRefused as exc:
+            self._note_call(request, charger_id, action, exc.status, "refused: a security setting")
+            return error(exc.status, str(exc))
         try:
             answer = await self.ocpp.call(charger_id, action, payload)
         except ChargerNotConnected:
