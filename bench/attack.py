@@ -216,7 +216,7 @@ async def attack_square(
     ]
 
     await guarded(
-        rows, "2", "lying meter", attack_ocpp.fuse_attacks(sims, attacker, honest)
+        rows, "2", "lying meter", attack_ocpp.fuse_attacks(sims, attacker, honest), limit_s=90.0
     )
     await guarded(
         rows,

@@ -23,6 +23,7 @@ from bench.attack_rig import GRID_A, held_a, planned_grid_a
 from drivers.sim.charger16 import SimCharger
 
 Sims = dict[str, SimCharger]
+BELIEVABLE_A = 34.0  # A per phase: above any limit it holds, below 32 A x 1.1
 
 
 def now_text() -> str:
@@ -129,6 +130,30 @@ async def fuse_attacks(
             unit=" A",
         )
     )
+    await asyncio.sleep(4.0)
+    # A believable lie: more than its car draws (nothing: its car is full), but within what its charger
+    # can give (32 A x 1.1), so the reading counts and comes off the grid meter's reading.
+    car = attacker._cars.get(1)
+    attacker._cars[1] = (0.0, attacker.phases)
+    attacker.fake_a[1] = BELIEVABLE_A
+    worst, over_s = await watch_worst(sims, 15.0)
+    attacker.fake_a.pop(1)
+    if car is not None:
+        attacker._cars[1] = car
+    rows.append(
+        Row(
+            "2",
+            f"meter reports a believable {BELIEVABLE_A:g} A (within the charger's maximum x 1.1):"
+            " planned grid current above the fuse",
+            15,
+            round(max(0.0, worst - GRID_A), 1),
+            0,
+            f"worst planned {worst:.1f} A (rest of the site + limits held), {over_s:.1f} s above {GRID_A:g} A",
+            total=FUSE,
+            unit=" A",
+        )
+    )
+    await asyncio.sleep(4.0)
     return rows
 
 
