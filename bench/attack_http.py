@@ -140,11 +140,15 @@ def whitelist_attacks(
             "retrieveDate": "2026-01-01T00:00:00Z",
         }
     )
+    _, password = _json_body({"key": "AuthorizationKey", "value": "0123456789abcdef0123456789abcdef"})
+    _, profile = _json_body({"key": "SecurityProfile", "value": "0"})
     tries = [
         ("unknown action FooBar", "FooBar", empty),
         ("file path as action", escape, empty),
         ("action with a dot", "Reset.json", empty),
         ("UpdateFirmware without allow_risky_calls", "UpdateFirmware", firmware),
+        ("a new charger password (AuthorizationKey) without allow_risky_calls", "ChangeConfiguration", password),
+        ("security profile 0 without allow_risky_calls", "ChangeConfiguration", profile),
     ]
     forwarded, details = [], []
     for name, action, body in tries:
