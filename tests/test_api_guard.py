@@ -210,11 +210,11 @@ async def test_firmware_and_certificate_requests_need_allow_risky_calls(served):
 
 
 async def test_security_settings_need_allow_risky_calls_and_other_settings_do_not(served):
-    for key in ("AuthorizationKey", "SecurityProfile", "AdditionalRootCertificateCheck"):
+    for key in ("SecurityProfile", "AdditionalRootCertificateCheck", "CpoName"):
         status, body = await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration",
-                                            {"key": key, "value": "0123456789abcdef0123"})
+                                            {"key": key, "value": "0"})
         assert status == 403 and "allow_risky_calls" in body["error"] and key in body["error"], (key, body)
-    for component, variable in (("SecurityCtrlr", "BasicAuthPassword"), ("SecurityCtrlr", "SecurityProfile"),
+    for component, variable in (("SecurityCtrlr", "SecurityProfile"), ("SecurityCtrlr", "Identity"),
                                 ("OCPPCommCtrlr", "NetworkConfigurationPriority")):
         data = [{"attributeValue": "1", "component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}},
                 {"attributeValue": "x", "component": {"name": component}, "variable": {"name": variable}}]
@@ -225,6 +225,24 @@ async def test_security_settings_need_allow_risky_calls_and_other_settings_do_no
     assert (await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration",
                                  {"key": "MeterValueSampleInterval", "value": "10"}))[0] == 200
     assert served.ocpp.calls == [("CP01", "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "10"})]
+
+
+async def test_a_new_charger_password_goes_out_only_once_the_gateway_holds_it(served):
+    new = "a-new-password-of-20c"
+    key = {"key": "AuthorizationKey", "value": new.encode().hex()}
+    basic = {"setVariableData": [{"attributeValue": new, "component": {"name": "SecurityCtrlr"},
+                                  "variable": {"name": "BasicAuthPassword"}}]}
+    # a password the gateway does not hold would lock the charger out
+    for charger, action, payload in (("CP01", "ChangeConfiguration", key), ("CP02", "SetVariables", basic),
+                                     ("CP01", "ChangeConfiguration", {"key": "AuthorizationKey", "value": "zz"})):
+        status, body = await served.request("POST", f"/api/chargers/{charger}/call/{action}", payload)
+        assert status == 403 and "PUT /api/chargers" in body["error"], (action, body)
+    assert served.ocpp.calls == []
+    for charger in ("CP01", "CP02"):
+        assert (await served.request("PUT", f"/api/chargers/{charger}/password", {"password": new}))[0] == 200
+    assert (await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration", key))[0] == 200
+    assert (await served.request("POST", "/api/chargers/CP02/call/SetVariables", basic))[0] == 200
+    assert served.ocpp.calls == [("CP01", "ChangeConfiguration", key), ("CP02", "SetVariables", basic)]
 
 
 @pytest.mark.parametrize("served", ["allow_risky_calls = true"], indirect=True)

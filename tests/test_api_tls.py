@@ -4,6 +4,7 @@ that certificate (found through the config), whatever name it reaches the daemon
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import ssl
 from pathlib import Path
@@ -30,6 +31,7 @@ limit_a = 80
 [api]
 host = "127.0.0.1"
 port = {port}
+max_connections = 4
 cert_file = "api-cert.pem"
 key_file = "api-key.pem"
 [storage]
@@ -116,3 +118,23 @@ def test_the_cli_trusts_the_daemons_certificate_not_the_issuer_chained_after_it(
     chain.write_bytes(own.read_bytes() + issuer.read_bytes())
     # One certificate, the daemon's leaf; not the issuer (a CA) and none of the system's CAs.
     assert pinned_context(chain).cert_store_stats() == {"x509": 1, "crl": 0, "x509_ca": 0}
+
+
+async def test_failed_tls_handshakes_give_their_connection_slots_back(tls_square):
+    """A handshake that fails never reaches the HTTP protocol's connection_lost: its slot must still
+    come back within a second, not whenever the garbage collector runs (here: never, it is off)."""
+    config, port, _ = tls_square
+    gc.disable()
+    try:
+        for _ in range(12):  # three times api.max_connections (4)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # plain text: no TLS
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # dropped, no answer
+            writer.close()
+        await asyncio.sleep(1.1)  # the listener looks for freed slots at most once a second
+        client = ApiClient.from_args(api=None, token_file=None, config=config)
+        health = await asyncio.to_thread(client.get, "/api/health")
+        assert health["chargers"] == 1
+    finally:
+        gc.enable()

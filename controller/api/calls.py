@@ -8,6 +8,7 @@ replace a charger's firmware, certificates or network settings also need `[api] 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -105,30 +106,41 @@ def check_action(action: str, version: str | None, *, allow_risky: bool) -> None
         )
 
 
-def check_payload(action: str, payload: dict, *, allow_risky: bool) -> None:
-    """Raise CallRefused when a settings change would change who a charger trusts or how it logs in.
+def security_settings(action: str, payload: dict) -> tuple[list[str], list[str | None]]:
+    """The security settings a request changes: (the names of the risky ones, the passwords it sets).
 
-    ChangeConfiguration (1.6) of a key in RISKY_KEYS_16, or SetVariables (2.0.1) of a variable of a
-    component in RISKY_COMPONENTS_201 or in RISKY_VARIABLES_201, needs `[api] allow_risky_calls`.
+    Risky: ChangeConfiguration (1.6) of a key in RISKY_KEYS_16 but AuthorizationKey, SetVariables
+    (2.0.1) of a variable of a component in RISKY_COMPONENTS_201 but BasicAuthPassword, or one in
+    RISKY_VARIABLES_201. A password (AuthorizationKey, hex in 1.6; BasicAuthPassword) is given as text,
+    None when it cannot be read.
     """
-    if allow_risky:
-        return
     names: list[str] = []
+    passwords: list[str | None] = []
     if action == "ChangeConfiguration" and payload.get("key") in RISKY_KEYS_16:
-        names.append(str(payload["key"]))
+        if payload["key"] == "AuthorizationKey":
+            passwords.append(_hex_text(payload.get("value")))
+        else:
+            names.append(str(payload["key"]))
     if action == "SetVariables" and isinstance(payload.get("setVariableData"), list):
         for item in payload["setVariableData"]:
             component = item.get("component") if isinstance(item, dict) else None
             variable = item.get("variable") if isinstance(item, dict) else None
             c_name = component.get("name") if isinstance(component, dict) else None
             v_name = variable.get("name") if isinstance(variable, dict) else None
-            if c_name in RISKY_COMPONENTS_201 or (c_name, v_name) in RISKY_VARIABLES_201:
+            if (c_name, v_name) == ("SecurityCtrlr", "BasicAuthPassword"):
+                value = item.get("attributeValue")
+                passwords.append(value if isinstance(value, str) else None)
+            elif c_name in RISKY_COMPONENTS_201 or (c_name, v_name) in RISKY_VARIABLES_201:
                 names.append(f"{c_name}.{v_name}")
-    if names:
-        raise CallRefused(
-            403, f"{action} of {', '.join(sorted(set(names)))} changes how the charger logs in or whom it "
-            "trusts: it needs allow_risky_calls = true in the config's [api] section"
-        )
+    return sorted(set(names)), passwords
+
+
+def _hex_text(value: object) -> str | None:
+    """An AuthorizationKey's password: the text its hex digits spell, None when they spell none."""
+    try:
+        return bytes.fromhex(value).decode() if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 class ChargerCaller(Protocol):
@@ -167,11 +179,10 @@ class ChargerCalls:
         except BadRequest as exc:
             self._note_call(request, charger_id, action, 400, "not a JSON object within bounds")
             return error(400, str(exc))
-        try:
-            check_payload(action, payload, allow_risky=self.allow_risky)
-        except CallRefused as exc:
-            self._note_call(request, charger_id, action, exc.status, "refused: a security setting")
-            return error(exc.status, str(exc))
+        refused = await self._security_refusal(charger_id, action, payload)
+        if refused is not None:
+            self._note_call(request, charger_id, action, 403, "refused: a security setting")
+            return error(403, refused)
         try:
             answer = await self.ocpp.call(charger_id, action, payload)
         except ChargerNotConnected:
@@ -189,6 +200,29 @@ class ChargerCalls:
         status = answer.get("status") if isinstance(answer, dict) else None
         self._note_call(request, charger_id, action, 200, f"answered {status}" if isinstance(status, str) else "answered")
         return json_response(answer)
+
+    async def _security_refusal(self, charger_id: str, action: str, payload: dict) -> str | None:
+        """Why a request that changes a charger's security settings is refused, or None.
+
+        Without `allow_risky_calls`, a new password goes only when it is the one the gateway holds for
+        the charger (set first with PUT /api/chargers/<id>/password), and the other security settings
+        not at all.
+        """
+        if self.allow_risky:
+            return None
+        names, passwords = security_settings(action, payload)
+        if names:
+            return (f"{action} of {', '.join(names)} changes how the charger logs in or whom it trusts: "
+                    "it needs allow_risky_calls = true in the config's [api] section")
+        has_password = self.state.charger_password_known(charger_id, None) is False
+        for password in passwords:
+            ok = has_password and password is not None and await asyncio.to_thread(
+                self.state.charger_password_ok, charger_id, password)
+            if not ok:
+                return (f"{action}: the new password is not the one the gateway holds for {charger_id} (a charger "
+                        f"sending it would be refused): set it first with PUT /api/chargers/{charger_id}/password, "
+                        "or allow_risky_calls = true in the config's [api] section")
+        return None
 
     def _note_call(self, request: web.Request, charger_id: str, action: str, code: int, result: str) -> None:
         """One event per call: who (the token's holder, from which address), the action and the result.

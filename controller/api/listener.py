@@ -7,6 +7,7 @@ never finishes them takes every descriptor the daemon has, and with them the cha
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 import time
@@ -18,6 +19,7 @@ log = logging.getLogger("laadplein.api")
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
 _WARN_EVERY_S = 60.0
+_COLLECT_EVERY_S = 1.0
 
 
 class TlsSetupError(Exception):
@@ -46,8 +48,15 @@ class CappedListener:
         self.open = 0
         self.refused = 0
         self._warned_at = -_WARN_EVERY_S
+        self._collected_at = -_COLLECT_EVERY_S
 
     def __call__(self) -> asyncio.BaseProtocol:
+        if self.open >= self.cap and time.monotonic() - self._collected_at >= _COLLECT_EVERY_S:
+            # A connection whose TLS handshake failed is never told to the served protocol: its slot
+            # comes back when the protocol is freed, which its reference cycles leave to the garbage
+            # collector. At the cap, collect (at most once a second) before refusing anyone.
+            self._collected_at = time.monotonic()
+            gc.collect()
         if self.open >= self.cap:
             self.refused += 1
             now = time.monotonic()
