@@ -303,6 +303,22 @@ class ChargerLink201(ChargerLink):
         self._fault("charging-limit", logging.WARNING, "an external charging limit was set on it (%s)", printable(str(charging_limit.get("charging_limit_source", "?"))))
         return call_result.NotifyChargingLimit()
 
+    @on(Action.report_charging_profiles)
+    def on_report_charging_profiles(
+        self, request_id: int, charging_limit_source: str, charging_profile: list[dict[str, Any]], evse_id: int,
+        tbc: bool = False, **_: Any,
+    ) -> Any:
+        """The station's profiles, after a GetChargingProfiles (K09): answered, and logged for the operator."""
+        shown = "; ".join(
+            f"id {p.get('id')} {printable(str(p.get('charging_profile_purpose', '?')))} stack level {p.get('stack_level')}"
+            for p in charging_profile[:10] if isinstance(p, dict)
+        )
+        more = f" and {len(charging_profile) - 10} more" if len(charging_profile) > 10 else ""
+        logger.info("charger %s: EVSE %s holds %d charging profile(s) set by %s (request %s%s): %s%s", self.id, evse_id,
+                    len(charging_profile), printable(charging_limit_source), request_id,
+                    ", more to come" if tbc else "", shown, more)
+        return call_result.ReportChargingProfiles()
+
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any) -> Any:
         text = data if isinstance(data, str) or data is None else str(data)[:200]

@@ -188,3 +188,27 @@ async def test_TC_K_15_CSMS_set_charging_profile_not_supported(square: Daemon) -
         assert "32" in alarms[0]["action"] or "32" in alarms[0]["message"]
         code, body = await call_api(square, "CP02", "SetChargingProfile", fallback)
         assert code == 502 and body["code"] == "NotSupported"
+
+
+async def test_TC_K_29_CSMS_get_charging_profiles_and_the_report_is_answered(square: Daemon) -> None:
+    """TC_K_29_CSMS "Get Charging Profiles - EVSE id 0" (K09).
+
+    The operator's GetChargingProfiles reaches the station as sent; the station then reports what it
+    holds with ReportChargingProfiles, which the gateway answers (K09.FR.04 asks the CSMS to accept
+    it) instead of NotImplemented, and logs it for the operator.
+    """
+    async with connect(square, "CP04", "2.0.1") as cs:
+        await boot201(cs)
+        cs.answers["GetChargingProfiles"] = {"status": "Accepted"}
+        mark = cs.mark()
+        request = {"requestId": 29, "evseId": 0, "chargingProfile": {"chargingProfilePurpose": "TxDefaultProfile"}}
+        assert await call_api(square, "CP04", "GetChargingProfiles", request) == (200, {"status": "Accepted"})
+        assert await cs.expect("GetChargingProfiles", after=mark) == request
+        held = {"id": 210, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+                "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                                      "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}]}
+        answer = await cs.ask(call.ReportChargingProfiles(request_id=29, charging_limit_source="CSO",
+                                                          charging_profile=[held], evse_id=0))
+        assert answer is not None  # a CALLRESULT, not a CALLERROR (ask raises on one)
+    await until(lambda: "CP04: EVSE 0 holds 1 charging profile(s) set by CSO (request 29)" in square.log(),
+                "the report in the log")
