@@ -5,7 +5,6 @@ Split from `config.schema` (which re-exports it) because the API's safety rules 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,22 +12,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from config.issues import CrossCheckError, Loc
+from config.schema_links import loopback_host
 
-__all__ = ["API_TOKEN_FILE_NAME", "ApiConfig", "api_issues", "is_loopback_host"]
+__all__ = ["API_TOKEN_FILE_NAME", "ApiConfig", "api_issues"]
 
 # The token file's name when the config names none: beside the database, in the daemon's own
 # writable state folder (/var/lib/laadplein under systemd), where it can make it at first start.
 API_TOKEN_FILE_NAME = "api-token"
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a bind address only reaches this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ApiConfig(BaseModel):
@@ -76,6 +66,6 @@ def api_issues(api: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     if (cert is None) != (key is None):
         given, missing = ("cert_file", "key_file") if key is None else ("key_file", "cert_file")
         return [((missing,), f"missing: {given} is set, and TLS needs both the certificate and its key")]
-    if cert is None and isinstance(host, str) and host and not is_loopback_host(host):
+    if cert is None and isinstance(host, str) and host and not loopback_host(host):
         return [(("host",), f"{host!r} is not loopback: the admin API then needs TLS (set cert_file and key_file)")]
     return []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config.loader import ConfigError, load_config, load_config_text
-from config.schema_api import is_loopback_host
+from config.schema_links import loopback_host
 from controller.api.token import TokenFileError, load_or_create_token
 
 BASE = """
@@ -111,5 +111,5 @@ def test_api_limits_have_bounds(key, value):
 
 
 def test_loopback_hosts():
-    assert all(map(is_loopback_host, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"]))
-    assert not any(map(is_loopback_host, ["0.0.0.0", "::", "10.0.0.1", "gateway", ""]))
+    assert all(map(loopback_host, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"]))
+    assert not any(map(loopback_host, ["0.0.0.0", "::", "10.0.0.1", "gateway", ""]))

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from config.schema_api import is_loopback_host
+from config.schema_links import loopback_host
 
 log = logging.getLogger("laadplein.api")
 
@@ -50,7 +50,7 @@ def allowed_hosts(host: str, port: int, names: Iterable[str] = ()) -> frozenset[
     bare = {n.lower() for n in names}
     if host not in _WILDCARDS:
         bare.add(f"[{host}]" if ":" in host and not host.startswith("[") else host.lower())
-    if host in _WILDCARDS or is_loopback_host(host):
+    if host in _WILDCARDS or loopback_host(host):
         bare.update(LOOPBACK_NAMES)
     return frozenset(bare | {f"{name}:{port}" for name in bare if name != "::1"})
 

@@ -112,7 +112,9 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
     capacity_a = _phase3(budget.grid_a[p] + budget.battery_a[p] for p in PHASES)
     # Fixed: what the gateway cannot change. A connector that is not controllable or does not obey
     # its limit, one with no car that still has a current taken off the grid meter, and a steered
-    # car's credited current a little beyond what it may draw.
+    # car's credited current a little beyond what it may draw. The plan so reserves a steered car's
+    # target plus that excess, at least the max(limit, credited) that sequencing and the load count
+    # it at (`_held_a`): the fill cannot give a car a floor, and the excess is at most 1 A or 5 %.
     steered = [c for c in conns if _steered(c)]
     fixed_a = _per_phase([(_phases(c), _now_a(c)) for c in conns if _counts(c) and not _steered(c)]
                          + [(_phases(c), _excess_a(c)) for c in steered])
@@ -139,7 +141,7 @@ def share(budget: Budget, connectors: Sequence[ConnectorInput], now: datetime) -
         elif not _steered(c):
             # Left at its limit: lowering it frees nothing the square counts on. Only when what cannot
             # be lowered passes the capacity is it asked to stop, like every car.
-            may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+            may_a = c.may_draw_a
             limit_a = 0.0 if main.over_budget is not None else c.in_force_a
             why = (f"reports {_credited_a(c):.1f} A, above the {may_a:.1f} A it may draw: does not obey its limit,"
                    f" so it is counted at {_now_a(c):.1f} A (that and its limit) and"
@@ -464,7 +466,7 @@ def _now_a(c: ConnectorInput) -> float:
     if not c.active:
         return _credited_a(c)
     if _disobeys(c):
-        return _credited_a(c) + max(c.in_force_a, c.settling_from_a or 0.0)
+        return _credited_a(c) + c.may_draw_a
     return max(c.in_force_a, _held_a(c))
 
 
@@ -476,7 +478,7 @@ def _held_a(c: ConnectorInput) -> float:
 
 def _excess_a(c: ConnectorInput) -> float:
     """A car's credited current beyond what it may draw now (A): fixed load, since no limit lowers it."""
-    return max(0.0, _credited_a(c) - max(c.in_force_a, c.settling_from_a or 0.0))
+    return max(0.0, _credited_a(c) - c.may_draw_a)
 
 
 def _credited_a(c: ConnectorInput) -> float:
@@ -492,7 +494,7 @@ def _disobeys(c: ConnectorInput) -> bool:
     """A car whose credited current passes what it may draw by more than `_obeys_within_a`: a decrease
     had time to show and did not (the charger ignores its limit, or reports more than its car draws).
     No lower limit frees that room, so it counts as fixed load (`_now_a`), its limit left as it is."""
-    may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+    may_a = c.may_draw_a
     return c.active and _excess_a(c) > _obeys_within_a(may_a)
 
 

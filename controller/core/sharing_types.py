@@ -71,6 +71,11 @@ class ConnectorInput:
     resume_offered_at: datetime | None = None
     credited_a: float = 0.0
 
+    @property
+    def may_draw_a(self) -> float:
+        """What it may draw now (A): its limit in force, or the higher one it is still leaving."""
+        return max(self.in_force_a, self.settling_from_a or 0.0)
+
 
 @dataclass(frozen=True)
 class ConnectorDecision:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from battery.dispatch import available_a, dispatch, reserve_soc_pct
 from battery.dispatch_types import BatteryInput, Dispatch
 from controller.core.currents import (
+    CAR_STATUSES,
     CountedCurrent,
     CurrentClaim,
     count_current,
@@ -30,12 +31,11 @@ from controller.shell.charging import TX_MODE, SmartCharging, connector_key
 from controller.shell.state import SquareState
 from drivers.contract.clock import local_text, wire_ts
 from drivers.contract.units import Phases3
-from drivers.contract.words import CHARGING, PREPARING, SUSPENDED_EV, SUSPENDED_EVSE
+from drivers.contract.words import CHARGING, SUSPENDED_EV, SUSPENDED_EVSE
 from drivers.ocpp.profiles16 import grid_phase
 
 log = logging.getLogger("laadplein.power")
 
-ACTIVE_STATUSES = frozenset({PREPARING, CHARGING, SUSPENDED_EV, SUSPENDED_EVSE})
 DRAWING_STATUSES = frozenset({CHARGING, SUSPENDED_EV, SUSPENDED_EVSE})
 ONE_PHASE_BELOW_A = 0.5  # a charger phase under this while another draws >= 1 A carries no car current
 
@@ -99,15 +99,16 @@ class PowerControl:
         wire_ids: dict[str, str] = {}  # OCPP 2.0.1: the charger's own transaction names
         leasable: set[str] = set()
         cars_a = [0.0, 0.0, 0.0]  # the cars' fresh phase currents on the grid's phases, for the meter balance
-        credits: dict[str, float] = {}  # the largest of each connector's currents in cars_a
+        credits: dict[str, float] = {}  # each connector's largest current in cars_a (its counted draw)
         for key in ch.keys:
             charger_id, n = key.split("/")
             conn = st.chargers[charger_id].connectors[int(n)]
             # A restored session whose charger has not reported yet counts as a car (status None).
-            active = conn.transaction_id is not None and (conn.status in ACTIVE_STATUSES or conn.status is None)
+            active = conn.transaction_id is not None and (conn.status in CAR_STATUSES or conn.status is None)
             if self._tx.get(key) != conn.transaction_id:
                 if key in self._tx:
                     ch.book.end_session(key)  # the TxProfile ended with its transaction
+                self._held_excess_a.pop(key, None)  # what the last car reported is not the next one's
                 if conn.transaction_id is None:
                     self._tx.pop(key, None)
                 else:
@@ -120,7 +121,8 @@ class PowerControl:
             for i, a in enumerate(counted.measured_a):
                 if a:
                     cars_a[self.grid_phase_of(charger_id, int(n), i)] += a
-                    credits[key] = max(credits.get(key, 0.0), a)
+            if counted.draw_a:
+                credits[key] = counted.draw_a
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
@@ -165,7 +167,7 @@ class PowerControl:
         # else a charger reporting more than its car draws would lend the others room the grid lacks.
         connectors = [replace(c, credited_a=self._credit_a(c, source, credits)) for c in connectors]
         if source == "meter":
-            self._held_excess_a = {c.key: max(0.0, c.credited_a - max(c.in_force_a, c.settling_from_a or 0.0))
+            self._held_excess_a = {c.key: max(0.0, c.credited_a - c.may_draw_a)
                                    for c in connectors}
         budget = Budget(
             grid_a=grid_a,
@@ -292,7 +294,7 @@ class PowerControl:
             return credits.get(c.key, 0.0)
         if self.state.cfg.grid_meter is None or not c.active:
             return 0.0
-        may_a = max(c.in_force_a, c.settling_from_a or 0.0)
+        may_a = c.may_draw_a
         excess_a = max(self._held_excess_a.get(c.key, 0.0), credits.get(c.key, 0.0) - may_a)
         return may_a + excess_a if excess_a > 0 else 0.0
 
