@@ -138,3 +138,17 @@ async def test_failed_tls_handshakes_give_their_connection_slots_back(tls_square
         assert health["chargers"] == 1
     finally:
         gc.enable()
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_its_password(tmp_path):
+    """A daemon must never wait on the terminal for a passphrase: an encrypted key is an error naming it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, key_file = self_signed(tmp_path / "api-cert.pem", tmp_path / "api-key.pem", key=key)
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.BestAvailableEncryption(b"secret")))
+    with pytest.raises(TlsSetupError) as refused:
+        tls_context(cert, key_file)
+    assert "needs a password" in str(refused.value) and "api-key.pem" in str(refused.value)

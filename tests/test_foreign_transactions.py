@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from config.loader import load_config_text
-from controller.shell.alarms import FOREIGN_TX_QUIET_S, Alarms
+from controller.shell.alarms import FOREIGN_TX_QUIET_S, QUIET_AFTER_RESTART_S, Alarms
 from controller.shell.backend import SquareBackend
 from controller.shell.clock_check import ClockCheck
 from controller.shell.state import SquareState
@@ -143,6 +143,27 @@ async def test_one_alarm_per_offending_connector_cleared_after_a_quiet_hour(squa
     await alarms.check(clock())
     assert not any(a["key"].startswith("foreign_transaction:") for a in await state.store.active_alarms())
     assert state.foreign_tx == {}
+
+
+async def test_alarms_of_records_kept_in_memory_clear_after_a_restart_once_quiet(square) -> None:
+    """Raised before a restart, an alarm whose record lived in memory only (a foreign transaction, an
+    implausible or disobeyed current, a flood, a foreign light command) has nothing behind it any more:
+    it clears once its quiet time has passed since the start, and not before."""
+    state, _, clock = square
+    left = ["foreign_transaction:CP01", "implausible_current:CP01/1", "charger_over_limit:CP02",
+            "current_over_limit:CP02/1", "light_foreign:B01"]
+    for key in left:
+        assert await state.store.raise_alarm(key, T0 - timedelta(hours=1), "from the last run", "none")
+    alarms = Alarms(state, NoFixtures(), None, ClockCheck())
+    await alarms.check(clock())
+    active = {a["key"] for a in await state.store.active_alarms()}
+    assert set(left) <= active
+    for key in left:
+        quiet_s = next(q for prefix, q in QUIET_AFTER_RESTART_S.items() if key.startswith(prefix))
+        clock.now = T0 + timedelta(seconds=quiet_s)
+        await alarms.check(clock())
+        assert key not in {a["key"] for a in await state.store.active_alarms()}, key
+    assert not set(left) & {a["key"] for a in await state.store.active_alarms()}
 
 
 # ---- the handlers of both versions, on the real backend, without sockets ----------------------

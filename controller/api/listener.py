@@ -33,10 +33,15 @@ def tls_context(cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(cert_file, key_file)
+        context.load_cert_chain(cert_file, key_file, password=lambda: _no_password(key_file))
     except (OSError, ssl.SSLError) as exc:
         raise TlsSetupError(f"api.cert_file {cert_file} / api.key_file {key_file}: cannot be used ({exc})") from None
     return context
+
+
+def _no_password(key_file: Path) -> str:
+    # Never prompt on the terminal for an encrypted key's password (a daemon would hang there): fail.
+    raise TlsSetupError(f"api.key_file {key_file}: the key needs a password; give the daemon an unencrypted key")
 
 
 class CappedListener:

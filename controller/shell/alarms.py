@@ -25,19 +25,32 @@ log = logging.getLogger("laadplein.cycle")
 FOREIGN_TX_ALARM = "foreign_transaction:"
 FOREIGN_TX_QUIET_S = 3600  # a foreign-transaction alarm clears after this long without another
 IMPLAUSIBLE_QUIET_S = 600.0
+"""An implausible-current alarm ends after this long without one: a charger that keeps sending them
+(or alternates with plausible ones) raises it once, not every cycle."""
 SENSOR_DOUBT_ALARM_S = 60.0
 """A sensor that contradicts the charger is alarmed only when it still does after this long: a radio
 sensor reports a car that just plugged in 10 to 60 s after the charger does."""
-"""An implausible-current alarm ends after this long without one: a charger that keeps sending them
-(or alternates with plausible ones) raises it once, not every cycle."""
 OVER_LIMIT_QUIET_S = 600
+"""A charger's over-limit alarm clears after this long without going over again."""
 # A connector whose reading stays above what it may draw: alarmed once that has lasted this long (a
 # decrease may take a reaction time or two to show), cleared after it has obeyed this long again.
 DISOBEY_ALARM_S = 30.0
 DISOBEY_QUIET_S = 120.0
-"""A charger's over-limit alarm clears after this long without going over again."""
+LIGHT_FOREIGN_QUIET_S = 600.0
+QUIET_AFTER_RESTART_S = {
+    FOREIGN_TX_ALARM: FOREIGN_TX_QUIET_S,
+    "implausible_current:": IMPLAUSIBLE_QUIET_S,
+    "charger_over_limit:": OVER_LIMIT_QUIET_S,
+    "current_over_limit:": DISOBEY_QUIET_S,
+    "light_foreign:": LIGHT_FOREIGN_QUIET_S,
+}
+"""Alarms raised from what the gateway keeps in memory only: one still active from before a restart
+has no record behind it any more, so it clears once this long has passed since the start without
+the thing happening again (it would be raised anew from a new record)."""
 DISK_CHECK_INTERVAL_S = 60
 """The free space on the database's filesystem is looked at this often."""
+DISK_CHECK_TIMEOUT_S = 5.0
+"""How long the cycle waits for that look; a filesystem that does not answer is skipped, not waited on."""
 
 
 class FixtureLink(Protocol):
@@ -60,6 +73,7 @@ class Alarms:
         self._disk_checked_at: datetime | None = None
         # connector key -> since when it does not obey its limit, since when it obeys again, and why
         self._disobeying: dict[str, tuple[datetime, datetime | None, str]] = {}
+        self._disk_probe: asyncio.Future | None = None  # the free-space look running in a worker thread
 
     async def check(self, now: datetime) -> None:
         """Raise what is wrong at `now`, clear what is no longer wrong."""
@@ -116,6 +130,7 @@ class Alarms:
         await self._check_currents(now)
         await self._check_over_limit(now)
         await self._check_disk(now)
+        await self._clear_left_from_before(now)
         await self._check_foreign_lights(now)
         await self._check_doubted_sensors(now)
 
@@ -239,19 +254,34 @@ class Alarms:
                     charger_id=charger_id, bay_id=bay.id if bay else None,
                 )
 
+    async def _clear_left_from_before(self, now: datetime) -> None:
+        """Clear an alarm of QUIET_AFTER_RESTART_S raised before a restart, once its quiet time has passed
+        since the start without a record behind it."""
+        st = self.state
+        live = {f"{FOREIGN_TX_ALARM}{cid}" for cid in st.foreign_tx}
+        live |= {f"light_foreign:{bay}" for bay in st.foreign_lights}
+        live |= {f"current_over_limit:{key}" for key in self._disobeying}
+        for cid, c in st.chargers.items():
+            if c.over_limit is not None:
+                live.add(f"charger_over_limit:{cid}")
+            live |= {f"implausible_current:{cid}/{n}" for n, conn in c.connectors.items() if conn.implausible_at is not None}
+        up_s = (now - st.started_at).total_seconds()
+        for key in sorted(self.active or ()):
+            quiet_s = next((q for prefix, q in QUIET_AFTER_RESTART_S.items() if key.startswith(prefix)), None)
+            if quiet_s is not None and key not in live and up_s >= quiet_s:
+                await self._clear(key, now)
+
     async def _check_foreign_transactions(self, now: datetime) -> None:
         """A charger naming another's transaction: one alarm per charger, naming the connector, cleared
         after `FOREIGN_TX_QUIET_S` without another (a charger replaying old ids after the gateway's
         database was replaced stops by itself; one that keeps on stays in view)."""
         st = self.state
-        live = set()
         for charger_id, seen in sorted(st.foreign_tx.items()):
             key = f"{FOREIGN_TX_ALARM}{charger_id}"
             if (now - seen.last_at).total_seconds() >= FOREIGN_TX_QUIET_S:
                 await self._clear(key, now)
                 st.forget_foreign_tx(charger_id)
                 continue
-            live.add(key)
             e = seen.first
             where = f"charger {charger_id} connector {e.connector_id}" if e.connector_id else f"charger {charger_id} (connector not named)"
             await self._raise(
@@ -260,10 +290,6 @@ class Alarms:
                 f" {FOREIGN_TX_QUIET_S // 60} min without another; check that charger's configuration and who can connect as it",
                 charger_id=charger_id,
             )
-        for key in sorted(self.active):
-            # raised before a restart: the live record is gone, so the quiet time counts from the start
-            if key.startswith(FOREIGN_TX_ALARM) and key not in live and (now - st.started_at).total_seconds() >= FOREIGN_TX_QUIET_S:
-                await self._clear(key, now)
 
     async def _check_currents(self, now: datetime) -> None:
         """A reported current beyond what the charger can give (control.md rule 1): one alarm per
@@ -313,8 +339,16 @@ class Alarms:
             return
         self._disk_checked_at = now
         folder = Path(self.state.store.path).parent
+        if self._disk_probe is not None and not self._disk_probe.done():
+            return  # the last one is still stuck in its thread: do not pile up more
+        self._disk_probe = asyncio.get_running_loop().run_in_executor(None, shutil.disk_usage, folder)
+        self._disk_probe.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if given up on
         try:
-            free_mb = (await asyncio.to_thread(shutil.disk_usage, folder)).free / 2**20
+            free_mb = (await asyncio.wait_for(asyncio.shield(self._disk_probe), DISK_CHECK_TIMEOUT_S)).free / 2**20
+        except TimeoutError:
+            log.warning("storage: the free space of %s did not come within %g s (a stalled filesystem?)",
+                        folder, DISK_CHECK_TIMEOUT_S)
+            return
         except OSError as exc:
             log.warning("storage: cannot read the free space of %s (%s)", folder, exc.strerror)
             return
