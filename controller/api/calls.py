@@ -214,7 +214,7 @@ class ChargerCalls:
         if names:
             return (f"{action} of {', '.join(names)} changes how the charger logs in or whom it trusts: "
                     "it needs allow_risky_calls = true in the config's [api] section")
-        has_password = self.state.charger_password_known(charger_id, None) is False
+        has_password = self.state.passwords.required(charger_id)
         for password in passwords:
             ok = has_password and password is not None and await asyncio.to_thread(
                 self.state.charger_password_ok, charger_id, password)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from config.schema import EXPOSED_MIN_PASSWORD_CHARS
+
 __all__ = ["ConnectionGate", "LoginPolicy"]
 
 
@@ -24,7 +26,7 @@ class LoginPolicy:
     exposed: bool = False
     insecure: frozenset[str] = frozenset()
     unknown_insecure: bool = False
-    min_password_chars: int = 16
+    min_password_chars: int = EXPOSED_MIN_PASSWORD_CHARS
     configured: frozenset[str] = frozenset()
 
     def stated_insecure(self, charger_id: str) -> bool:

@@ -18,8 +18,9 @@ from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
 from drivers.contract.backend import CentralSystemBackend
+from drivers.contract.text import printable
 from drivers.ocpp.admission import LoginPolicy
-from drivers.ocpp.link import peer_address, printable
+from drivers.ocpp.link import peer_address
 from drivers.ocpp.login_guard import LoginGuard, Refusal
 from drivers.support.fault_log import FaultLog
 
@@ -115,7 +116,7 @@ class Doorkeeper:
             response.headers["Retry-After"] = str(refusal.retry_after_s)
             return response
         if not known:
-            logger.info("refused charger %s from %s: not a charger of this square", printable(charger_id[:64]), peer)
+            logger.info("refused charger %s from %s: not a charger of this square", printable(charger_id, 64), peer)
             self._count_unknown(host, now_s)
             return connection.respond(404, "Not Found\n")
         user, password = _basic_auth(request.headers)
@@ -209,7 +210,7 @@ class Doorkeeper:
         more = f" ({held} more refused since the last such line)" if held else ""
         logger.warning(
             "refused charger %s from %s with 429: %d password checks already running or waiting%s",
-            printable(charger_id[:64]), peer, self._checks_pending, more,
+            printable(charger_id, 64), peer, self._checks_pending, more,
         )
 
     def _note_locked_out(self, charger_id: str, host: str, peer: str, refusal: Refusal, now_s: float) -> None:
@@ -224,7 +225,7 @@ class Doorkeeper:
         more = f" ({held} more refused since the last such line)" if held else ""
         logger.warning(
             "refused charger %s from %s with 429 for another %d s after %s%s",
-            printable(charger_id[:64]), peer, refusal.retry_after_s, what, more,
+            printable(charger_id, 64), peer, refusal.retry_after_s, what, more,
         )
 
 

@@ -11,7 +11,7 @@ import resource
 import ssl
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import NegotiationError
@@ -196,8 +196,7 @@ class OcppServer:
         return GatedConnection(self._gate, self._faults, logger, *args, **kwargs)
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
-        if isinstance(connection, GatedConnection):
-            connection.handshake_done()
+        cast(GatedConnection, connection).handshake_done()  # _new_connection makes every connection one
         charger_id = self._door.charger_id(connection.request.path if connection.request else "") or "?"
         link = LINKS[str(connection.subprotocol)](charger_id, connection, self._context)
         old = self._links.get(charger_id)
