@@ -312,16 +312,9 @@ class PowerControl:
         other_a = [cfg.grid.base_load_a] * 3
         source = "estimate"
         meter_cfg = cfg.grid_meter
-        reading = self.state.grid_reading
         if meter_cfg is not None:
-            fresh = (
-                reading is not None
-                and reading.online
-                and reading.current_a is not None
-                and self.state.grid_reading_at is not None
-                and (now - self.state.grid_reading_at) <= timedelta(seconds=3 * meter_cfg.poll_s + 1)
-            )
-            balance = grid_balance(tuple(reading.current_a), tuple(cars_a), self._battery_phase_a(), phases) if fresh else None
+            meter_a = fresh_grid_a(self.state, now)
+            balance = grid_balance(meter_a, tuple(cars_a), battery_phase_a(self.state), phases) if meter_a is not None else None
             if balance is not None and not balance.trusted:
                 self.state.rare(logging.WARNING, "grid-meter", "untrusted",
                                 "grid meter reading not trusted (%s): the last trusted load is held with a %g A margin",
@@ -349,14 +342,6 @@ class PowerControl:
         if self.state.cfg.grid.phases == 1:
             return 0
         return grid_phase(self.charging.rotations.get(connector_key(charger_id, n)), charger_phase)
-
-    def _battery_phase_a(self) -> float:
-        """The battery's measured power as current per phase (A, positive = discharging), when trusted."""
-        status = self.state.battery
-        if status is None or not status.online or not status.trusted or status.power_w is None:
-            return 0.0
-        cfg = self.state.cfg
-        return status.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
 
     def connector_view(self, charger_id: str, connector: int) -> dict:
         """What the API shows of a connector's limit: in force, safe default, lease end, why."""
@@ -410,6 +395,24 @@ class PowerControl:
             return round(self.charging.fixed_a(key, now), 1)
         in_force = self.charging.book.in_force_a(key, now)
         return round(in_force, 1) if d is not None else None
+
+
+def fresh_grid_a(state: SquareState, now: datetime) -> Phases3 | None:
+    """The grid meter's currents per phase (A) when it reads now: online, and read within three polls."""
+    meter_cfg, reading, at = state.cfg.grid_meter, state.grid_reading, state.grid_reading_at
+    if meter_cfg is None or reading is None or not reading.online or reading.current_a is None or at is None:
+        return None
+    if now - at > timedelta(seconds=3 * meter_cfg.poll_s + 1):
+        return None
+    return tuple(reading.current_a)  # type: ignore[return-value]
+
+
+def battery_phase_a(state: SquareState) -> float:
+    """The battery's measured power as current per phase (A, positive = discharging), when trusted."""
+    status = state.battery
+    if status is None or not status.online or not status.trusted or status.power_w is None:
+        return 0.0
+    return status.power_w / (state.cfg.grid.voltage_v * state.cfg.grid.phases)
 
 
 def claim_of(state: SquareState, charger_id: str, n: int, in_force_a: float) -> CurrentClaim:

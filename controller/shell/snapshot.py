@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from controller.core.currents import CountedCurrent, count_current, grid_balance
-from controller.shell.power import PowerControl, claim_of
+from controller.shell.power import PowerControl, battery_phase_a, claim_of, fresh_grid_a
 from controller.shell.state import SquareState
 from drivers.contract.clock import wire_ts
 from drivers.ocpp.profiles16 import grid_phase
@@ -45,17 +45,10 @@ def _grid_estimate(state: SquareState, measured_a: list[float], counted_a: list[
     `counted_a`: the same with an implausible reading at its connector's limit in force.
     """
     cfg = state.cfg
-    r = state.grid_reading
-    b = state.battery
-    battery_a = 0.0
-    if b is not None and b.online and b.trusted and b.power_w is not None:
-        battery_a = b.power_w / (cfg.grid.voltage_v * cfg.grid.phases)
-    if (
-        cfg.grid_meter is not None and r is not None and r.online and r.current_a is not None
-        and state.grid_reading_at is not None and (now - state.grid_reading_at).total_seconds() <= 3 * cfg.grid_meter.poll_s + 1
-        and grid_balance(tuple(r.current_a), tuple(measured_a), battery_a, cfg.grid.phases).trusted
-    ):
-        return list(r.current_a)
+    meter_a = fresh_grid_a(state, now)
+    battery_a = battery_phase_a(state)
+    if meter_a is not None and grid_balance(meter_a, tuple(measured_a), battery_a, cfg.grid.phases).trusted:
+        return list(meter_a)
     return [abs(a + cfg.grid.base_load_a - battery_a) if p < cfg.grid.phases else 0.0 for p, a in enumerate(counted_a)]
 
 
