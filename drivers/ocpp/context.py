@@ -37,7 +37,6 @@ class LinkContext:
     limits: FrameLimits = field(default_factory=FrameLimits)
     paces: dict[str, MessagePace] = field(default_factory=dict)
     """charger -> its message bucket; kept across connections, so reconnecting does not refill it."""
-    _over_noted_s: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def pace(self, charger_id: str) -> MessagePace:
         """The message bucket of a charger, made full at its first message."""
@@ -50,12 +49,11 @@ class LinkContext:
     def note_over_limit(self, charger_id: str, cap: str, what: str) -> None:
         """A charger went over one of its caps: logged, and told to the backend (for its alarm) at most
         once a minute per charger and cap."""
-        self.faults.log(logger, logging.WARNING, charger_id, f"over {cap}", "charger %s: %s", charger_id, what)
-        now_s = time.monotonic()
-        last_s = self._over_noted_s.get((charger_id, cap))
-        if last_s is None or now_s - last_s >= DROP_LOG_INTERVAL_S:
-            self._over_noted_s[(charger_id, cap)] = now_s
-            self.backend.record(ChargerOverLimit(charger_id, what, utc_now()))
+        held = self.faults.admit(charger_id, f"over {cap}", time.monotonic())
+        if held is None:
+            return
+        logger.warning("charger %s: %s%s", charger_id, what, f" ({held} more like it in the last minute)" if held else "")
+        self.backend.record(ChargerOverLimit(charger_id, what, utc_now()))
 
     def note_malformed(self, charger_id: str, what: str, reason: str) -> None:
         """Log a malformed frame (`what`: dropped or answered), at most once per charger and kind a minute."""

@@ -231,7 +231,8 @@ class OcppServer:
         self._tasks.create_task(coro, name=name)
 
     def _task(self, coro: Coroutine[Any, Any, bool], name: str) -> asyncio.Task[bool] | None:
-        """A task of the server's for the doorkeeper's password checks; None when not running."""
+        """A task of the server's for the doorkeeper's password checks; None when not running (unlike
+        `_spawn`, the coroutine is left to the caller, who then awaits it in place)."""
         return None if self._tasks is None else self._tasks.create_task(coro, name=name)
 
     async def _set_up(self, link: ChargerLink) -> None:
