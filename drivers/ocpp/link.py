@@ -94,6 +94,7 @@ class ChargerLink(ChargePoint):
         self._faults = context.faults
         # A lenient charger's schema breaks are mended where they can be (drivers.ocpp.lenient).
         self.lenient = context.backend.charger_lenient(charger_id)
+        self.heard: set[int] = set()  # connectors (EVSEs) that reported their status on this connection
 
     def _fault(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
         """Log a fault of this charger at most once per kind and minute, with how many more came since."""
@@ -177,8 +178,14 @@ class ChargerLink(ChargePoint):
             cause = str((error.details or {}).get("cause", error.description)).split("\n")[0]
             raise InvalidRequest(f"{action} does not fit the OCPP {version} schema: {cause[:300]}") from None
 
-    async def ask_status(self) -> None:
-        """Ask the charger for the status of all its connectors (raises CallFailed)."""
+    def unheard(self) -> list[int]:
+        """The connectors (EVSEs) that have not reported their status on this connection."""
+        count = self._backend.connector_count(self.id) or 1
+        return [n for n in range(1, count + 1) if n not in self.heard]
+
+    async def ask_status(self, connectors: list[int]) -> None:
+        """Ask the charger for the status of these connectors (raises ChargerNotConnected; a failure
+        for one connector is logged and the others are asked all the same)."""
         raise NotImplementedError
 
     async def _send(self, message: str) -> None:

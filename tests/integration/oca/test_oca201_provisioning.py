@@ -59,13 +59,14 @@ async def test_TC_B_01_CSMS_cold_boot_charging_station_accepted(square: Daemon) 
 async def test_TC_F_23_CSMS_trigger_status_notification_specific_evse_available(square: Daemon) -> None:
     """TC_F_23_CSMS "Trigger message - StatusNotification - Specific EVSE - Available".
 
-    On connect the gateway asks for each EVSE's connector status with a TriggerMessage naming the EVSE
-    and connector; the StatusNotification the station then sends is answered and shown.
+    The gateway asks for the connector status of each EVSE not heard from within 5 s of the connect,
+    with a TriggerMessage naming the EVSE and connector; the StatusNotification the station then sends
+    is answered and shown.
     """
     async with connect(square, "CP02", "2.0.1") as cs:
-        await boot201(cs, status="Unavailable")
+        await boot201(cs, evses=0)  # a boot without the statuses
         for evse in (1, 2):
-            trigger = await cs.expect("TriggerMessage", lambda p, evse=evse: p.get("evse", {}).get("id") == evse)
+            trigger = await cs.expect("TriggerMessage", lambda p, evse=evse: p.get("evse", {}).get("id") == evse, timeout_s=10)
             assert trigger == {"requestedMessage": "StatusNotification", "evse": {"id": evse, "connectorId": 1}}
             await cs.ask(status(evse, "Available"))
         await until(lambda: bay(square, "B03")["status"] == bay(square, "B04")["status"] == "Available", "B03/B04 Available")
@@ -90,8 +91,8 @@ async def test_TC_F_27_CSMS_trigger_message_not_implemented(square: Daemon) -> N
     """
     async with connect(square, "CP03", "2.0.1") as cs:
         cs.answers["TriggerMessage"] = {"status": "NotImplemented"}
-        await boot201(cs)
-        await cs.expect("TriggerMessage")
+        await boot201(cs, evses=0)  # no status: the gateway asks for it after 5 s
+        await cs.expect("TriggerMessage", timeout_s=10)
         await cs.expect("SetVariables")
         assert cs.frames("SetChargingProfile")
         code, answer = await call_api(square, "CP03", "TriggerMessage", {"requestedMessage": "LogStatusNotification"})
