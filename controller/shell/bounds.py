@@ -55,6 +55,9 @@ class OperatorBounds:
         """What a 1.6 charger's composite schedule showed for a connector: a bound below the gateway's own
         profiles, or None when nothing of anyone else's limits it more."""
         held = [p for p in self._held.get(charger_id, []) if not (p.purpose == COMPOSITE and p.connector_id == connector_id)]
+        if profile is not None and profile not in self._held.get(charger_id, []):
+            log.info("charger %s/%d: its composite schedule allows only %.1f A: someone else's profile, kept as a bound",
+                     charger_id, connector_id, profile.low_a)
         self._held[charger_id] = held + ([profile] if profile is not None else [])
 
     def cleared(self, charger_id: str, request: dict[str, Any]) -> None:

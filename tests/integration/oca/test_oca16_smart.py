@@ -132,7 +132,7 @@ async def test_TC_066_CSMS_get_composite_schedule(square: Daemon) -> None:
         await boot16(cp)
         request = {"connectorId": 1, "duration": 400, "chargingRateUnit": "A"}
         code, answer = await call_api(square, "CP03", "GetCompositeSchedule", request)
-        assert await cp.expect("GetCompositeSchedule") == request
+        assert await cp.expect("GetCompositeSchedule", lambda p: p == request) == request
         assert code == 200 and answer["status"] == "Accepted" and answer["connectorId"] == 1
         assert answer["chargingSchedule"] == {"duration": 400, "chargingRateUnit": "A",
                                               "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}
