@@ -85,6 +85,8 @@ class OcppServer:
     end of the TLS handshake, which the library bounds by its open timeout).
     Each charger's messages per second and meter readings per frame are capped by `frame_limits`
     (`drivers.ocpp.pacing`).
+    With `own_calls` False the gateway sends a charger no request of its own to read its per-message
+    limits (`drivers.ocpp.message_limits`); they are then learned only from answers.
     """
 
     def __init__(
@@ -105,12 +107,15 @@ class OcppServer:
         policy: LoginPolicy | None = None,
         max_handshakes_per_host: int = MAX_HANDSHAKES_PER_HOST,
         max_connections: int = MAX_CONNECTIONS,
+        own_calls: bool = True,
     ) -> None:
         self._host = host
         self._port = port
         self._prefix = path.rstrip("/") + "/"
         self._backend = backend
-        self._context = LinkContext(backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits())
+        self._context = LinkContext(
+            backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits(), own_calls=own_calls,
+        )
         self._max_frame_bytes = max_frame_bytes
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
