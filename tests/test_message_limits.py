@@ -16,7 +16,6 @@ from drivers.ocpp import message_limits as ml
 from drivers.ocpp.message_limits import V16, V201, MessageLimits, TooBig
 
 
-
 def variable(name: str, evse: int | None = None, value: str | None = None) -> dict[str, Any]:
     component: dict[str, Any] = {"name": "EVSE" if evse else "ChargingStation"}
     if evse:
