@@ -87,6 +87,8 @@ class OcppServer:
     end of the TLS handshake, which the library bounds by its open timeout).
     Each charger's messages per second and meter readings per frame are capped by `frame_limits`
     (`drivers.ocpp.pacing`).
+    With `own_calls` False the gateway sends a charger no request of its own to read its per-message
+    limits (`drivers.ocpp.message_limits`); they are then learned only from answers.
     """
 
     def __init__(
@@ -113,7 +115,9 @@ class OcppServer:
         self._port = port
         self._prefix = path.rstrip("/") + "/"
         self._backend = backend
-        self._context = LinkContext(backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits())
+        self._context = LinkContext(
+            backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits(), own_calls=own_calls,
+        )
         self._max_frame_bytes = max_frame_bytes
         self._own_calls = own_calls  # False in conformance mode: no status triggers of its own
         self._ping_interval_s = ping_interval_s
