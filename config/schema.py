@@ -340,8 +340,8 @@ def square_warnings(square: SquareConfig) -> list[tuple[Loc, str]]:
     """What a valid config leaves open to others on the network, each with its key path: shown, never refused.
 
     No TLS on a non-loopback OCPP endpoint, chargers without a password (stated insecure or not),
-    passwords shorter than OCPP asks for, unknown charger ids let in, and a broker elsewhere reached
-    without TLS or anonymously.
+    passwords shorter than OCPP asks for, unknown charger ids let in, a broker elsewhere reached
+    without TLS or anonymously, and conformance mode (no charger steered).
     """
     ocpp = square.ocpp
     exposed = not ocpp.on_loopback
@@ -351,6 +351,9 @@ def square_warnings(square: SquareConfig) -> list[tuple[Loc, str]]:
                          "chargers' passwords and id tags cross the network readable (plain ws://)")))
     if exposed and ocpp.allow_unknown_chargers:
         warnings.append((("ocpp", "allow_unknown_chargers"), f"any charger id is let in on {ocpp.host} without a password"))
+    if ocpp.conformance_mode:
+        warnings.append((("ocpp", "conformance_mode"), ("on: the gateway sets up and steers no charger, every charger "
+                         "counts at its maximum; for certification runs only")))
     for index, charger in enumerate(square.chargers):
         if charger.password is None:
             if charger.insecure:

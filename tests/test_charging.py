@@ -273,6 +273,9 @@ class RecordingMemory:
     async def put(self, charger_id, items, at):
         self.rows[charger_id] = dict(items)
 
+    async def forget(self, charger_id):
+        self.rows.pop(charger_id, None)
+
 
 async def test_a_reconnect_resends_only_what_differs_and_a_boot_resends_everything():
     calls = ScriptedCharger()
@@ -347,5 +350,25 @@ async def test_in_conformance_mode_no_request_goes_out_and_chargers_count_at_the
         await asyncio.sleep(0.1)
         assert calls.calls == []
         assert ch.mode("CP01") == "conformance" and ch.fixed_a("CP01/1", T0) == 32.0
+    finally:
+        await stop(task)
+
+
+async def test_an_operators_profile_request_voids_what_is_remembered_so_the_next_connect_sends_all():
+    from controller.shell.bounds import OperatorBounds
+
+    calls = ScriptedCharger()
+    ch, task = await running(calls)
+    ch.memory, ch.bounds = memory, bounds = RecordingMemory(), OperatorBounds()
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        first = len(calls.calls)
+        bounds.operator_request("CP01")  # e.g. a TxDefaultProfile at stack level 0 replaced the safe default
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: "CP01" not in memory.rows)
+        ch.charger_seen("CP01", T0 + timedelta(minutes=1), True)
+        await settle(ch, lambda: ch.setups["CP01"].done)
+        assert calls.actions()[first:].count("SetChargingProfile") == 2
     finally:
         await stop(task)

@@ -573,3 +573,15 @@ async def test_cancelled_write_leaves_the_store_usable(store: Store, vault: TagV
             await task
         assert await store.start_transaction("CP01", 1, None, h, 0, at(yields)) > 0
         assert (await store.info())["synchronous"] == "NORMAL"
+
+
+async def test_a_chargers_set_up_is_remembered_across_a_restart_and_an_unreadable_one_is_sent_again(db_path: Path, vault: TagVault) -> None:
+    at = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+    async with await Store.open(db_path, vault) as store:
+        await store.setups.put("CP01", {"meter": "5", "profile:990001": "{}"}, at)
+        await store.setups.put("CP02", {"meter": "10"}, at)
+        await store.setups.forget("CP02")
+        async with store._conn.write() as db:
+            await db.execute("INSERT INTO settings (key, value) VALUES ('setup:CP03', 'not json')")
+    async with await Store.open(db_path, vault) as store:
+        assert await store.setups.all() == {"CP01": ({"meter": "5", "profile:990001": "{}"}, at)}

@@ -230,6 +230,8 @@ class ChargerCalls:
         """A profile the operator set (or cleared) through the gateway bounds its leases from now on."""
         if status != "Accepted":
             return
+        if action in ("SetChargingProfile", "ClearChargingProfile"):
+            self.state.bounds.operator_request(charger_id)
         if action == "ClearChargingProfile":
             self.state.bounds.cleared(charger_id, payload)
             return

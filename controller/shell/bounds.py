@@ -25,6 +25,13 @@ class OperatorBounds:
 
     def __init__(self) -> None:
         self._held: dict[str, list[FoundProfile]] = {}
+        self.touched: dict[str, int] = {}
+        """charger -> how many profile requests of the operator's it accepted: each may have replaced or
+        cleared one of the gateway's own, so what the gateway remembers of its set-up is void."""
+
+    def operator_request(self, charger_id: str) -> None:
+        """The charger accepted a SetChargingProfile or ClearChargingProfile the operator sent."""
+        self.touched[charger_id] = self.touched.get(charger_id, 0) + 1
 
     def profiles(self, charger_id: str) -> list[FoundProfile]:
         """What a charger is known to hold, for the console and the logs."""

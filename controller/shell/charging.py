@@ -50,6 +50,8 @@ class SetupStore(Protocol):
 
     async def put(self, charger_id: str, items: dict[str, str], at: datetime) -> None: ...
 
+    async def forget(self, charger_id: str) -> None: ...
+
 
 def _profile_item(payload: dict[str, Any]) -> tuple[str, str]:
     """A SetChargingProfile payload as a set-up item: ("profile:<id>", its canonical JSON)."""
@@ -116,6 +118,7 @@ class SmartCharging:
         self._boots: dict[str, datetime] = {}  # charger -> its last BootNotification seen
         self.bounds: OperatorBounds | None = None  # set by the daemon: other people's profiles
         self._request_id = 990000  # GetChargingProfiles requests of the gateway's own
+        self._touched: dict[str, int] = {}  # charger -> the operator's profile requests seen
 
     def _compute_safe_defaults(self) -> None:
         cfg = self.cfg
@@ -176,6 +179,7 @@ class SmartCharging:
             if setup is None or setup.connected_at != connected_at:
                 self.setups[charger_id] = ChargerSetup(connected_at, CONFORMANCE_MODE, True, CONFORMANCE_PROBLEM)
             return
+        self._notice_operator(charger_id)
         booted = booted_at is not None and self._boots.get(charger_id) != booted_at
         if booted:
             self._boots[charger_id] = booted_at  # type: ignore[assignment]
@@ -186,6 +190,19 @@ class SmartCharging:
         if setup is None or setup.connected_at != connected_at or (booted and not (setup.full and not setup.done)):
             setup = self.setups[charger_id] = ChargerSetup(connected_at, full=charger_id not in self.accepted)
             self._spawn(self._set_up(charger_id, setup), f"setup-{charger_id}")
+
+    def _notice_operator(self, charger_id: str) -> None:
+        """A profile request of the operator's may have replaced or cleared the gateway's own (1.6 replaces
+        a profile of the same stack level and purpose): what it remembers of the charger is void, and
+        the next connect sends all of the set-up."""
+        touched = self.bounds.touched.get(charger_id, 0) if self.bounds is not None else 0
+        if self._touched.get(charger_id, 0) == touched:
+            return
+        self._touched[charger_id] = touched
+        if self.accepted.pop(charger_id, None) is not None:
+            log.info("charger %s: the operator changed its profiles; its whole set-up goes out at the next connect", charger_id)
+            if self.memory is not None:
+                self._spawn(self.memory.forget(charger_id), f"forget-setup-{charger_id}")
 
     def dialect(self, charger_id: str) -> Dialect:
         """The charger's OCPP version's adapter (1.6 while it is not connected)."""

@@ -372,7 +372,7 @@ class PowerControl:
             "safe_default_a": self.charging.safe_defaults.get(key),
             "lease_limit_a": book.lease_limit_a(key, now),
             # what the fuse counts for the connector: also a lease sent before a restart, or unanswered
-            "in_force_a": round(book.in_force_a(key, now), 1),
+            "in_force_a": round(self.in_force_now(charger_id, connector, now), 1),
             "lease_ends": wire_ts(ends) if ends is not None else None,
             "phase_rotation": self.charging.rotations.get(key),
             "why": d.reason if d is not None and d.reason else None,
