@@ -48,7 +48,7 @@ async def test_a_16_charge_point_hears_only_what_the_operator_sends(square: Daem
         # counted at its maximum (32 A) on both connectors: the charger is not steered
         assert [(c["limit_a"], c["in_force_a"]) for c in seen["connectors"]] == [(32.0, 32.0), (None, 32.0)], seen["connectors"]
         # the operator's requests still go out, and come back whole
-        code, answer = await call_api(square, "CP01", "GetConfiguration", {"key": ["MeterValueSampleInterval"]})
+        code, _ = await call_api(square, "CP01", "GetConfiguration", {"key": ["MeterValueSampleInterval"]})
         assert code == 200 and [f.action for f in cp.received] == ["GetConfiguration"]
     alarms = square.api("GET", "/api/alarms")[1]
     assert any(a["key"] == "conformance_mode" for a in alarms), alarms
