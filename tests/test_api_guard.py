@@ -243,6 +243,13 @@ async def test_a_new_charger_password_goes_out_only_once_the_gateway_holds_it(se
     assert (await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration", key))[0] == 200
     assert (await served.request("POST", "/api/chargers/CP02/call/SetVariables", basic))[0] == 200
     assert served.ocpp.calls == [("CP01", "ChangeConfiguration", key), ("CP02", "SetVariables", basic)]
+    # a key whose hex digits are themselves the password (chargers that log in with the digits, as the
+    # OCTT's TC_073 does): the gateway must hold the digits
+    digits = {"key": "AuthorizationKey", "value": "AABBCCDDEEFF00112233445566778899AABBCCDD"}
+    assert (await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration", digits))[0] == 403
+    assert (await served.request("PUT", "/api/chargers/CP01/password", {"password": digits["value"]}))[0] == 200
+    assert (await served.request("POST", "/api/chargers/CP01/call/ChangeConfiguration", digits))[0] == 200
+    assert served.ocpp.calls[-1] == ("CP01", "ChangeConfiguration", digits)
 
 
 @pytest.mark.parametrize("served", ["allow_risky_calls = true"], indirect=True)

@@ -107,19 +107,22 @@ def check_action(action: str, version: str | None, *, allow_risky: bool) -> None
         )
 
 
-def security_settings(action: str, payload: dict) -> tuple[list[str], list[str | None]]:
+def security_settings(action: str, payload: dict) -> tuple[list[str], list[list[str]]]:
     """The security settings a request changes: (the names of the risky ones, the passwords it sets).
 
     Risky: ChangeConfiguration (1.6) of a key in RISKY_KEYS_16 but AuthorizationKey, SetVariables
     (2.0.1) of a variable of a component in RISKY_COMPONENTS_201 but BasicAuthPassword, or one in
-    RISKY_VARIABLES_201. A password (AuthorizationKey, hex in 1.6; BasicAuthPassword) is given as text,
-    None when it cannot be read.
+    RISKY_VARIABLES_201. Each password set is given as the texts a charger may log in with, none when
+    it cannot be read: a 1.6 AuthorizationKey is hex, and chargers differ on whether they log in with
+    the text its digits spell or with the digits themselves (both are in the field).
     """
     names: list[str] = []
-    passwords: list[str | None] = []
+    passwords: list[list[str]] = []
     if action == "ChangeConfiguration" and payload.get("key") in RISKY_KEYS_16:
         if payload["key"] == "AuthorizationKey":
-            passwords.append(_hex_text(payload.get("value")))
+            value = payload.get("value")
+            spelled = _hex_text(value)
+            passwords.append([*([spelled] if spelled is not None else []), *([value] if isinstance(value, str) else [])])
         else:
             names.append(str(payload["key"]))
     if action == "SetVariables" and isinstance(payload.get("setVariableData"), list):
@@ -130,7 +133,7 @@ def security_settings(action: str, payload: dict) -> tuple[list[str], list[str |
             v_name = variable.get("name") if isinstance(variable, dict) else None
             if (c_name, v_name) == ("SecurityCtrlr", "BasicAuthPassword"):
                 value = item.get("attributeValue")
-                passwords.append(value if isinstance(value, str) else None)
+                passwords.append([value] if isinstance(value, str) else [])
             elif c_name in RISKY_COMPONENTS_201 or (c_name, v_name) in RISKY_VARIABLES_201:
                 names.append(f"{c_name}.{v_name}")
     return sorted(set(names)), passwords
@@ -217,9 +220,10 @@ class ChargerCalls:
             return (f"{action} of {', '.join(names)} changes how the charger logs in or whom it trusts: "
                     "it needs allow_risky_calls = true in the config's [api] section")
         has_password = self.state.passwords.required(charger_id)
-        for password in passwords:
-            ok = has_password and password is not None and await asyncio.to_thread(
-                self.state.charger_password_ok, charger_id, password)
+        for candidates in passwords:
+            ok = False
+            for password in candidates if has_password else []:
+                ok = ok or await asyncio.to_thread(self.state.charger_password_ok, charger_id, password)
             if not ok:
                 return (f"{action}: the new password is not the one the gateway holds for {charger_id} (a charger "
                         f"sending it would be refused): set it first with PUT /api/chargers/{charger_id}/password, "
