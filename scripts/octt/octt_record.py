@@ -1,6 +1,8 @@
 """A pytest plugin loaded into the tzi-OCTT suite's own Python (`-p octt_record`): for every test it
-writes one JSON line to $OCTT_RECORD with its outcome, its error's line and the last OCPP frame each
-way, as the `ocpp` library's station logs them. It imports nothing of the gateway."""
+writes one JSON line to $OCTT_RECORD with its outcome, its error's line and the last WebSocket frame
+each way. The suite's stations send through their own `_send`, past the `ocpp` library's log, so the
+frames are taken at the suite's websockets client (its legacy protocol, websockets 13), or from the
+library's log where that client is not there. It imports nothing of the gateway."""
 
 from __future__ import annotations
 
@@ -32,10 +34,32 @@ class _Frames(logging.Handler):
 _frames = _Frames()
 
 
+def _watch_websockets() -> bool:
+    """Record every frame the suite's websockets client sends and receives; False without that client."""
+    try:
+        from websockets.legacy.protocol import WebSocketCommonProtocol
+    except ImportError:
+        return False
+    send, recv = WebSocketCommonProtocol.send, WebSocketCommonProtocol.recv
+
+    async def recording_send(self, message, *args, **kwargs):
+        _frames.from_station.append(str(message))
+        return await send(self, message, *args, **kwargs)
+
+    async def recording_recv(self, *args, **kwargs):
+        message = await recv(self, *args, **kwargs)
+        _frames.from_gateway.append(str(message))
+        return message
+
+    WebSocketCommonProtocol.send, WebSocketCommonProtocol.recv = recording_send, recording_recv
+    return True
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    logger = logging.getLogger("ocpp")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(_frames)
+    if not _watch_websockets():
+        logger = logging.getLogger("ocpp")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(_frames)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -249,10 +249,12 @@ class Outcome:
     bridge_notes: tuple[str, ...] = ()
 
 
-def label(outcome: Outcome) -> str:
-    """The case id, with the item's parameters when the case has several (TC_A_04_CSMS[3])."""
-    params = outcome.item.partition("[")[2].removesuffix("]")
-    return outcome.case if params in ("", "connection0") else f"{outcome.case}[{params}]"
+def labels(outcomes: list[Outcome]) -> list[str]:
+    """Each item's name in the table: its case id, and the test's own name when the case has several."""
+    per_case: dict[str, int] = {}
+    for o in outcomes:
+        per_case[o.case] = per_case.get(o.case, 0) + 1
+    return [o.case if per_case[o.case] == 1 else f"{o.case} {o.item}" for o in outcomes]
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:
@@ -270,14 +272,15 @@ def summary(outcomes: list[Outcome]) -> dict[str, int]:
 
 def table(outcomes: list[Outcome]) -> str:
     """The per-case table, then each failure with the frame that caused it."""
-    width = max([len(label(o)) for o in outcomes] + [4])
+    names = labels(outcomes)
+    width = max([len(name) for name in names] + [4])
     lines = [f"{'case':<{width}}  result", f"{'-' * width}  ------"]
-    lines += [f"{label(o):<{width}}  {'FAIL' if o.outcome in ('failed', 'error') else o.outcome.upper()}"
-              for o in outcomes]
-    for o in outcomes:
+    lines += [f"{name:<{width}}  {'FAIL' if o.outcome in ('failed', 'error') else o.outcome.upper()}"
+              for name, o in zip(names, outcomes, strict=True)]
+    for name, o in zip(names, outcomes, strict=True):
         if o.outcome not in ("failed", "error"):
             continue
-        lines += ["", f"== {label(o)}: {o.message or o.outcome}"]
+        lines += ["", f"== {name}: {o.message or o.outcome}"]
         lines.append(f"   last frame from the gateway: {o.last_from_gateway or '(none)'}")
         lines.append(f"   last frame from the station: {o.last_from_station or '(none)'}")
         lines += [f"   bridge: {note}" for note in o.bridge_notes]
