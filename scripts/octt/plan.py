@@ -64,9 +64,9 @@ def applicable_cases(coverage_md: str) -> dict[str, list[str]]:
 
 def case_version(case_id: str) -> str:
     """1.6 for TC_001_CSMS, 2.0.1 for TC_B_01_CSMS; ValueError for anything else."""
-    if _CASE_16.match(case_id):
+    if _CASE_16.fullmatch(case_id):
         return V16
-    if _CASE_201.match(case_id):
+    if _CASE_201.fullmatch(case_id):
         return V201
     raise ValueError(f"{case_id!r} is not a central system case id (TC_001_CSMS, TC_004_1_CSMS, TC_B_01_CSMS)")
 
