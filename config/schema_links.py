@@ -84,6 +84,10 @@ class OcppConfig(BaseModel):
     max_messages_per_s: float = Field(10, ge=0.1, le=10_000)
     message_burst: int = Field(100, ge=1, le=100_000)
     max_samples_per_frame: int = Field(50, ge=1, le=10_000)
+    # For certification runs (OCTT): the gateway sends no request of its own to chargers (no set-up,
+    # no leases, no status triggers, no local-list push); every charger counts at its maximum and an
+    # alarm says so. Requests posted to the admin API's call endpoint still go out.
+    conformance_mode: bool = False
 
     @model_validator(mode="after")
     def _tls_pair(self) -> OcppConfig:

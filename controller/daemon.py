@@ -165,9 +165,13 @@ async def run_daemon(
             ),
             max_handshakes_per_host=cfg.ocpp_max_handshakes_per_host,
             max_connections=cfg.ocpp_max_connections,
+            own_calls=not cfg.ocpp.conformance_mode,
         )
         charging = SmartCharging(cfg, ocpp, state.clock, state.wake)
         charging.journal = journal
+        charging.memory = store.setups
+        charging.bounds = state.bounds
+        charging.accepted = {cid: items for cid, (items, _at) in (await store.setups.all()).items()}
         battery = make_battery(cfg.battery, state.record_battery, simulated=SimulatedBattery) if cfg.battery is not None else None
         meter = make_grid_meter(cfg.grid_meter, state.record_grid) if cfg.grid_meter is not None else None
         power = PowerControl(state, charging, battery)

@@ -108,7 +108,11 @@ async def test_set_up_on_connect_sets_the_safe_default_meter_values_and_reads_th
         assert ch.mode("CP01") == SETUP_MODE and ch.fixed_a("CP01/1", T0) == 32.0  # not set up: its maximum
         ch.charger_seen("CP01", T0, True)
         await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
-        assert calls.actions()[:3] == ["ClearChargingProfile", "SetChargingProfile", "SetChargingProfile"]
+        assert calls.actions()[:3] == ["SetChargingProfile", "SetChargingProfile", "ClearChargingProfile"]
+        # only its own profiles, by id: never "whatever TxDefaultProfile it holds"
+        assert [p for _, a, p in calls.calls if a == "ClearChargingProfile"] == [{"id": p16.MAX_PROFILE_ID}]
+        ids = [p["csChargingProfiles"]["chargingProfileId"] for _, a, p in calls.calls if a == "SetChargingProfile"]
+        assert all(i in p16.OWN_PROFILE_IDS for i in ids) and len(set(ids)) == 2
         defaults = [p for _, a, p in calls.calls if a == "SetChargingProfile"]
         assert [d["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] for d in defaults] == [8.0, 8.0]
         settings = {p["key"]: p["value"] for _, a, p in calls.calls if a == "ChangeConfiguration"}
@@ -256,5 +260,92 @@ async def test_a_lease_taken_back_leaves_the_safe_default():
         await settle(ch, lambda: ch.book.lease_ends_at("CP01/2") is None)
         assert calls.calls[-1][1:] == ("ClearChargingProfile", {"id": p16.lease_profile_id(2)})
         assert ch.book.in_force_a("CP01/2", T0) == 8.0
+    finally:
+        await stop(task)
+
+
+class RecordingMemory:
+    """The store's set-up memory, in a dict."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, str]] = {}
+
+    async def put(self, charger_id, items, at):
+        self.rows[charger_id] = dict(items)
+
+
+async def test_a_reconnect_resends_only_what_differs_and_a_boot_resends_everything():
+    calls = ScriptedCharger()
+    ch, task = await running(calls)
+    ch.memory = memory = RecordingMemory()
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        first = len(calls.calls)
+        assert first == 6  # two safe defaults, the old fallback cleared, two settings, the rotation
+        assert memory.rows["CP01"]["meter"] == "5" and memory.rows["CP01"]["rotation:1"] == "TRS"
+
+        # the same charger back on a new connection: it holds all of it
+        ch.charger_seen("CP01", T0 + timedelta(minutes=1), True)
+        await settle(ch, lambda: ch.setups["CP01"].done and ch.mode("CP01") == TX_MODE)
+        assert len(calls.calls) == first and ch.rotations["CP01/1"] == "TRS"
+
+        # a restarted daemon that remembered it sends nothing either
+        await stop(task)
+        ch, task = await running(calls)
+        ch.memory, ch.accepted = memory, {k: dict(v) for k, v in memory.rows.items()}
+        ch.charger_seen("CP01", T0 + timedelta(minutes=2), True)
+        await settle(ch, lambda: ch.setups["CP01"].done)
+        assert len(calls.calls) == first and ch.rotations["CP01/1"] == "TRS"
+
+        # a different safe default (the config changed) goes out alone
+        ch.safe_defaults["CP01/2"] = 6.0
+        ch.charger_seen("CP01", T0 + timedelta(minutes=3), True)
+        await settle(ch, lambda: ch.setups["CP01"].done)
+        assert [(a, p["connectorId"]) for _, a, p in calls.calls[first:]] == [("SetChargingProfile", 2)]
+
+        # a BootNotification: everything again
+        now = len(calls.calls)
+        ch.charger_seen("CP01", T0 + timedelta(minutes=3), True, booted_at=T0 + timedelta(minutes=4))
+        await settle(ch, lambda: ch.setups["CP01"].done)
+        assert calls.actions()[now:].count("SetChargingProfile") == 2 and "ChangeConfiguration" in calls.actions()[now:]
+    finally:
+        await stop(task)
+
+
+async def test_after_a_fallback_the_max_profile_is_cleared_by_its_own_id_once_the_safe_default_is_taken():
+    refuse = {"on": True}
+    calls = ScriptedCharger({"SetChargingProfile": lambda p: {
+        "status": "Accepted" if not refuse["on"] or p["csChargingProfiles"]["chargingProfilePurpose"] == "ChargePointMaxProfile"
+        else "Rejected"}})
+    ch, task = await running(calls)
+    ch.memory = RecordingMemory()
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.setups["CP01"].done)
+        assert ch.mode("CP01") == MAX_MODE
+        refuse["on"] = False
+        mark = len(calls.calls)
+        ch.charger_seen("CP01", T0 + timedelta(minutes=1), True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        clears = [p for _, a, p in calls.calls[mark:] if a == "ClearChargingProfile"]
+        assert clears == [{"id": p16.MAX_PROFILE_ID}]
+    finally:
+        await stop(task)
+
+
+async def test_in_conformance_mode_no_request_goes_out_and_chargers_count_at_their_maximum():
+    calls = ScriptedCharger()
+    cfg = load_config_text(CONFIG + "\n[ocpp]\nconformance_mode = true\n", "t.toml", None)
+    ch = SmartCharging(cfg, calls, lambda: T0, asyncio.Event())
+    task = asyncio.create_task(ch.run())
+    await asyncio.sleep(0)
+    try:
+        ch.charger_seen("CP01", T0, True, booted_at=T0)
+        await asyncio.sleep(0.1)
+        ch.clear_lease("CP01/1")
+        await asyncio.sleep(0.1)
+        assert calls.calls == []
+        assert ch.mode("CP01") == "conformance" and ch.fixed_a("CP01/1", T0) == 32.0
     finally:
         await stop(task)

@@ -179,7 +179,7 @@ def test_a_lease_names_the_chargers_transaction_and_drops_to_the_grid_share() ->
 
 
 def test_the_other_payloads_fit_the_schema() -> None:
-    valid("ClearChargingProfile", p201.clear_defaults())
+    valid("ClearChargingProfile", p201.clear_profile(p201.MAX_PROFILE_ID))
     valid("ClearChargingProfile", p201.clear_profile(101))
     valid("SetChargingProfile", p201.charger_max(24.0, NOW))
     valid("SetVariables", p201.meter_settings(5))

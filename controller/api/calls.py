@@ -26,6 +26,7 @@ from drivers.contract.backend import (
     ChargerNotConnected,
 )
 from drivers.contract.text import printable
+from drivers.ocpp.found_profiles import from_request
 
 log = logging.getLogger("laadplein.api")
 
@@ -198,6 +199,7 @@ class ChargerCalls:
             self._note_call(request, charger_id, action, 400, "does not fit the OCPP schema")
             return error(400, f"{action}: {exc}")
         status = answer.get("status") if isinstance(answer, dict) else None
+        self._note_profiles(charger_id, action, payload, status)
         self._note_call(request, charger_id, action, 200, f"answered {status}" if isinstance(status, str) else "answered")
         return json_response(answer)
 
@@ -223,6 +225,18 @@ class ChargerCalls:
                         f"sending it would be refused): set it first with PUT /api/chargers/{charger_id}/password, "
                         "or allow_risky_calls = true in the config's [api] section")
         return None
+
+    def _note_profiles(self, charger_id: str, action: str, payload: dict, status: object) -> None:
+        """A profile the operator set (or cleared) through the gateway bounds its leases from now on."""
+        if status != "Accepted":
+            return
+        if action == "ClearChargingProfile":
+            self.state.bounds.cleared(charger_id, payload)
+            return
+        profile = from_request(charger_id, action, payload)
+        if profile is not None:
+            self.state.bounds.found(profile, self.state.connector_tx(charger_id, profile.connector_id))
+            self.state.wake.set()
 
     def _note_call(self, request: web.Request, charger_id: str, action: str, code: int, result: str) -> None:
         """One event per call: who (the token's holder, from which address), the action and the result.

@@ -182,6 +182,14 @@ class Alarms:
 
     async def _check_power(self, now: datetime) -> None:
         st, ch = self.state, self.power.charging
+        if st.cfg.ocpp.conformance_mode:
+            await self._raise(
+                "conformance_mode", st.started_at,
+                "conformance mode: the gateway sends chargers no request of its own (no set-up, leases, triggers or list)",
+                "every charger counts at its maximum; for certification runs only ([ocpp] conformance_mode)",
+            )
+        else:
+            await self._clear("conformance_mode", now)
         for charger in st.cfg.chargers:
             setup = ch.setups.get(charger.id)
             key = f"profiles_refused:{charger.id}"

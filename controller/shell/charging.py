@@ -5,12 +5,18 @@ task of this component's TaskGroup (never inside an OCPP handler), under the OCP
 its answer goes back into the lease book. A charger that refuses profiles falls back to a
 ChargePointMaxProfile of its safe-default share, else counts as drawing its maximum; the cycle
 raises an alarm for either.
+
+Kept in one file past 400 lines: the set-up (what a charger holds of the gateway's, what it holds
+of other people's) and the leases read and write one record per charger, its mode, and the
+fallback that either may end in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +25,7 @@ from typing import Any, Protocol
 from config.schema import SquareConfig
 from controller.core.leases import LeaseBook
 from controller.core.sharing import safe_default_a
+from controller.shell.bounds import OperatorBounds
 from controller.store.lease_journal import LeaseJournal
 from drivers.contract.backend import (
     CallErrorReceived,
@@ -27,12 +34,28 @@ from drivers.contract.backend import (
     ChargerNotConnected,
 )
 from drivers.contract.orders import Order
+from drivers.contract.profiles import COMPOSITE, FoundProfile
 from drivers.ocpp import profiles16 as p16
 from drivers.ocpp.dialects import Dialect, dialect
+from drivers.ocpp.found_profiles import from_composite
 
 log = logging.getLogger("laadplein.charging")
 
-TX_MODE, MAX_MODE, NONE_MODE, SETUP_MODE = "tx", "max", "none", "setting up"
+TX_MODE, MAX_MODE, NONE_MODE, SETUP_MODE, CONFORMANCE_MODE = "tx", "max", "none", "setting up", "conformance"
+CONFORMANCE_PROBLEM = "conformance mode: the gateway sends it nothing of its own; counted at its maximum"
+
+
+class SetupStore(Protocol):
+    """What smart charging needs of the store's set-up memory (`controller.store.setups.SetupMemory`)."""
+
+    async def put(self, charger_id: str, items: dict[str, str], at: datetime) -> None: ...
+
+
+def _profile_item(payload: dict[str, Any]) -> tuple[str, str]:
+    """A SetChargingProfile payload as a set-up item: ("profile:<id>", its canonical JSON)."""
+    profile = payload.get("csChargingProfiles") or payload.get("chargingProfile") or {}
+    profile_id = profile.get("chargingProfileId", profile.get("id"))
+    return f"profile:{profile_id}", json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 class ChargerCalls(Protocol):
@@ -52,6 +75,7 @@ class ChargerSetup:
     mode: str = SETUP_MODE
     done: bool = False
     problem: str = ""  # why it is not in TX_MODE, for the alarm
+    full: bool = False  # sends all of the set-up (nothing remembered of the charger)
 
 
 def connector_key(charger_id: str, connector_id: int) -> str:
@@ -86,6 +110,12 @@ class SmartCharging:
         self._clearing: set[str] = set()  # leases being taken back
         self._sending: set[str] = set()  # leases on their way (never taken back meanwhile)
         self.journal: LeaseJournal | None = None  # set by the daemon: leases written down before they go out
+        self.conformance = cfg.ocpp.conformance_mode
+        self.memory: SetupStore | None = None  # set by the daemon, with `accepted` as the store had it
+        self.accepted: dict[str, dict[str, str]] = {}  # charger -> set-up item -> value it accepted
+        self._boots: dict[str, datetime] = {}  # charger -> its last BootNotification seen
+        self.bounds: OperatorBounds | None = None  # set by the daemon: other people's profiles
+        self._request_id = 990000  # GetChargingProfiles requests of the gateway's own
 
     def _compute_safe_defaults(self) -> None:
         cfg = self.cfg
@@ -133,32 +163,46 @@ class SmartCharging:
 
     # ---- charger set-up -----------------------------------------------------------------------
 
-    def charger_seen(self, charger_id: str, connected_at: datetime | None, online: bool) -> None:
-        """Called every cycle: start the set-up of a charger that (re)connected."""
+    def charger_seen(self, charger_id: str, connected_at: datetime | None, online: bool, booted_at: datetime | None = None) -> None:
+        """Called every cycle: start the set-up of a charger that (re)connected or booted.
+
+        A BootNotification (new firmware, a reset) voids what the charger accepted before: all of the
+        set-up goes out again. In conformance mode nothing goes out: the charger counts at its maximum.
+        """
         setup = self.setups.get(charger_id)
         if not online or connected_at is None:
             return
-        if setup is None or setup.connected_at != connected_at:
-            self.setups[charger_id] = ChargerSetup(connected_at)
-            self._spawn(self._set_up(charger_id, connected_at), f"setup-{charger_id}")
+        if self.conformance:
+            if setup is None or setup.connected_at != connected_at:
+                self.setups[charger_id] = ChargerSetup(connected_at, CONFORMANCE_MODE, True, CONFORMANCE_PROBLEM)
+            return
+        booted = booted_at is not None and self._boots.get(charger_id) != booted_at
+        if booted:
+            self._boots[charger_id] = booted_at  # type: ignore[assignment]
+            if self.accepted.pop(charger_id, None) is not None:
+                log.info("charger %s booted: its whole set-up goes out again", charger_id)
+        # A boot right after the connect (the usual order) needs no second set-up when the first one
+        # sends everything anyway.
+        if setup is None or setup.connected_at != connected_at or (booted and not (setup.full and not setup.done)):
+            setup = self.setups[charger_id] = ChargerSetup(connected_at, full=charger_id not in self.accepted)
+            self._spawn(self._set_up(charger_id, setup), f"setup-{charger_id}")
 
     def dialect(self, charger_id: str) -> Dialect:
         """The charger's OCPP version's adapter (1.6 while it is not connected)."""
         return dialect(self.calls.connected().get(charger_id))
 
     def mode(self, charger_id: str) -> str:
-        """tx | max | none | setting up (also for a charger never seen)."""
+        """tx | max | none | setting up | conformance (also for a charger never seen)."""
         setup = self.setups.get(charger_id)
         return setup.mode if setup is not None else SETUP_MODE
 
-    async def _set_up(self, charger_id: str, connected_at: datetime) -> None:
-        """control.md "Charger set-up on every connect": safe default, meter values, phase rotation.
+    async def _set_up(self, charger_id: str, setup: ChargerSetup) -> None:
+        """control.md "Charger set-up on connect": safe default, meter values, phase rotation, each sent
+        only where it differs from what the charger accepted since its last BootNotification.
 
-        Until it is done the charger's connectors count at its maximum (its old default profiles may
-        be cleared already). A set-up that gets no answer is tried again, every 10 s up to a minute
-        apart, for as long as the charger stays connected.
+        Until it is done the charger's connectors count at its maximum. A set-up that gets no answer
+        is tried again, every 10 s up to a minute apart, for as long as the charger stays connected.
         """
-        setup = self.setups[charger_id]
         delay_s = 10.0
         while self.setups.get(charger_id) is setup:
             try:
@@ -175,44 +219,79 @@ class SmartCharging:
     async def _set_up_once(self, charger_id: str, setup: ChargerSetup) -> None:
         charger = self.cfg.charger(charger_id)
         words = self.dialect(charger_id)
+        known = charger_id in self.accepted  # else the charger may hold anything of ours from before
+        held = dict(self.accepted.get(charger_id, {}))
+        before = dict(held)
+        sent = 0
 
         async def call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+            nonlocal sent
+            sent += 1
             return await self._call(charger_id, action, payload)
 
         try:
-            await call("ClearChargingProfile", words.clear_defaults())
-        except CallErrorReceived as exc:
-            log.info("charger %s: clearing its default profiles failed (%s); the safe default replaces them", charger_id, exc)
-        refused: list[str] = []
-        limits = {n: self.safe_defaults[connector_key(charger_id, n)] for n in range(1, charger.connectors + 1)}
-        for label, payload in words.safe_defaults(limits):
-            try:
-                answer = await call("SetChargingProfile", payload)
-                if answer.get("status") != "Accepted":
-                    refused.append(f"{label}: {answer.get('status')}")
-            except CallErrorReceived as exc:
-                refused.append(f"{label}: {exc.code}")
-        if not refused:
-            try:  # a ChargePointMaxProfile of an earlier fallback would cap it for good
-                await call("ClearChargingProfile", words.clear_profile(p16.MAX_PROFILE_ID))
-            except CallErrorReceived:
-                pass
-        for problem in await words.configure_meter(call, self.cfg.control.meter_interval_s):
-            log.warning("charger %s: %s", charger_id, problem)
-        if charger.phase_rotation is None:
-            try:
-                for n, rotation in (await words.read_rotation(call, charger.connectors)).items():
-                    self.rotations[connector_key(charger_id, n)] = rotation
-            except CallErrorReceived as exc:
-                log.info("charger %s: no phase rotation (%s)", charger_id, exc)
+            refused: list[str] = []
+            limits = {n: self._bounded_default(charger_id, n) for n in range(1, charger.connectors + 1)}
+            wanted: set[str] = set()
+            for label, payload in words.safe_defaults(limits):
+                item, value = _profile_item(payload)
+                wanted.add(item)
+                if held.get(item) == value:
+                    continue
+                held.pop(item, None)
+                try:
+                    answer = await call("SetChargingProfile", payload)
+                    if answer.get("status") == "Accepted":
+                        held[item] = value
+                    else:
+                        refused.append(f"{label}: {answer.get('status')}")
+                except CallErrorReceived as exc:
+                    refused.append(f"{label}: {exc.code}")
+            if not refused:
+                # The gateway's own profiles that this set-up does not have: a ChargePointMaxProfile of an
+                # earlier fallback (it would cap the charger for good), a safe default that moved.
+                stale = sorted(int(i.split(":")[1]) for i in held if i.startswith("profile:") and i not in wanted)
+                if not known:
+                    stale = sorted({*stale, p16.MAX_PROFILE_ID})
+                for profile_id in stale:
+                    try:
+                        answer = await call("ClearChargingProfile", words.clear_profile(profile_id))
+                        if answer.get("status") in ("Accepted", "Unknown"):
+                            held.pop(f"profile:{profile_id}", None)
+                    except CallErrorReceived as exc:
+                        log.info("charger %s: clearing its old profile %d failed (%s)", charger_id, profile_id, exc)
+            if not refused:
+                await self._find_profiles(charger_id, words.version, charger.connectors, held, call)
+            meter = str(self.cfg.control.meter_interval_s)
+            if held.get("meter") != meter:
+                problems = await words.configure_meter(call, self.cfg.control.meter_interval_s)
+                for problem in problems:
+                    log.warning("charger %s: %s", charger_id, problem)
+                if not problems:
+                    held["meter"] = meter
+            if charger.phase_rotation is None and "rotation" not in held:
+                try:
+                    found = await words.read_rotation(call, charger.connectors)
+                    held["rotation"] = "read"  # what it said, none included, holds until it boots
+                    held.update({f"rotation:{n}": rotation for n, rotation in found.items()})
+                except CallErrorReceived as exc:
+                    log.info("charger %s: no phase rotation (%s)", charger_id, exc)
+            if charger.phase_rotation is None:
+                for n in range(1, charger.connectors + 1):
+                    if f"rotation:{n}" in held:
+                        self.rotations[connector_key(charger_id, n)] = held[f"rotation:{n}"]
+        finally:
+            if self.setups.get(charger_id) is setup:  # else a newer set-up (after a boot) keeps the record
+                await self._remember(charger_id, held, before)
         if self.setups.get(charger_id) is not setup:
             return  # it reconnected meanwhile: the newer set-up decides
         if not refused:
             setup.mode, setup.problem = TX_MODE, ""
             rotations = sorted({self.rotations.get(connector_key(charger_id, n), "unknown") for n in range(1, charger.connectors + 1)})
             log.info(
-                "charger %s set up: safe default %s A per connector, meter values every %d s, phase rotation %s",
+                "charger %s set up (%s): safe default %s A per connector, meter values every %d s, phase rotation %s",
                 charger_id,
+                f"{sent} requests" if sent else "it holds all of it already, nothing sent",
                 "/".join(f"{self.safe_defaults[connector_key(charger_id, n)]:g}" for n in range(1, charger.connectors + 1)),
                 self.cfg.control.meter_interval_s,
                 "/".join(rotations),
@@ -221,6 +300,58 @@ class SmartCharging:
             await self._fall_back(charger_id, f"refused the safe default ({', '.join(refused)})")
         setup.done = True
         self.wake.set()
+
+    def _bounded_default(self, charger_id: str, n: int) -> float:
+        """A connector's safe default (A), never above a bound someone else set there; below the
+        minimum that means 0."""
+        key = connector_key(charger_id, n)
+        share_a = self.safe_defaults[key]
+        cap_a = self.bounds.cap_a(charger_id, n, None, self.clock()) if self.bounds is not None else None
+        if cap_a is None or cap_a >= share_a:
+            return share_a
+        return 0.0 if cap_a < self.cfg.control.min_current_a else cap_a
+
+    async def _find_profiles(
+        self, charger_id: str, version: str, connectors: int, held: dict[str, str], call: Callable[..., Any],
+    ) -> None:
+        """Look for profiles someone else set (control.md): a 2.0.1 charger reports them all
+        (ReportChargingProfiles, after GetChargingProfiles); a 1.6 charger shows per connector a
+        composite schedule, which is someone else's bound where it is below the gateway's own safe
+        default. A connector with a transaction is not looked at (the lease is in its composite)."""
+        if self.bounds is None:
+            return
+        if version == "ocpp2.0.1":
+            self._request_id += 1
+            try:
+                await call("GetChargingProfiles", {"requestId": self._request_id, "chargingProfile": {}})
+            except CallErrorReceived as exc:
+                log.info("charger %s: its charging profiles could not be listed (%s)", charger_id, exc)
+            return
+        for n in range(1, connectors + 1):
+            key = connector_key(charger_id, n)
+            item = f"composite:{n}"
+            if item not in held and self.book.lease_ends_at(key) is None:
+                try:
+                    answer = await call("GetCompositeSchedule", {"connectorId": n, "duration": 86400, "chargingRateUnit": "A"})
+                except CallErrorReceived as exc:
+                    log.info("charger %s/%d: no composite schedule (%s)", charger_id, n, exc)
+                    continue
+                found = from_composite(charger_id, n, answer, self.safe_defaults[key])
+                held[item] = "none" if found is None else f"{found.low_a:g}"
+            value = held.get(item)
+            if value is not None:
+                bound = None if value == "none" else FoundProfile(charger_id, n, None, COMPOSITE, 0, float(value), float(value))
+                self.bounds.composite(charger_id, n, bound)
+
+    async def _remember(self, charger_id: str, held: dict[str, str], before: dict[str, str]) -> None:
+        """Keep what the charger holds now; written to the store only when it changed."""
+        self.accepted[charger_id] = held
+        if self.memory is None or held == before:
+            return
+        try:
+            await self.memory.put(charger_id, held, self.clock())
+        except (sqlite3.Error, OSError, ValueError) as exc:  # the next connect sends more than needed, nothing worse
+            log.warning("charger %s: its set-up could not be written down (%s)", charger_id, exc)
 
     async def _fall_back(self, charger_id: str, why: str) -> None:
         """A charger that refuses profiles: ChargePointMaxProfile of its safe-default share, else its maximum."""
@@ -235,6 +366,9 @@ class SmartCharging:
         except CallFailed:
             accepted = False
         if accepted:
+            held = dict(self.accepted.get(charger_id, {}))
+            held[f"profile:{p16.MAX_PROFILE_ID}"] = "fallback"
+            await self._remember(charger_id, held, self.accepted.get(charger_id, {}))
             setup.mode = MAX_MODE
             setup.problem = f"{why}; limited to {share_a:g} A as a whole (ChargePointMaxProfile)"
         else:
@@ -253,7 +387,7 @@ class SmartCharging:
         charger_id = key.split("/")[0]
         mode = self.mode(charger_id)
         charger = self.cfg.charger(charger_id)
-        if mode in (NONE_MODE, SETUP_MODE):
+        if mode in (NONE_MODE, SETUP_MODE, CONFORMANCE_MODE):
             return float(charger.max_current_a)
         if mode == MAX_MODE:
             return max(self.book.in_force_a(key, now), self.charger_share_a(charger_id))
@@ -287,7 +421,7 @@ class SmartCharging:
     def clear_lease(self, key: str) -> None:
         """Take a lease back (ClearChargingProfile by its id, which needs no clock): the charger
         returns to its safe default. Until the charger confirms, the book keeps counting the lease."""
-        if key in self._clearing or key in self._sending:
+        if key in self._clearing or key in self._sending or self.conformance:
             return  # one call at a time per connector: the clock check asks again next cycle
         self._clearing.add(key)
         charger_id, connector = key.split("/")

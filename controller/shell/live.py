@@ -41,6 +41,7 @@ class ChargerLive:
     connected_at: datetime | None = None
     disconnected_at: datetime | None = None
     last_heard: datetime | None = None
+    booted_at: datetime | None = None  # its last BootNotification since the daemon started
     remote: str = ""
     vendor: str = ""
     model: str = ""

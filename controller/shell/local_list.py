@@ -158,6 +158,8 @@ class LocalListKeeper:
 
     def look(self) -> None:
         """Notice chargers that (re)connected and start the work each one needs."""
+        if self.state.cfg.ocpp.conformance_mode:
+            return  # no request of the gateway's own (control.md): the list changes, nobody is told
         now = self.monotonic()
         for cid, live in sorted(self.state.chargers.items()):
             rec = self.chargers.setdefault(cid, ChargerList())

@@ -50,6 +50,13 @@ class PowerView:
     grid_source: str  # "meter" | "estimate"
 
 
+def bounded_max_a(max_a: float, cap_a: float | None, min_a: float) -> float:
+    """The most a car may be given under someone else's bound (A): a bound below the minimum means 0."""
+    if cap_a is None:
+        return max_a
+    return 0.0 if cap_a < min_a else min(max_a, cap_a)
+
+
 class PowerControl:
     """Runs once per cycle after the lights: inputs, decisions, orders."""
 
@@ -93,7 +100,7 @@ class PowerControl:
         st, cfg, ch = self.state, self.state.cfg, self.charging
         for c in cfg.chargers:
             live = st.chargers[c.id]
-            ch.charger_seen(c.id, live.connected_at, live.online)
+            ch.charger_seen(c.id, live.connected_at, live.online, live.booted_at)
         connectors: list[ConnectorInput] = []
         transactions: dict[str, int] = {}
         wire_ids: dict[str, str] = {}  # OCPP 2.0.1: the charger's own transaction names
@@ -108,6 +115,7 @@ class PowerControl:
             if self._tx.get(key) != conn.transaction_id:
                 if key in self._tx:
                     ch.book.end_session(key)  # the TxProfile ended with its transaction
+                    st.bounds.transaction_ended(charger_id, int(n))
                 self._held_excess_a.pop(key, None)  # what the last car reported is not the next one's
                 if conn.transaction_id is None:
                     self._tx.pop(key, None)
@@ -115,6 +123,13 @@ class PowerControl:
                     self._tx[key] = conn.transaction_id
             online = st.chargers[charger_id].online
             controllable = active and online and conn.status is not None and ch.mode(charger_id) == TX_MODE and leases_allowed
+            # Someone else's profiles: a bound on what the car may be given, or a TxProfile the charger
+            # follows instead of the lease (control.md rule 1, "Other people's profiles").
+            tx_name = st.connector_tx(charger_id, int(n))
+            cap_a = st.bounds.cap_a(charger_id, int(n), tx_name, now)
+            over_a = st.bounds.over_a(charger_id, int(n), tx_name, now) if active else None
+            if over_a is not None:
+                controllable = False
             counted = self.counted(charger_id, int(n), now)
             draw_a, draw_at = counted.draw_a, counted.at
             turn = ch.book.connector_state(key, now, draw_a, draw_at)
@@ -126,6 +141,8 @@ class PowerControl:
             in_force_a = turn.in_force_a if controllable or ch.mode(charger_id) == TX_MODE else ch.fixed_a(key, now)
             if not leases_allowed and active:
                 in_force_a = max(in_force_a, ch.book.in_force_a(key, now))
+            if over_a is not None:
+                in_force_a = min(float(cfg.charger(charger_id).max_current_a), max(over_a, in_force_a))
             if not active and (not online or ch.mode(charger_id) != TX_MODE):
                 # A charger the gateway cannot steer now may start a session on any connector (offline
                 # chargers do): each connector counts at what it would give a car that plugs in.
@@ -145,7 +162,7 @@ class PowerControl:
                     phases=self._phases(charger_id, int(n), counted),
                     active=active,
                     controllable=controllable,
-                    max_a=float(cfg.charger(charger_id).max_current_a),
+                    max_a=bounded_max_a(float(cfg.charger(charger_id).max_current_a), cap_a, cfg.control.min_current_a),
                     draw_a=draw_a,
                     ev_suspended=conn.status == SUSPENDED_EV,
                     in_force_a=in_force_a if active else 0.0,

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from config.schema import CHARGER_ID_PATTERN, SquareConfig
 from controller.core.currents import PLAUSIBLE_OVER_MAX, plausible_a
+from controller.shell.bounds import OperatorBounds
 from controller.shell.live import (
     ChargerLive,
     ConnectorLive,
@@ -71,6 +72,7 @@ class SquareState:
         self.passwords = ChargerPasswords.from_config(cfg.chargers)  # hashes only (controller.store.passwords)
         # charger -> its use of transaction ids not its own, until the alarm clears
         self.foreign_tx: dict[str, ForeignTxLive] = {}
+        self.bounds = OperatorBounds()  # other people's charging profiles on the chargers
         self.untracked_tx: set[int] = set()  # restored sessions recorded before leases were written down
         self.reconciled = 0  # sessions closed by the gateway since start
         self._faults = FaultLog()  # a charger repeating a message gets one line a minute per kind
@@ -204,6 +206,14 @@ class SquareState:
     def connector_count(self, charger_id: str) -> int:
         return self.cfg.charger(charger_id).connectors if charger_id in self.chargers else 0
 
+    def connector_tx(self, charger_id: str, connector_id: int) -> str | None:
+        """The transaction on a connector as its charger names it (2.0.1's own id, else the gateway's)."""
+        live = self.chargers.get(charger_id)
+        conn = live.connectors.get(connector_id) if live is not None else None
+        if conn is None or conn.transaction_id is None:
+            return None
+        return conn.charger_tx if conn.charger_tx is not None else str(conn.transaction_id)
+
     def record(self, event: ev.Event) -> None:
         try:
             self._apply(event)
@@ -228,8 +238,11 @@ class SquareState:
                 c = self.chargers.setdefault(cid, ChargerLive())
                 # the charger's own words, kept as they may be shown (OCPP allows 50 characters each)
                 vendor, model, fw = (printable(x, BOOT_TEXT_CHARS) for x in (vendor, model, fw))
-                c.vendor, c.model, c.firmware = vendor, model, fw
+                c.vendor, c.model, c.firmware, c.booted_at = vendor, model, fw, at
                 self.note("charger_booted", f"charger {cid} booted: {vendor} {model} firmware {fw}".strip(), at=at, charger_id=cid)
+            case ev.ProfilesFound(charger_id=cid, profiles=profiles):
+                for profile in profiles:
+                    self.bounds.found(profile, self.connector_tx(cid, profile.connector_id))
             case ev.ChargerHeard(charger_id=cid, at=at):
                 c = self.chargers.get(cid)
                 if c is not None:

@@ -31,6 +31,7 @@ from controller.store.schema import (
     pragma,
 )
 from controller.store.secrets import TagVault
+from controller.store.setups import SetupMemory
 from controller.store.tokens import TokenList
 from drivers.contract.clock import parse_ts, wire_ts
 
@@ -103,6 +104,7 @@ class Store:
         self.tokens = TokenList(conn, vault)
         self.leases = LeaseBounds(conn)
         self.runs = Runs(conn)
+        self.setups = SetupMemory(conn)
 
     @classmethod
     async def open(cls, path: Path, vault: TagVault) -> Store:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from drivers.contract.profiles import FoundProfile
+
 
 @dataclass(frozen=True)
 class ChargerConnected:
@@ -173,10 +175,20 @@ class OverrideCleared:
     who: str = ""
 
 
+@dataclass(frozen=True)
+class ProfilesFound:
+    """A charger reported charging profiles someone else set (2.0.1 ReportChargingProfiles)."""
+
+    charger_id: str
+    profiles: tuple[FoundProfile, ...]
+    at: datetime
+
+
 Event = (
     ChargerConnected
     | ChargerDisconnected
     | ChargerBooted
+    | ProfilesFound
     | ChargerHeard
     | ConnectorStatusChanged
     | MeterSample

@@ -37,6 +37,9 @@ class LinkContext:
     limits: FrameLimits = field(default_factory=FrameLimits)
     paces: dict[str, MessagePace] = field(default_factory=dict)
     """charger -> its message bucket; kept across connections, so reconnecting does not refill it."""
+    own_calls: bool = True
+    """False: the gateway sends no request of its own accord, not even to read a charger's per-message
+    limits before a request they could split (those are then learned only from answers passing through)."""
 
     def pace(self, charger_id: str) -> MessagePace:
         """The message bucket of a charger, made full at its first message."""

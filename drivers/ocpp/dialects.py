@@ -22,8 +22,6 @@ class Dialect(Protocol):
 
     version: str
 
-    def clear_defaults(self) -> dict: ...
-
     def safe_defaults(self, limits_a: dict[int, float]) -> list[tuple[str, dict]]: ...
 
     def clear_profile(self, profile_id: int) -> dict: ...
@@ -41,9 +39,6 @@ class Dialect16:
     """OCPP 1.6J: connectors, configuration keys."""
 
     version = "ocpp1.6"
-
-    def clear_defaults(self) -> dict:
-        return p16.clear_defaults()
 
     def safe_defaults(self, limits_a: dict[int, float]) -> list[tuple[str, dict]]:
         return [(f"connector {n}", p16.safe_default(n, limit_a)) for n, limit_a in sorted(limits_a.items())]
@@ -81,9 +76,6 @@ class Dialect201:
     """OCPP 2.0.1: EVSEs (one connector each), the device model's variables."""
 
     version = "ocpp2.0.1"
-
-    def clear_defaults(self) -> dict:
-        return p201.clear_defaults()
 
     def safe_defaults(self, limits_a: dict[int, float]) -> list[tuple[str, dict]]:
         return [(f"EVSE {p['evseId']}", p) for p in p201.safe_defaults(limits_a)]

@@ -13,6 +13,7 @@ from ocpp.v16 import call, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, RegistrationStatus
 
+from drivers.contract.backend import CallFailed, ChargerNotConnected
 from drivers.contract.clock import wire_ts
 from drivers.contract.events import ChargerBooted, ConnectorStatusChanged
 from drivers.ocpp.evse201 import MAX_TRANSACTIONS_PER_CHARGER
@@ -32,9 +33,20 @@ class ChargerLink16(ChargerLink):
     _call = call
     _call_result = call_result
 
-    async def ask_status(self) -> None:
-        """Ask for the status of all connectors (raises CallFailed)."""
-        await self.request("TriggerMessage", {"requestedMessage": "StatusNotification"})
+    async def ask_status(self, connectors: list[int]) -> None:
+        """Ask for the status of these connectors: all of them in one request when none has reported."""
+        if not connectors:
+            return
+        if len(connectors) >= (self._backend.connector_count(self.id) or 1):
+            await self.request("TriggerMessage", {"requestedMessage": "StatusNotification"})
+            return
+        for n in connectors:
+            try:
+                await self.request("TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": n})
+            except ChargerNotConnected:
+                raise
+            except CallFailed as exc:
+                self._fault("trigger-status", logging.WARNING, "asking for the status of connector %d failed: %s", n, exc)
 
     # --- handlers: record, ask the backend, answer --------------------------------------------
 
@@ -65,6 +77,7 @@ class ChargerLink16(ChargerLink):
     @on(Action.status_notification)
     def on_status_notification(self, connector_id: int, error_code: str, status: str, info: str = "", **_: Any) -> Any:
         self._backend.record(ConnectorStatusChanged(self.id, connector_id, status, utc_now(), error_code, info))
+        self.heard.add(connector_id)
         return call_result.StatusNotification()
 
     @on(Action.authorize)

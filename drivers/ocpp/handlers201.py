@@ -24,6 +24,7 @@ from drivers.contract.events import (
     ChargerBooted,
     ConnectorStatusChanged,
     ForeignTransaction,
+    ProfilesFound,
 )
 from drivers.contract.words import ACCEPTED, INVALID
 from drivers.ocpp.evse201 import (
@@ -33,6 +34,7 @@ from drivers.ocpp.evse201 import (
     meter_values_as_v16,
     sequence_problem,
 )
+from drivers.ocpp.found_profiles import read_profile
 from drivers.ocpp.frames import parse_meter_values
 from drivers.ocpp.link import ChargerLink, printable, utc_now
 
@@ -62,10 +64,9 @@ class ChargerLink201(ChargerLink):
             book = books[self.id] = ChargerBook()
         return book
 
-    async def ask_status(self) -> None:
-        """Ask for every EVSE's connector status (a charger sends them by itself only after a boot)."""
-        count = self._backend.connector_count(self.id) or 1
-        for evse_id in range(1, count + 1):
+    async def ask_status(self, connectors: list[int]) -> None:
+        """Ask for these EVSEs' connector status (a charger sends them by itself only after a boot)."""
+        for evse_id in connectors:
             try:
                 await self.request("TriggerMessage", {"requestedMessage": "StatusNotification", "evse": {"id": evse_id, "connectorId": 1}})
             except ChargerNotConnected:
@@ -107,6 +108,7 @@ class ChargerLink201(ChargerLink):
             return call_result.StatusNotification()  # the station as a whole: its EVSEs report for themselves
         evse = self.book.evse(evse_id)
         evse.set_connector(connector_id, connector_status)
+        self.heard.add(evse_id)
         self._emit(evse_id, utc_now(), "OtherError" if evse.connector_status == "Faulted" else "NoError")
         return call_result.StatusNotification()
 
@@ -317,6 +319,9 @@ class ChargerLink201(ChargerLink):
         logger.info("charger %s: EVSE %s holds %d charging profile(s) set by %s (request %s%s): %s%s", self.id, evse_id,
                     len(charging_profile), printable(charging_limit_source), request_id,
                     ", more to come" if tbc else "", shown, more)
+        found = tuple(f for f in (read_profile(self.id, evse_id, p) for p in charging_profile) if f is not None)
+        if found:
+            self._backend.record(ProfilesFound(self.id, found, utc_now()))
         return call_result.ReportChargingProfiles()
 
     @on(Action.data_transfer)

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from drivers.contract.backend import (
     CallErrorReceived,
+    CallFailed,
     CallTimedOut,
     ChargerNotConnected,
     InvalidRequest,
@@ -35,6 +36,7 @@ from drivers.contract.backend import (
 from drivers.contract.clock import parse_ts_or_none, utc_now
 from drivers.contract.events import ChargerHeard
 from drivers.contract.text import printable
+from drivers.ocpp import message_limits
 from drivers.ocpp.context import LinkContext
 from drivers.ocpp.frames import (
     CALL,
@@ -51,8 +53,6 @@ from drivers.ocpp.pacing import trim_readings
 logger = logging.getLogger("laadplein.ocpp")
 
 __all__ = ["ChargerLink", "peer_address", "printable", "utc_now"]
-
-
 
 
 def peer_address(connection: ServerConnection) -> str:
@@ -94,6 +94,10 @@ class ChargerLink(ChargePoint):
         self._faults = context.faults
         # A lenient charger's schema breaks are mended where they can be (drivers.ocpp.lenient).
         self.lenient = context.backend.charger_lenient(charger_id)
+        self.heard: set[int] = set()  # connectors (EVSEs) that reported their status on this connection
+        self.per_message = message_limits.MessageLimits()  # learned anew each connection: a new firmware may change them
+        self._limits_read = False
+        self._limits_lock = asyncio.Lock()
 
     def _fault(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
         """Log a fault of this charger at most once per kind and minute, with how many more came since."""
@@ -139,9 +143,44 @@ class ChargerLink(ChargePoint):
                 future.set_exception(ChargerNotConnected(f"connection of charger {self.id} closed"))
 
     async def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send a CALL and wait for its answer (see OcppServer.call)."""
+        """Send a request and wait for its answer (see OcppServer.call); in several CALLs, their answers
+        merged, when the charger's per-message limits ask for it (drivers.ocpp.message_limits)."""
+        await self._check_request(str(uuid.uuid4()), action, payload)
+        if self._context.own_calls and message_limits.wants_limits(self._ocpp_version, action, payload, self.per_message):
+            await self._read_limits()
+        try:
+            return await self._request_within_limits(action, payload)
+        except message_limits.TooBig as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    async def _request_within_limits(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The request split as the known limits ask, the answers merged; what they say of the limits is kept.
+        A CALLERROR to a part fails the whole (parts before it may have been applied)."""
+        version = self._ocpp_version
+        parts = message_limits.split(version, action, payload, self.per_message)
+        if len(parts) > 1:
+            logger.debug("charger %s: %s sent in %d messages, within its per-message limits", self.id, action, len(parts))
+        answer = message_limits.merge(version, action, [await self._exchange(action, part) for part in parts])
+        self.per_message = message_limits.learn(self.per_message, version, action, answer)
+        return answer
+
+    async def _read_limits(self) -> None:
+        """Read the charger's per-message limits, once a connection, before the first request they may split.
+        Without an answer the requests go as they are."""
+        async with self._limits_lock:
+            if self._limits_read:
+                return
+            self._limits_read = True
+            for action, payload in message_limits.limit_queries(self._ocpp_version):
+                try:
+                    await self._request_within_limits(action, payload)
+                except (CallFailed, ValueError) as exc:
+                    self._fault("limits", logging.WARNING, "its per-message limits could not be read (%s)", exc)
+                    return
+
+    async def _exchange(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one CALL and wait for its answer."""
         unique_id = str(uuid.uuid4())
-        await self._check_request(unique_id, action, payload)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._context.call_timeout_s):
@@ -177,8 +216,14 @@ class ChargerLink(ChargePoint):
             cause = str((error.details or {}).get("cause", error.description)).split("\n")[0]
             raise InvalidRequest(f"{action} does not fit the OCPP {version} schema: {cause[:300]}") from None
 
-    async def ask_status(self) -> None:
-        """Ask the charger for the status of all its connectors (raises CallFailed)."""
+    def unheard(self) -> list[int]:
+        """The connectors (EVSEs) that have not reported their status on this connection."""
+        count = self._backend.connector_count(self.id) or 1
+        return [n for n in range(1, count + 1) if n not in self.heard]
+
+    async def ask_status(self, connectors: list[int]) -> None:
+        """Ask the charger for the status of these connectors (raises ChargerNotConnected; a failure
+        for one connector is logged and the others are asked all the same)."""
         raise NotImplementedError
 
     async def _send(self, message: str) -> None:

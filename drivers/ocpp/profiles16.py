@@ -1,7 +1,9 @@
 """OCPP 1.6J payloads of the gateway's smart charging: the safe default, leases, the fallback, set-up.
 
 Pure builders (camelCase payloads as on the wire) and readers of the chargers' answers. Profile
-ids and stack levels are fixed per connector so that a renewal replaces the lease before it.
+ids and stack levels are fixed per connector so that a renewal replaces the lease before it. Every
+id the gateway gives a profile lies in a range reserved for it (control.md, "Other people's
+profiles"), so that it can clear its own by id and never touches a profile someone else set.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from drivers.contract.orders import SCHEDULE_LEAD_S, Order
 
 SAFE_DEFAULT_STACK_LEVEL = 0
 LEASE_STACK_LEVEL = 1
-MAX_PROFILE_ID = 1
+OWN_PROFILE_IDS = range(990000, 1_000_000)
+"""The chargingProfileIds the gateway uses; a profile outside them was set by someone else."""
+SAFE_DEFAULT_ID_BASE = 990000
+LEASE_ID_BASE = 991000
+MAX_PROFILE_ID = 999999
 SAMPLED_DATA = "Current.Import,Power.Active.Import,Energy.Active.Import.Register,Current.Offered"
 SAMPLED_DATA_BASIC = "Current.Import,Power.Active.Import,Energy.Active.Import.Register"
 ROTATION_PHASE = {"R": 0, "S": 1, "T": 2}
@@ -22,17 +28,17 @@ ROTATION_PHASE = {"R": 0, "S": 1, "T": 2}
 
 def safe_default_profile_id(connector_id: int) -> int:
     """The chargingProfileId of a connector's safe default (TxDefaultProfile)."""
-    return 10 + connector_id
+    return SAFE_DEFAULT_ID_BASE + connector_id
 
 
 def lease_profile_id(connector_id: int) -> int:
     """The chargingProfileId of a connector's lease (TxProfile): a renewal replaces it."""
-    return 100 + connector_id
+    return LEASE_ID_BASE + connector_id
 
 
-def clear_defaults() -> dict:
-    """ClearChargingProfile: every TxDefaultProfile the charger holds (ours and anyone's)."""
-    return {"chargingProfilePurpose": "TxDefaultProfile"}
+def is_own_profile(profile_id: object) -> bool:
+    """True for a chargingProfileId from the gateway's reserved range."""
+    return isinstance(profile_id, int) and not isinstance(profile_id, bool) and profile_id in OWN_PROFILE_IDS
 
 
 def safe_default(connector_id: int, limit_a: float) -> dict:

@@ -28,11 +28,6 @@ ENERGY = "Energy.Active.Import.Register"
 ROTATIONS = frozenset({"RST", "RTS", "SRT", "STR", "TRS", "TSR"})
 
 
-def clear_defaults() -> dict:
-    """ClearChargingProfile: every TxDefaultProfile the charger holds (ours and anyone's)."""
-    return {"chargingProfileCriteria": {"chargingProfilePurpose": "TxDefaultProfile"}}
-
-
 def clear_profile(profile_id: int) -> dict:
     """ClearChargingProfile of one profile by its id."""
     return {"chargingProfileId": profile_id}
@@ -58,7 +53,7 @@ def safe_defaults(limits_a: dict[int, float]) -> list[dict]:
     limit, else one per EVSE. Relative with one period from 0 and no duration: it holds for every
     transaction, whenever it starts, until it is replaced.
     """
-    schedule = lambda limit_a: {"chargingSchedulePeriod": [{"startPeriod": 0, "limit": _a(limit_a)}]}  # noqa: E731
+    schedule = lambda limit_a: {"chargingSchedulePeriod": [{"startPeriod": 0, "limit": _a(limit_a)}]}
     shares = {_a(limit_a) for limit_a in limits_a.values()}
     if len(shares) == 1:
         (limit_a,) = shares

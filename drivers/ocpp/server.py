@@ -55,6 +55,8 @@ LINKS: dict[str, type[ChargerLink]] = {"ocpp1.6": ChargerLink16, "ocpp2.0.1": Ch
 # charger that missed its pong is presumed gone: the library's 10 s would only delay the news.
 CLOSE_TIMEOUT_S = 1.0
 # Caps on connections for an OcppServer made without them (the daemon passes the config's).
+STATUS_GRACE_S = 5.0
+"""A connector a charger has not reported this long after it connected is asked for its status."""
 MAX_HANDSHAKES_PER_HOST = 64
 MAX_CONNECTIONS = 1024
 # File descriptors the daemon needs beside its chargers' sockets (database, broker, API, logs, threads).
@@ -85,6 +87,8 @@ class OcppServer:
     end of the TLS handshake, which the library bounds by its open timeout).
     Each charger's messages per second and meter readings per frame are capped by `frame_limits`
     (`drivers.ocpp.pacing`).
+    With `own_calls` False the gateway sends a charger no request of its own to read its per-message
+    limits (`drivers.ocpp.message_limits`); they are then learned only from answers.
     """
 
     def __init__(
@@ -105,13 +109,17 @@ class OcppServer:
         policy: LoginPolicy | None = None,
         max_handshakes_per_host: int = MAX_HANDSHAKES_PER_HOST,
         max_connections: int = MAX_CONNECTIONS,
+        own_calls: bool = True,
     ) -> None:
         self._host = host
         self._port = port
         self._prefix = path.rstrip("/") + "/"
         self._backend = backend
-        self._context = LinkContext(backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits())
+        self._context = LinkContext(
+            backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits(), own_calls=own_calls,
+        )
         self._max_frame_bytes = max_frame_bytes
+        self._own_calls = own_calls  # False in conformance mode: no status triggers of its own
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._ssl = ssl_context
@@ -236,9 +244,15 @@ class OcppServer:
         return None if self._tasks is None else self._tasks.create_task(coro, name=name)
 
     async def _set_up(self, link: ChargerLink) -> None:
-        """Ask a charger that just connected for the status of all its connectors."""
+        """Ask a charger that just connected for the status of each connector it has not reported
+        within STATUS_GRACE_S of the connect (a charger that boots reports them all by itself)."""
+        if not self._own_calls:
+            return
+        await asyncio.sleep(STATUS_GRACE_S)
+        if link.closed:
+            return
         try:
-            await link.ask_status()
+            await link.ask_status(link.unheard())
         except ChargerNotConnected:
             logger.info("charger %s went away before it could be asked for its connector status", link.id)
         except CallFailed as exc:

@@ -55,16 +55,19 @@ async def test_TC_001_CSMS_cold_boot_charge_point(square: Daemon) -> None:
 
     The gateway accepts the BootNotification with its heartbeat interval and its UTC time, takes a
     StatusNotification per connector and for connector 0, answers Heartbeats, and asks the charge
-    point for its connectors' status (TriggerMessage) as it does on every connect.
+    point for the status of a connector it has not reported within 5 s of the connect (TriggerMessage
+    naming that connector), and of no other.
     """
     async with connect(square, "CP01") as cp:
-        boot = await boot16(cp)
+        boot = await boot16(cp, connectors=1)  # connector 2 stays silent
         assert boot.status == "Accepted" and boot.interval == 60
         assert abs((parse_ts_or_none(boot.current_time) - parse_ts_or_none(wire_time())).total_seconds()) < 5
         assert boot.current_time.endswith("Z")
         heartbeat = await cp.ask(call.Heartbeat())
         assert heartbeat.current_time.endswith("Z") and parse_ts_or_none(heartbeat.current_time) >= parse_ts_or_none(boot.current_time)
-        assert await cp.expect("TriggerMessage") == {"requestedMessage": "StatusNotification"}
+        assert await cp.expect("TriggerMessage", timeout_s=10) == {"requestedMessage": "StatusNotification", "connectorId": 2}
+        await cp.ask(status(2, "Available"))
+        assert len(cp.frames("TriggerMessage")) == 1
         await until(lambda: bay(square, "B01")["status"] == bay(square, "B02")["status"] == "Available", "B01/B02 Available")
         assert charger(square, "CP01")["online"]
 

@@ -42,8 +42,8 @@ def purpose(payload: dict) -> str:
 async def test_TC_056_CSMS_central_smart_charging_tx_default_profile(square: Daemon) -> None:
     """TC_056_CSMS "Central Smart Charging - TxDefaultProfile".
 
-    On connect the gateway clears the TxDefaultProfiles the charge point holds, then sets its safe
-    default on each connector: TxDefaultProfile at stack level 0, in A, from period 0, with the
+    On connect the gateway sets its safe default on each connector (clearing nothing it did not set):
+    TxDefaultProfile at stack level 0, an id from its reserved range, in A, from period 0, with the
     connector's share of the grid limit (96 A / 6 connectors). A default schedule the operator
     sends (the OCTT's Absolute one with validity) reaches the charge point unchanged.
     """
@@ -52,12 +52,11 @@ async def test_TC_056_CSMS_central_smart_charging_tx_default_profile(square: Dae
         defaults = {}
         for n in (1, 2):
             defaults[n] = await cp.expect("SetChargingProfile", lambda p, n=n: p["connectorId"] == n and purpose(p) == "TxDefaultProfile")
-        first_clear = next(i for i, f in enumerate(cp.received) if f.action == "ClearChargingProfile")
-        first_set = next(i for i, f in enumerate(cp.received) if f.action == "SetChargingProfile")
-        assert cp.received[first_clear].payload == {"chargingProfilePurpose": "TxDefaultProfile"} and first_clear < first_set
+        assert all("id" in f.payload for f in cp.received if f.action == "ClearChargingProfile")
         for n, payload in defaults.items():
             profile = payload["csChargingProfiles"]
             assert profile["stackLevel"] == 0 and "transactionId" not in profile
+            assert 990000 <= profile["chargingProfileId"] <= 999999
             schedule = profile["chargingSchedule"]
             assert schedule["chargingRateUnit"] == "A"
             assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": SAFE_DEFAULT_A}]
@@ -133,7 +132,7 @@ async def test_TC_066_CSMS_get_composite_schedule(square: Daemon) -> None:
         await boot16(cp)
         request = {"connectorId": 1, "duration": 400, "chargingRateUnit": "A"}
         code, answer = await call_api(square, "CP03", "GetCompositeSchedule", request)
-        assert await cp.expect("GetCompositeSchedule") == request
+        assert await cp.expect("GetCompositeSchedule", lambda p: p == request) == request
         assert code == 200 and answer["status"] == "Accepted" and answer["connectorId"] == 1
         assert answer["chargingSchedule"] == {"duration": 400, "chargingRateUnit": "A",
                                               "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}
@@ -142,15 +141,14 @@ async def test_TC_066_CSMS_get_composite_schedule(square: Daemon) -> None:
 async def test_TC_067_CSMS_clear_charging_profile(square: Daemon) -> None:
     """TC_067_CSMS "Clear Charging Profile".
 
-    The gateway clears by criteria (every TxDefaultProfile, before its safe default) and by id (an
-    earlier fallback's ChargePointMaxProfile, id 1, once the safe default is accepted); the
+    The gateway clears only its own profiles, by id (an earlier fallback's ChargePointMaxProfile,
+    id 999999 from its reserved range, once the safe default is accepted), never by criteria; the
     operator's clears by id, by criteria and of all profiles reach the charge point as sent.
     """
     async with connect(square, "CP01") as cp:
         await boot16(cp)
-        assert await cp.expect("ClearChargingProfile") == {"chargingProfilePurpose": "TxDefaultProfile"}
-        assert await cp.expect("ClearChargingProfile", lambda p: p == {"id": 1})
-        by_id = next(i for i, f in enumerate(cp.received) if f.payload == {"id": 1})
+        assert await cp.expect("ClearChargingProfile") == {"id": 999999}
+        by_id = next(i for i, f in enumerate(cp.received) if f.payload == {"id": 999999})
         assert any(f.action == "SetChargingProfile" for f in cp.received[:by_id])
         for request in ({"id": 200}, {"connectorId": 1, "chargingProfilePurpose": "TxDefaultProfile", "stackLevel": 3}, {}):
             mark = cp.mark()

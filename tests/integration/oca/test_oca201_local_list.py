@@ -126,7 +126,7 @@ async def test_TC_D_09_CSMS_get_local_list_version_no_list_available(square: Dae
         await boot201(cs, evses=1)
         enable = await cs.expect("SetVariables", lambda p: p["setVariableData"][0]["component"]["name"] == "LocalAuthListCtrlr")
         assert enable == {"setVariableData": [{"attributeValue": "true", "component": {"name": "LocalAuthListCtrlr"}, "variable": {"name": "Enabled"}}]}
-        assert await cs.expect("GetVariables", lambda p: p["getVariableData"][0]["variable"]["name"] == "ItemsPerMessage")
+        assert await cs.expect("GetVariables", lambda p: p["getVariableData"][0]["component"]["name"] == "LocalAuthListCtrlr")
         assert await cs.expect("GetLocalListVersion") == {}
         assert (await cs.expect("SendLocalList"))["updateType"] == "Full"
 

@@ -4,8 +4,12 @@ POST /api/chargers/<id>/call/<Action> with 2.0.1 payloads. One daemon, one stati
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from ocpp import v201
+from ocpp.exceptions import OccurrenceConstraintViolationError, OCPPError
 
 from tests.integration.harness import Daemon
 from tests.integration.oca.stations import (
@@ -59,13 +63,14 @@ async def test_TC_B_01_CSMS_cold_boot_charging_station_accepted(square: Daemon) 
 async def test_TC_F_23_CSMS_trigger_status_notification_specific_evse_available(square: Daemon) -> None:
     """TC_F_23_CSMS "Trigger message - StatusNotification - Specific EVSE - Available".
 
-    On connect the gateway asks for each EVSE's connector status with a TriggerMessage naming the EVSE
-    and connector; the StatusNotification the station then sends is answered and shown.
+    The gateway asks for the connector status of each EVSE not heard from within 5 s of the connect,
+    with a TriggerMessage naming the EVSE and connector; the StatusNotification the station then sends
+    is answered and shown.
     """
     async with connect(square, "CP02", "2.0.1") as cs:
-        await boot201(cs, status="Unavailable")
+        await boot201(cs, evses=0)  # a boot without the statuses
         for evse in (1, 2):
-            trigger = await cs.expect("TriggerMessage", lambda p, evse=evse: p.get("evse", {}).get("id") == evse)
+            trigger = await cs.expect("TriggerMessage", lambda p, evse=evse: p.get("evse", {}).get("id") == evse, timeout_s=10)
             assert trigger == {"requestedMessage": "StatusNotification", "evse": {"id": evse, "connectorId": 1}}
             await cs.ask(status(evse, "Available"))
         await until(lambda: bay(square, "B03")["status"] == bay(square, "B04")["status"] == "Available", "B03/B04 Available")
@@ -90,8 +95,8 @@ async def test_TC_F_27_CSMS_trigger_message_not_implemented(square: Daemon) -> N
     """
     async with connect(square, "CP03", "2.0.1") as cs:
         cs.answers["TriggerMessage"] = {"status": "NotImplemented"}
-        await boot201(cs)
-        await cs.expect("TriggerMessage")
+        await boot201(cs, evses=0)  # no status: the gateway asks for it after 5 s
+        await cs.expect("TriggerMessage", timeout_s=10)
         await cs.expect("SetVariables")
         assert cs.frames("SetChargingProfile")
         code, answer = await call_api(square, "CP03", "TriggerMessage", {"requestedMessage": "LogStatusNotification"})
@@ -102,16 +107,62 @@ async def test_TC_B_07_CSMS_get_variables_multiple_values(square: Daemon) -> Non
     """TC_B_07_CSMS "Get Variables - multiple values".
 
     Without a phase rotation in its config the gateway reads PhaseRotation of the charging station and
-    of each EVSE in one GetVariables.
+    of each EVSE in one GetVariables (its own reads of the station's per-message limits aside).
     """
     async with connect(square, "CP04", "2.0.1") as cs:
         await boot201(cs)
-        request = await cs.expect("GetVariables")
+        request = await cs.expect("GetVariables", rotation_read)
         assert request == {"getVariableData": [
             {"component": {"name": "ChargingStation"}, "variable": {"name": "PhaseRotation"}},
             {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "PhaseRotation"}},
             {"component": {"name": "EVSE", "evse": {"id": 2}}, "variable": {"name": "PhaseRotation"}},
         ]}
+
+
+def rotation_read(payload: dict[str, Any]) -> bool:
+    return any(d["variable"]["name"] == "PhaseRotation" for d in payload["getVariableData"])
+
+
+def within(limits: dict[tuple[str, str], str], most: int) -> Callable[[dict[str, Any]], dict[str, Any] | OCPPError]:
+    """A station's GetVariables that also knows DeviceDataCtrlr limits by instance (`limits`: (variable,
+    instance) -> value) and answers more than `most` items with a CALLERROR, as B06.FR.16 allows."""
+
+    def answer(payload: dict[str, Any]) -> dict[str, Any] | OCPPError:
+        data = payload["getVariableData"]
+        if len(data) > most:
+            return OccurrenceConstraintViolationError(description=f"more than {most} items")
+        results = []
+        for item in data:
+            value = limits.get((item["variable"]["name"], item["variable"].get("instance", "")))
+            if item["component"]["name"] != "DeviceDataCtrlr":
+                value = {"PhaseRotation": "RST"}.get(item["variable"]["name"])
+            results.append({**item, "attributeStatus": "Accepted", "attributeValue": value} if value is not None
+                           else {**item, "attributeStatus": "UnknownVariable"})
+        return {"getVariableResult": results}
+
+    return answer
+
+
+async def test_requests_split_within_the_stations_items_per_message(square: Daemon) -> None:
+    """A station that takes 2 GetVariables items and 3 SetVariables items a message (DeviceDataCtrlr
+    ItemsPerMessage) gets no request with more: the gateway reads the limits before its first request
+    with several items, splits its own reads and settings and the operator's, and merges the answers."""
+    async with connect(square, "CP04", "2.0.1") as cs:
+        cs.answers["GetVariables"] = within({("ItemsPerMessage", "GetVariables"): "2", ("ItemsPerMessage", "SetVariables"): "3",
+                                             ("BytesPerMessage", "GetVariables"): "abc"}, most=2)
+        await boot201(cs)
+        await cs.expect("GetVariables", lambda p: any(d["component"].get("evse", {}).get("id") == 2 for d in p["getVariableData"]))
+        await cs.expect("SetVariables", lambda p: p["setVariableData"][0]["variable"]["name"] == "TxEndedMeasurands")
+        request = {"getVariableData": [{"component": {"name": "EVSE", "evse": {"id": n}}, "variable": {"name": "PhaseRotation"}}
+                                       for n in (1, 2)] + [{"component": {"name": "ChargingStation"}, "variable": {"name": "PhaseRotation"}}]}
+        code, answer = await call_api(square, "CP04", "GetVariables", request)
+        assert code == 200 and [r["component"] for r in answer["getVariableResult"]] == [d["component"] for d in request["getVariableData"]]
+        assert [r["attributeValue"] for r in answer["getVariableResult"]] == ["RST"] * 3
+    gets = [f for f in cs.received if f.action == "GetVariables"]
+    assert all(f.answer is not None and len(f.payload["getVariableData"]) <= 2 for f in gets), gets
+    assert sum(rotation_read(f.payload) for f in gets) == 4  # 3 items of its own read in 2, the operator's 3 in 2
+    sets = [len(f.payload["setVariableData"]) for f in cs.received if f.action == "SetVariables"]
+    assert max(sets) <= 3 and sum(sets) >= 4, sets
 
 
 async def test_TC_B_06_CSMS_get_variables_single_value(square: Daemon) -> None:

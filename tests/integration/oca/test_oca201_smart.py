@@ -53,13 +53,13 @@ async def test_TC_K_10_CSMS_set_charging_profile_tx_default_profile_all_evse(squ
     """TC_K_10_CSMS "Set Charging Profile - TxDefaultProfile - All EVSE".
 
     With the same share for both EVSEs the gateway sets one TxDefaultProfile on EVSE 0 (every EVSE),
-    stack level 0, in A, its first period from 0, 6.0 A; cleared of older defaults first. The OCTT's
+    stack level 0, in A, its first period from 0, 6.0 A; it clears nothing but its own, by id. The OCTT's
     own default profile, sent by the operator, reaches the station unchanged.
     """
     async with connect(square, "CP01", "2.0.1") as cs:
         await boot201(cs)
         default = await cs.expect("SetChargingProfile", lambda p: purpose(p) == "TxDefaultProfile")
-        assert cs.frames("ClearChargingProfile")[0] == {"chargingProfileCriteria": {"chargingProfilePurpose": "TxDefaultProfile"}}
+        assert all(set(p) == {"chargingProfileId"} and p["chargingProfileId"] >= 990000 for p in cs.frames("ClearChargingProfile"))
         assert default["evseId"] == 0 and default["chargingProfile"]["stackLevel"] == 0
         assert schedule(default)["chargingRateUnit"] == "A"
         assert schedule(default)["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 6.0}]
@@ -120,13 +120,14 @@ async def test_TC_K_60_CSMS_set_charging_profile_tx_profile_with_ongoing_transac
 async def test_TC_K_05_CSMS_clear_charging_profile_with_charging_profile_id(square: Daemon) -> None:
     """TC_K_05_CSMS "Clear Charging Profile - With chargingProfileId".
 
-    Once its safe default is accepted the gateway clears, by its id (1), the ChargingStationMaxProfile
+    Once its safe default is accepted the gateway clears, by its id (999999, from its reserved range),
+    the ChargingStationMaxProfile
     an earlier fallback may have left; an operator's clear by id reaches the station as sent.
     """
     async with connect(square, "CP03", "2.0.1") as cs:
         await boot201(cs)
-        await cs.expect("ClearChargingProfile", lambda p: p == {"chargingProfileId": 1})
-        by_id = next(i for i, f in enumerate(cs.received) if f.payload == {"chargingProfileId": 1})
+        await cs.expect("ClearChargingProfile", lambda p: p == {"chargingProfileId": 999999})
+        by_id = next(i for i, f in enumerate(cs.received) if f.payload == {"chargingProfileId": 999999})
         assert any(f.action == "SetChargingProfile" for f in cs.received[:by_id])
         mark = cs.mark()
         assert await call_api(square, "CP03", "ClearChargingProfile", {"chargingProfileId": 210}) == (200, {"status": "Accepted"})
@@ -142,8 +143,8 @@ async def test_TC_K_08_CSMS_clear_charging_profile_without_previous_charging_pro
     async with connect(square, "CP04", "2.0.1") as cs:
         cs.answers["ClearChargingProfile"] = {"status": "Unknown"}
         await boot201(cs)
-        assert await cs.expect("ClearChargingProfile") == {"chargingProfileCriteria": {"chargingProfilePurpose": "TxDefaultProfile"}}
         await cs.expect("SetChargingProfile", lambda p: purpose(p) == "TxDefaultProfile")
+        assert await cs.expect("ClearChargingProfile") == {"chargingProfileId": 999999}
         await until(lambda: charger(square, "CP04")["profiles"] == "tx", "CP04 steered by profiles")
 
 
