@@ -112,7 +112,7 @@ class Bridged:
 _NO_COUNTERPART = {
     "set-security-profile": "the gateway has one security profile per endpoint (2 with TLS, else 1), set in the config",
     "set-pending-boot": "the gateway accepts every BootNotification of a configured charger (never Pending)",
-    "set-items-per-message": "the gateway does not batch GetVariables/SetVariables by ItemsPerMessage",
+    "set-items-per-message": "the gateway learns a charger's ItemsPerMessage from its answers, it has no setting for it",
 }
 
 
