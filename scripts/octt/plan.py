@@ -124,14 +124,6 @@ def _password(station: str, password: str) -> ApiRequest:
     return ApiRequest("PUT", f"/api/chargers/{station}/password", {"password": password})
 
 
-def authorization_key_text(value: object) -> str | None:
-    """The password a 1.6 AuthorizationKey (hex digits) spells, None when its bytes are no UTF-8 text."""
-    try:
-        return bytes.fromhex(value).decode() if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def bridge(path: str, body: dict, new_password: str) -> Bridged:
     """The admin API requests an operator makes for one trigger of the suite (README "CSMS Trigger Server").
 
@@ -165,10 +157,9 @@ def bridge(path: str, body: dict, new_password: str) -> Bridged:
         return Bridged((_password(station, new_password), _call(station, "SetVariables", {"setVariableData": [item]})),
                        new_password=new_password)
     action = action_name(kebab)
-    if action == "ChangeConfiguration" and body.get("key") == "AuthorizationKey":
-        text = authorization_key_text(body.get("value"))
-        if text is not None:
-            return Bridged((_password(station, text), _call(station, action, body)))
+    if action == "ChangeConfiguration" and isinstance(body.get("value"), str) and body.get("key") == "AuthorizationKey":
+        # the suite's stations then log in with the key's hex digits themselves
+        return Bridged((_password(station, body["value"]), _call(station, action, body)))
     return Bridged((_call(station, action, body),))
 
 
