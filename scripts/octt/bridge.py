@@ -8,11 +8,10 @@ import json
 import secrets
 import string
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
+from controller.cli.client import ApiClient, ClientError
 from scripts.octt.plan import ApiRequest, bridge
 
 _PASSWORD_CHARS = string.ascii_letters + string.digits
@@ -24,28 +23,17 @@ def new_password() -> str:
 
 
 class AdminApi:
-    """The gateway's admin API on loopback, with its bearer token."""
+    """The gateway's admin API on loopback, with its bearer token (the console's client)."""
 
     def __init__(self, port: int, token: str, timeout_s: float = 30.0) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.token = token
-        self.timeout_s = timeout_s
+        self.client = ApiClient(f"http://127.0.0.1:{port}", token, timeout_s=timeout_s)
 
     def send(self, req: ApiRequest) -> tuple[int, object]:
-        data = json.dumps(req.body).encode()
-        request = urllib.request.Request(self.base + req.path, data=data, method=req.method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        """(HTTP status, JSON answer); status 0 when the daemon did not answer."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
-        except OSError as exc:
-            return 0, str(exc)
+            return 200, self.client.request(req.method, req.path, req.body)
+        except ClientError as exc:
+            return exc.status or 0, exc.body if exc.body is not None else str(exc)
 
 
 class Notes:
