@@ -27,6 +27,7 @@ from drivers.contract.backend import (
 )
 from drivers.contract.text import printable
 from drivers.ocpp.found_profiles import from_request
+from drivers.ocpp.message_limits import TooBig
 
 log = logging.getLogger("laadplein.api")
 
@@ -198,8 +199,9 @@ class ChargerCalls:
         except CallErrorReceived as exc:
             self._note_call(request, charger_id, action, 502, f"CALLERROR {exc.code}")
             return error(502, f"charger {charger_id} answered {action} with a CALLERROR", code=exc.code, description=exc.description)
-        except ValueError as exc:  # the request does not fit the OCPP schema
-            self._note_call(request, charger_id, action, 400, "does not fit the OCPP schema")
+        except ValueError as exc:  # the request does not fit the OCPP schema, or the charger's message limits
+            why = "over the charger's per-message limits" if isinstance(exc, TooBig) else "does not fit the OCPP schema"
+            self._note_call(request, charger_id, action, 400, why)
             return error(400, f"{action}: {exc}")
         status = answer.get("status") if isinstance(answer, dict) else None
         self._note_profiles(charger_id, action, payload, status)
