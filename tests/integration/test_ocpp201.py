@@ -106,14 +106,17 @@ async def test_a_201_station_is_set_up_charges_under_leases_and_its_session_is_r
     async with station(daemon, "CP01") as cp:
         boot = await cp.call(call.BootNotification(charging_station={"model": "M", "vendor_name": "V"}, reason="PowerUp"))
         assert boot.status == "Accepted" and boot.current_time.endswith("Z")
-        for evse in (1, 2):
-            await cp.call(call.StatusNotification(timestamp=now(), connector_status="Available", evse_id=evse, connector_id=1))
-        # set-up: default profiles cleared, the safe default on EVSE 0, meter variables set
+        await cp.call(call.StatusNotification(timestamp=now(), connector_status="Available", evse_id=1, connector_id=1))
+        # set-up: the safe default on EVSE 0, meter variables set
         await wait_until(lambda: any(a == "SetVariables" for a, _ in cp.received), 10, "SetVariables")
         defaults = [p for a, p in cp.received if a == "SetChargingProfile" and p["charging_profile_purpose"] == "TxDefaultProfile"]
-        assert defaults and defaults[0]["evse_id"] == 0
+        assert defaults and defaults[0]["evse_id"] == 0 and defaults[0]["id"] >= 990000
         assert cp.variables[("SampledDataCtrlr", "TxUpdatedInterval")] == "5"
-        assert ("TriggerMessage", {"requested_message": "StatusNotification", "evse": {"id": 1, "connector_id": 1}}) in cp.received
+        # EVSE 2 did not report: 5 s after the connect it is asked for its status, EVSE 1 is not
+        trigger2 = ("TriggerMessage", {"requested_message": "StatusNotification", "evse": {"id": 2, "connector_id": 1}})
+        await wait_until(lambda: trigger2 in cp.received, 10, "the status of EVSE 2 asked for")
+        assert [p for a, p in cp.received if a == "TriggerMessage"] == [trigger2[1]]
+        await cp.call(call.StatusNotification(timestamp=now(), connector_status="Available", evse_id=2, connector_id=1))
         await wait_until(lambda: bay(daemon, "B01")["status"] == "Available", 5, "B01 Available")
 
         tx = str(uuid.uuid4())

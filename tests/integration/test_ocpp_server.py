@@ -61,8 +61,10 @@ class FakeBackend:
     def charger_lenient(self, charger_id: str) -> bool:
         return False
 
+    connectors = 2
+
     def connector_count(self, charger_id: str) -> int:
-        return 2
+        return self.connectors
 
     def record(self, event: Event) -> None:
         self.events.append(event)
@@ -189,10 +191,14 @@ async def test_boot_status_authorize_start_meter_stop_reach_the_backend() -> Non
         assert statuses[-4:] == ["Preparing", "Charging", "Finishing", "Available"]
 
 
-async def test_the_gateway_asks_for_connector_status_on_every_connect() -> None:
+async def test_the_gateway_asks_for_the_status_of_connectors_not_heard_within_5_s_of_a_connect() -> None:
     backend = FakeBackend({"CP01": None})
+    backend.connectors = 3  # the simulated charger has 2: it reports those, and the third stays silent
     async with square(backend, "CP01") as (_, (sim,)):
-        await eventually(lambda: ("TriggerMessage", {"requestedMessage": "StatusNotification"}) in sim.received)
+        await eventually(lambda: any(a == "TriggerMessage" for a, _ in sim.received), timeout_s=5 + WAIT_S)
+        await asyncio.sleep(0.5)
+        triggers = [p for a, p in sim.received if a == "TriggerMessage"]
+        assert triggers == [{"requestedMessage": "StatusNotification", "connectorId": 3}]
 
 
 async def test_calls_to_chargers_answer_or_raise() -> None:

@@ -204,7 +204,7 @@ async def test_TC_K_29_CSMS_get_charging_profiles_and_the_report_is_answered(squ
         mark = cs.mark()
         request = {"requestId": 29, "evseId": 0, "chargingProfile": {"chargingProfilePurpose": "TxDefaultProfile"}}
         assert await call_api(square, "CP04", "GetChargingProfiles", request) == (200, {"status": "Accepted"})
-        assert await cs.expect("GetChargingProfiles", after=mark) == request
+        assert await cs.expect("GetChargingProfiles", lambda p: p == request, after=mark) == request
         held = {"id": 210, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
                 "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
                                       "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}]}
