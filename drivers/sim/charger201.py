@@ -29,7 +29,13 @@ from drivers.sim.charger_core import Car, SimChargerCore, TxId, now_text, utcnow
 from drivers.sim.charger_link import logger
 from drivers.sim.charger_math import charging_status, sampled_values, sampled_values201
 from drivers.sim.outbox import ListEntry, SimChargerError, TxMessage
-from drivers.sim.profiles import composite_schedule201, parse_profile201, purpose201
+from drivers.sim.profiles import (
+    Profile,
+    composite_schedule201,
+    parse_profile201,
+    profile_wire201,
+    purpose201,
+)
 
 __all__ = ["DeviceModel", "SimCharger201"]
 
@@ -346,6 +352,29 @@ class SimCharger201(SimChargerCore, ChargePoint):
         )
         self._update_limits()
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+
+    @on(Action.get_charging_profiles)
+    def on_get_charging_profiles(self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None, **_: Any) -> Any:
+        """K09: the profiles matching the criteria, reported afterwards (ReportChargingProfiles per EVSE)."""
+        ids = charging_profile.get("charging_profile_id")
+        purpose = purpose201(charging_profile.get("charging_profile_purpose"))
+        stack = charging_profile.get("stack_level")
+        held: dict[int, list[Profile]] = {}
+        for c in range(self.connectors + 1):
+            for p in self.profiles.profiles(c):
+                if evse_id in (None, c) and (not ids or p.profile_id in ids) and purpose in (None, p.purpose) and stack in (None, p.stack_level):
+                    held.setdefault(c, []).append(p)
+        if not held:
+            return call_result.GetChargingProfiles(status="NoProfiles")
+        self._later(lambda: self._report_profiles(request_id, held))
+        return call_result.GetChargingProfiles(status="Accepted")
+
+    async def _report_profiles(self, request_id: int, held: dict[int, list[Profile]]) -> None:
+        last = max(held)
+        for evse, profiles in sorted(held.items()):
+            await self.call(call.ReportChargingProfiles(
+                request_id=request_id, charging_limit_source="CSO", evse_id=evse, tbc=evse != last,
+                charging_profile=[profile_wire201(p) for p in profiles]), suppress=False)
 
     @on(Action.get_composite_schedule)
     def on_get_composite_schedule(self, duration: int, evse_id: int, charging_rate_unit: str | None = None, **_: Any) -> Any:

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from drivers.contract.clock import wire_ts
+
 VOLTAGE_V = 230.0
 """Phase voltage used to turn a limit in W into A."""
 MIN_CURRENT_A = 6.0
@@ -197,6 +199,26 @@ def parse_profile201(charging_profile: dict[str, Any]) -> Profile:
 def purpose201(name: str | None) -> str | None:
     """A 2.0.1 chargingProfilePurpose in the words the ProfileStore keeps (None stays None)."""
     return MAX_PURPOSE if name == MAX_PURPOSE_201 else name
+
+
+def profile_wire201(profile: Profile) -> dict[str, Any]:
+    """A held profile as a 2.0.1 ChargingProfileType (the ocpp library's snake_case), for ReportChargingProfiles."""
+    schedule: dict[str, Any] = {
+        "id": profile.profile_id, "charging_rate_unit": profile.rate_unit,
+        "charging_schedule_period": [{"start_period": p.start_s, "limit": p.limit} for p in profile.periods],
+    }
+    if profile.start_schedule is not None:
+        schedule["start_schedule"] = wire_ts(profile.start_schedule)
+    if profile.duration_s is not None:
+        schedule["duration"] = profile.duration_s
+    wire: dict[str, Any] = {
+        "id": profile.profile_id, "stack_level": profile.stack_level, "charging_profile_kind": profile.kind,
+        "charging_profile_purpose": MAX_PURPOSE_201 if profile.purpose == MAX_PURPOSE else profile.purpose,
+        "charging_schedule": [schedule],
+    }
+    if profile.transaction_id is not None:
+        wire["transaction_id"] = str(profile.transaction_id)
+    return wire
 
 
 # --- one profile at one moment ----------------------------------------------------------------

@@ -98,3 +98,49 @@ async def test_an_operators_profiles_stay_and_bound_what_the_car_gets(tmp_path, 
               f"{lease_a:g} A; most the car was allowed {most_a['v']:.1f} A")
     finally:
         d.stop()
+
+
+async def test_a_201_station_reports_the_operators_profiles_and_they_bound_the_lease(tmp_path, mosquitto):
+    """A 2.0.1 station holding the operator's ChargingStationMaxProfile (id 1, stack level 0, 10 A) and
+    TxDefaultProfile above the lease's stack level (id 2, stack level 3, 9 A): the gateway lists them
+    (GetChargingProfiles, answered by ReportChargingProfiles), leaves both, and leases at most 9 A."""
+    from drivers.sim.charger201 import SimCharger201
+    from drivers.sim.profiles import parse_profile201
+
+    def profile(profile_id: int, purpose: str, stack: int, limit: float) -> dict:
+        return {"id": profile_id, "stackLevel": stack, "chargingProfilePurpose": purpose, "chargingProfileKind": "Absolute",
+                "chargingSchedule": [{"id": profile_id, "chargingRateUnit": "A",
+                                      "startSchedule": wire_ts(datetime.now(timezone.utc) - timedelta(hours=1)),
+                                      "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}]}
+
+    ocpp_port, api_port = free_port(), free_port()
+    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, chargers=1, grid_limit_a=32,
+                       control="period_s = 0.5\nreaction_s = 2\nlease_s = 60\nmeter_interval_s = 1\n")
+    d = Daemon(tmp_path / "d", text, api_port=api_port, ocpp_port=ocpp_port)
+    d.start()
+    sim = SimCharger201(d.ocpp_url, "CP01", connectors=2, meter_interval_s=1.0, reaction_s=0.5)
+    assert sim.profiles.install(0, parse_profile201(profile(1, "ChargingStationMaxProfile", 0, 10.0))) == "Accepted"
+    assert sim.profiles.install(0, parse_profile201(profile(2, "TxDefaultProfile", 3, 9.0))) == "Accepted"
+    most_a = 0.0
+    try:
+        async with asyncio.TaskGroup() as tg:
+            ready = asyncio.Event()
+            run = tg.create_task(sim.run(ready), name="sim-CP01")
+            await asyncio.wait_for(ready.wait(), 10)
+            try:
+                await wait_until(lambda: d.log().count("kept as a bound") >= 2, 15, "both of the operator's profiles found")
+                await sim.plug_in(1, car_max_a=32.0)
+                await wait_until(lambda: bool(gateway_leases(sim, 1)), 20, "a lease")
+                for _ in range(60):
+                    most_a = max([most_a, *(sim.applied_a(c) for c in sim.transactions)])
+                    await asyncio.sleep(0.05)
+                lease_a = max(period.limit for p in gateway_leases(sim, 1) for period in p.periods)
+                assert lease_a <= 9.0, f"a lease of {lease_a} A under the operator's 9 A"
+                await sim.unplug(1)
+                await asyncio.sleep(1)
+                assert sorted(p.profile_id for p in sim.profiles.profiles(0) if p.profile_id < 990000) == [1, 2]
+            finally:
+                run.cancel()
+        assert most_a <= 9.0 + 0.01, f"the car was allowed {most_a} A"
+    finally:
+        d.stop()
