@@ -10,7 +10,7 @@ and count the connector at the operator's TxProfile while the charger follows th
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -30,7 +30,7 @@ def operator_max() -> dict:
     return {
         "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "ChargePointMaxProfile",
         "chargingProfileKind": "Absolute",
-        "chargingSchedule": {"startSchedule": wire_ts(datetime.now(timezone.utc) - timedelta(hours=1)),
+        "chargingSchedule": {"startSchedule": wire_ts(datetime.now(UTC) - timedelta(hours=1)),
                              "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": OPERATOR_MAX_A}]},
     }
 
@@ -110,7 +110,7 @@ async def test_a_201_station_reports_the_operators_profiles_and_they_bound_the_l
     def profile(profile_id: int, purpose: str, stack: int, limit: float) -> dict:
         return {"id": profile_id, "stackLevel": stack, "chargingProfilePurpose": purpose, "chargingProfileKind": "Absolute",
                 "chargingSchedule": [{"id": profile_id, "chargingRateUnit": "A",
-                                      "startSchedule": wire_ts(datetime.now(timezone.utc) - timedelta(hours=1)),
+                                      "startSchedule": wire_ts(datetime.now(UTC) - timedelta(hours=1)),
                                       "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}]}
 
     ocpp_port, api_port = free_port(), free_port()
