@@ -171,7 +171,14 @@ async def run_daemon(
         charging.journal = journal
         charging.memory = store.setups
         charging.bounds = state.bounds
-        charging.accepted = {cid: items for cid, (items, _at) in (await store.setups.all()).items()}
+        remembered = await store.setups.all()
+        if cfg.ocpp.conformance_mode:
+            # a certification run changes chargers' profiles behind the gateway's back (and boots them
+            # under configured ids): after it, every charger is set up in full
+            for charger_id in remembered:
+                await store.setups.forget(charger_id)
+            remembered = {}
+        charging.accepted = {cid: items for cid, (items, _at) in remembered.items()}
         battery = make_battery(cfg.battery, state.record_battery, simulated=SimulatedBattery) if cfg.battery is not None else None
         meter = make_grid_meter(cfg.grid_meter, state.record_grid) if cfg.grid_meter is not None else None
         power = PowerControl(state, charging, battery)

@@ -46,14 +46,36 @@ def test_junk_never_crashes_the_readers_and_what_reads_has_sane_limits(junk, whe
     if found is not None:
         assert 0 <= found.low_a <= found.high_a
     from_request("CP01", "SetChargingProfile", {"connectorId": where, "csChargingProfiles": junk})
-    from_composite("CP01", 1, junk, 16.0)
+    from_composite("CP01", 1, junk, 16.0, T0)
+    found = from_composite("CP01", 1, {"status": "Accepted", "scheduleStart": junk, "chargingSchedule": junk}, 16.0, T0)
+    if found is not None:
+        assert 0 <= found.low_at(T0) <= 16.0
 
 
-def test_a_composite_below_the_gateways_own_default_is_a_bound_and_one_at_it_is_not():
+def test_a_composite_below_the_gateways_own_default_is_a_bound_period_by_period_and_one_at_it_is_not():
     answer = {"status": "Accepted", "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}]}}
-    assert from_composite("CP01", 1, answer, 16.0).low_a == 10.0
-    assert from_composite("CP01", 1, answer, 10.0) is None
-    assert from_composite("CP01", 1, {**answer, "status": "Rejected"}, 16.0) is None
+    assert from_composite("CP01", 1, answer, 16.0, T0).low_a == 10.0
+    assert from_composite("CP01", 1, answer, 10.0, T0) is None
+    assert from_composite("CP01", 1, {**answer, "status": "Rejected"}, 16.0, T0) is None
+    # 16 A now, 0 A for one night hour from 22:00, 16 A again: a bound only in that hour
+    night = {"status": "Accepted", "scheduleStart": "2026-12-08T12:00:00Z", "chargingSchedule": {
+        "duration": 86400, "chargingRateUnit": "A", "chargingSchedulePeriod": [
+            {"startPeriod": 0, "limit": 16.0}, {"startPeriod": 36000, "limit": 0.0}, {"startPeriod": 39600, "limit": 16.0}]}}
+    found = from_composite("CP01", 1, night, 16.0, T0)
+    b = OperatorBounds()
+    b.composite("CP01", 1, found)
+    assert b.cap_a("CP01", 1, None, T0) == 16.0
+    assert b.cap_a("CP01", 1, None, T0 + timedelta(hours=10, minutes=30)) == 0.0
+    assert b.cap_a("CP01", 1, None, T0 + timedelta(hours=12)) == 16.0
+    assert b.cap_a("CP01", 1, None, T0 + timedelta(hours=25)) is None  # past the schedule: read again at the next set-up
+    b.forget_composites("CP01")
+    assert b.cap_a("CP01", 1, None, T0 + timedelta(hours=10, minutes=30)) is None
+
+
+def test_an_integer_past_a_floats_range_bounds_nothing():
+    assert read_profile("CP01", 1, p16(limit=10**400)) is None
+    answer = {"status": "Accepted", "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10**400}]}}
+    assert from_composite("CP01", 1, answer, 16.0, T0) is None
 
 
 def test_bounds_replace_clear_and_end_with_their_transaction():
@@ -67,6 +89,8 @@ def test_bounds_replace_clear_and_end_with_their_transaction():
     assert b.cap_a("CP01", 1, "9", T0) == 12.0  # another transaction's TxProfile bounds nothing
     b.found(read_profile("CP01", 1, p16(profile_id=9, purpose="TxProfile", stack=0, limit=6.0)), "7")
     assert b.over_a("CP01", 1, "7", T0) == 8.0 and b.cap_a("CP01", 1, "7", T0) == 6.0  # below the lease: a bound only
+    b.found(read_profile("CP01", 1, p16(profile_id=10, purpose="TxProfile", stack=1, limit=9.0)), "7")
+    assert b.over_a("CP01", 1, "7", T0) == 9.0  # at the lease's level: 1.6 replaces the lease with it
     b.transaction_ended("CP01", 1)
     assert b.cap_a("CP01", 1, "7", T0) == 12.0 and b.over_a("CP01", 1, "7", T0) is None
     b.found(read_profile("CP01", 2, p16(profile_id=20, purpose="TxDefaultProfile", stack=3, limit=9.0,

@@ -354,21 +354,21 @@ async def test_in_conformance_mode_no_request_goes_out_and_chargers_count_at_the
         await stop(task)
 
 
-async def test_an_operators_profile_request_voids_what_is_remembered_so_the_next_connect_sends_all():
+async def test_an_operators_profile_request_voids_what_is_remembered_and_the_set_up_and_leases_go_out_again():
     from controller.shell.bounds import OperatorBounds
 
     calls = ScriptedCharger()
     ch, task = await running(calls)
-    ch.memory, ch.bounds = memory, bounds = RecordingMemory(), OperatorBounds()
+    ch.memory, ch.bounds = RecordingMemory(), OperatorBounds()
     try:
         ch.charger_seen("CP01", T0, True)
         await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
         first = len(calls.calls)
-        bounds.operator_request("CP01")  # e.g. a TxDefaultProfile at stack level 0 replaced the safe default
         ch.charger_seen("CP01", T0, True)
-        await settle(ch, lambda: "CP01" not in memory.rows)
-        ch.charger_seen("CP01", T0 + timedelta(minutes=1), True)
-        await settle(ch, lambda: ch.setups["CP01"].done)
-        assert calls.actions()[first:].count("SetChargingProfile") == 2
+        assert len(calls.calls) == first  # nothing new: nothing goes out
+        ch.bounds.operator_request("CP01")  # e.g. a TxDefaultProfile at stack level 0 replaced the safe default
+        ch.charger_seen("CP01", T0, True)  # the same connection
+        await settle(ch, lambda: ch.setups["CP01"].done and calls.actions()[first:].count("SetChargingProfile") == 2)
+        assert ch.accepted["CP01"]["meter"] == "5"
     finally:
         await stop(task)

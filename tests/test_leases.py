@@ -109,6 +109,16 @@ def test_renewed_before_the_lease_runs_out():
     assert b.in_force_a(KEY, at(500)) == 10.0
 
 
+def test_a_lease_someone_may_have_cleared_is_sent_again_at_once_and_still_counted():
+    b = book()
+    send(b, 10.0, 0)
+    assert send(b, 10.0, 20) == []
+    b.resend(KEY)
+    assert b.in_force_a(KEY, at(21)) == 10.0
+    [o] = send(b, 10.0, 21)
+    assert (o.why, o.limit_a) == ("renew", 10.0)
+
+
 def test_an_expired_lease_falls_back_to_the_safe_default():
     b = book()
     send(b, 16.0, 0)

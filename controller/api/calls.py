@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from drivers.contract.backend import (
 from drivers.contract.text import printable
 from drivers.ocpp.found_profiles import from_request
 from drivers.ocpp.message_limits import TooBig
+from drivers.ocpp.profiles16 import is_own_profile
 
 log = logging.getLogger("laadplein.api")
 
@@ -184,6 +186,11 @@ class ChargerCalls:
         except BadRequest as exc:
             self._note_call(request, charger_id, action, 400, "not a JSON object within bounds")
             return error(400, str(exc))
+        own = from_request(charger_id, action, payload, own_ids=True)
+        if own is not None and is_own_profile(own.profile_id):
+            self._note_call(request, charger_id, action, 400, "a profile id of the gateway's own")
+            return error(400, f"{action}: chargingProfileId {own.profile_id} is in the range the gateway keeps for its own "
+                              "profiles (990000-999999); give the profile another id")
         refused = await self._security_refusal(charger_id, action, payload)
         if refused is not None:
             self._note_call(request, charger_id, action, 403, "refused: a security setting")
@@ -204,7 +211,7 @@ class ChargerCalls:
             self._note_call(request, charger_id, action, 400, why)
             return error(400, f"{action}: {exc}")
         status = answer.get("status") if isinstance(answer, dict) else None
-        self._note_profiles(charger_id, action, payload, status)
+        await self._note_profiles(charger_id, action, payload, status)
         self._note_call(request, charger_id, action, 200, f"answered {status}" if isinstance(status, str) else "answered")
         return json_response(answer)
 
@@ -232,11 +239,17 @@ class ChargerCalls:
                         "or allow_risky_calls = true in the config's [api] section")
         return None
 
-    def _note_profiles(self, charger_id: str, action: str, payload: dict, status: object) -> None:
-        """A profile the operator set (or cleared) through the gateway bounds its leases from now on."""
+    async def _note_profiles(self, charger_id: str, action: str, payload: dict, status: object) -> None:
+        """A profile the operator set (or cleared) through the gateway bounds its leases from now on; it
+        may also have replaced or cleared the gateway's own, so what the gateway remembers of the
+        charger's set-up is struck from the store before the operator hears back."""
         if status != "Accepted":
             return
         if action in ("SetChargingProfile", "ClearChargingProfile"):
+            try:
+                await self.state.store.setups.forget(charger_id)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("charger %s: its remembered set-up could not be struck from the store (%s)", charger_id, exc)
             self.state.bounds.operator_request(charger_id)
         if action == "ClearChargingProfile":
             self.state.bounds.cleared(charger_id, payload)

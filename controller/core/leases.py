@@ -9,7 +9,7 @@ Decreases go out at once; a rise only when at least `min_rise_a` and at most onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from controller.core.sharing_types import Sharing
@@ -241,6 +241,13 @@ class LeaseBook:
         """The charger may hold a lease of up to `limit_a` until `until` that this book never saw (a
         lease sent before a restart): counted until then, or until a new lease is accepted."""
         self._entry(key).unknown = _Lease(limit_a, limit_a, now, until, until)
+
+    def resend(self, key: str) -> None:
+        """The charger may have lost the connector's lease (someone cleared or replaced it): renew it at
+        the next decision, at no more than it was."""
+        e = self._entry(key)
+        if e.lease is not None:
+            e.lease = replace(e.lease, first_end=e.lease.sent_at)
 
     def end_session(self, key: str) -> None:
         """The car's session ended: its TxProfile ended with it; the safe default is in force again."""

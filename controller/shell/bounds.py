@@ -1,6 +1,6 @@
 """Other people's charging profiles on the square's chargers, kept as bounds (control.md, "Other
 people's profiles"): the gateway's safe default and leases for a connector never exceed what they
-allow, and a TxProfile above the lease's stack level, which the charger follows instead of the lease,
+allow, and a TxProfile at or above the lease's stack level, which the charger follows instead of the lease,
 makes the connector count at that profile's own limit.
 
 Profiles are learned from the operator's requests through the admin API, from a 2.0.1 charger's
@@ -18,6 +18,9 @@ from drivers.contract.profiles import COMPOSITE, FoundProfile
 from drivers.ocpp.profiles16 import LEASE_STACK_LEVEL
 
 log = logging.getLogger("laadplein.charging")
+
+MAX_PER_CHARGER = 64
+"""Profiles of someone else's kept per charger (OCPP chargers hold a few per connector)."""
 
 
 class OperatorBounds:
@@ -51,7 +54,8 @@ class OperatorBounds:
                     and p.stack_level == profile.stack_level)
             )
         ]
-        self._held[profile.charger_id] = [*kept, profile]
+        # a charger reporting ever more profiles grows nothing without end: the oldest go
+        self._held[profile.charger_id] = [*kept, profile][-MAX_PER_CHARGER:]
         log.info(
             "charger %s/%d holds someone else's %s (id %s, stack level %d): %.1f-%.1f A, kept as a bound",
             profile.charger_id, profile.connector_id, profile.purpose, profile.profile_id, profile.stack_level,
@@ -87,6 +91,10 @@ class OperatorBounds:
 
         self._held[charger_id] = [p for p in self._held.get(charger_id, []) if not matches(p)]
 
+    def forget_composites(self, charger_id: str) -> None:
+        """What a 1.6 charger's composite schedules showed is void (its profiles changed): read again."""
+        self._held[charger_id] = [p for p in self._held.get(charger_id, []) if p.purpose != COMPOSITE]
+
     def transaction_ended(self, charger_id: str, connector_id: int) -> None:
         """A connector's transaction ended: its TxProfiles ended with it."""
         held = self._held.get(charger_id)
@@ -104,7 +112,7 @@ class OperatorBounds:
 
     def cap_a(self, charger_id: str, connector_id: int, transaction_id: str | None, now: datetime) -> float | None:
         """The most the gateway may give the connector (A per phase), None without a bound."""
-        lows = [p.low_a for p in self._in_force(charger_id, connector_id, transaction_id, now)]
+        lows = [p.low_at(now) for p in self._in_force(charger_id, connector_id, transaction_id, now)]
         return min(lows) if lows else None
 
     def over_a(self, charger_id: str, connector_id: int, transaction_id: str | None, now: datetime) -> float | None:
@@ -112,6 +120,7 @@ class OperatorBounds:
         level, which the charger follows instead of the lease; None when there is none."""
         highs = [
             p.high_a for p in self._in_force(charger_id, connector_id, transaction_id, now)
-            if p.purpose == "TxProfile" and p.stack_level > LEASE_STACK_LEVEL
+            # at the lease's own stack level too: 1.6 replaces the lease with it (same level and purpose)
+            if p.purpose == "TxProfile" and p.stack_level >= LEASE_STACK_LEVEL
         ]
         return max(highs) if highs else None

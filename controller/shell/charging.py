@@ -32,9 +32,9 @@ from drivers.contract.backend import (
     CallFailed,
     CallTimedOut,
     ChargerNotConnected,
+    InvalidRequest,
 )
 from drivers.contract.orders import Order
-from drivers.contract.profiles import COMPOSITE, FoundProfile
 from drivers.ocpp import profiles16 as p16
 from drivers.ocpp.dialects import Dialect, dialect
 from drivers.ocpp.found_profiles import from_composite
@@ -179,7 +179,6 @@ class SmartCharging:
             if setup is None or setup.connected_at != connected_at:
                 self.setups[charger_id] = ChargerSetup(connected_at, CONFORMANCE_MODE, True, CONFORMANCE_PROBLEM)
             return
-        self._notice_operator(charger_id)
         booted = booted_at is not None and self._boots.get(charger_id) != booted_at
         if booted:
             self._boots[charger_id] = booted_at  # type: ignore[assignment]
@@ -188,21 +187,36 @@ class SmartCharging:
         # A boot right after the connect (the usual order) needs no second set-up when the first one
         # sends everything anyway.
         if setup is None or setup.connected_at != connected_at or (booted and not (setup.full and not setup.done)):
+            if self.bounds is not None:
+                self._touched[charger_id] = self.bounds.touched.get(charger_id, 0)  # this set-up covers it
             setup = self.setups[charger_id] = ChargerSetup(connected_at, full=charger_id not in self.accepted)
             self._spawn(self._set_up(charger_id, setup), f"setup-{charger_id}")
+        else:
+            self._notice_operator(charger_id, connected_at)
 
-    def _notice_operator(self, charger_id: str) -> None:
+    def _notice_operator(self, charger_id: str, connected_at: datetime) -> None:
         """A profile request of the operator's may have replaced or cleared the gateway's own (1.6 replaces
-        a profile of the same stack level and purpose): what it remembers of the charger is void, and
-        the next connect sends all of the set-up."""
+        a profile of the same stack level and purpose): what it remembers of the charger is void (the
+        API has forgotten it on disk already), the set-up goes out again now, and so do the leases."""
         touched = self.bounds.touched.get(charger_id, 0) if self.bounds is not None else 0
         if self._touched.get(charger_id, 0) == touched:
             return
         self._touched[charger_id] = touched
-        if self.accepted.pop(charger_id, None) is not None:
-            log.info("charger %s: the operator changed its profiles; its whole set-up goes out at the next connect", charger_id)
-            if self.memory is not None:
-                self._spawn(self.memory.forget(charger_id), f"forget-setup-{charger_id}")
+        self.accepted.pop(charger_id, None)
+        if self.bounds is not None:
+            self.bounds.forget_composites(charger_id)
+        log.info("charger %s: the operator changed its profiles; its set-up and leases go out again", charger_id)
+        for key in self.keys:
+            if key.startswith(charger_id + "/"):
+                self.book.resend(key)
+        setup = self.setups[charger_id] = ChargerSetup(connected_at, full=True)
+        self._spawn(self._set_up(charger_id, setup), f"setup-{charger_id}")
+
+    async def _forget(self, charger_id: str) -> None:
+        try:
+            await self.memory.forget(charger_id)  # type: ignore[union-attr]
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("charger %s: its old set-up could not be struck from the store (%s)", charger_id, exc)
 
     def dialect(self, charger_id: str) -> Dialect:
         """The charger's OCPP version's adapter (1.6 while it is not connected)."""
@@ -230,6 +244,9 @@ class SmartCharging:
             except CallFailed as exc:
                 setup.problem = f"set-up got no answer ({exc})"
                 log.warning("charger %s: %s; counted at its maximum, trying again in %.0f s", charger_id, setup.problem, delay_s)
+            except Exception as exc:  # what the charger said broke a step: the charger is not left unsteered for good
+                setup.problem = f"set-up failed ({type(exc).__name__}: {exc})"
+                log.exception("charger %s: %s; counted at its maximum, trying again in %.0f s", charger_id, setup.problem, delay_s)
             await self._sleep(delay_s)
             delay_s = min(60.0, delay_s * 2)
 
@@ -243,9 +260,15 @@ class SmartCharging:
 
         async def call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
             nonlocal sent
+            if self.setups.get(charger_id) is not setup:
+                raise ChargerNotConnected(f"charger {charger_id}: a newer set-up took over")
             sent += 1
             return await self._call(charger_id, action, payload)
 
+        if not known and self.memory is not None:
+            # a boot or the operator voided what was remembered: on disk too, before anything goes out,
+            # so that a restart meanwhile cannot trust the old record
+            await self._forget(charger_id)
         try:
             refused: list[str] = []
             limits = {n: self._bounded_default(charger_id, n) for n in range(1, charger.connectors + 1)}
@@ -278,7 +301,7 @@ class SmartCharging:
                     except CallErrorReceived as exc:
                         log.info("charger %s: clearing its old profile %d failed (%s)", charger_id, profile_id, exc)
             if not refused:
-                await self._find_profiles(charger_id, words.version, charger.connectors, held, call)
+                await self._find_profiles(charger_id, words.version, limits, held, call)
             meter = str(self.cfg.control.meter_interval_s)
             if held.get("meter") != meter:
                 problems = await words.configure_meter(call, self.cfg.control.meter_interval_s)
@@ -291,7 +314,7 @@ class SmartCharging:
                     found = await words.read_rotation(call, charger.connectors)
                     held["rotation"] = "read"  # what it said, none included, holds until it boots
                     held.update({f"rotation:{n}": rotation for n, rotation in found.items()})
-                except CallErrorReceived as exc:
+                except (CallErrorReceived, InvalidRequest) as exc:
                     log.info("charger %s: no phase rotation (%s)", charger_id, exc)
             if charger.phase_rotation is None:
                 for n in range(1, charger.connectors + 1):
@@ -329,12 +352,13 @@ class SmartCharging:
         return 0.0 if cap_a < self.cfg.control.min_current_a else cap_a
 
     async def _find_profiles(
-        self, charger_id: str, version: str, connectors: int, held: dict[str, str], call: Callable[..., Any],
+        self, charger_id: str, version: str, limits: dict[int, float], held: dict[str, str], call: Callable[..., Any],
     ) -> None:
         """Look for profiles someone else set (control.md): a 2.0.1 charger reports them all
         (ReportChargingProfiles, after GetChargingProfiles); a 1.6 charger shows per connector a
-        composite schedule, which is someone else's bound where it is below the gateway's own safe
-        default. A connector with a transaction is not looked at (the lease is in its composite)."""
+        composite schedule, which is someone else's bound where it goes below the safe default the
+        gateway gave it (`limits`). A connector with a lease is not looked at (the lease is in its
+        composite)."""
         if self.bounds is None:
             return
         if version == "ocpp2.0.1":
@@ -344,21 +368,21 @@ class SmartCharging:
             except CallErrorReceived as exc:
                 log.info("charger %s: its charging profiles could not be listed (%s)", charger_id, exc)
             return
-        for n in range(1, connectors + 1):
+        for n in sorted(limits):
             key = connector_key(charger_id, n)
             item = f"composite:{n}"
-            if item not in held and self.book.lease_ends_at(key) is None:
-                try:
-                    answer = await call("GetCompositeSchedule", {"connectorId": n, "duration": 86400, "chargingRateUnit": "A"})
-                except CallErrorReceived as exc:
-                    log.info("charger %s/%d: no composite schedule (%s)", charger_id, n, exc)
-                    continue
-                found = from_composite(charger_id, n, answer, self.safe_defaults[key])
-                held[item] = "none" if found is None else f"{found.low_a:g}"
-            value = held.get(item)
-            if value is not None:
-                bound = None if value == "none" else FoundProfile(charger_id, n, None, COMPOSITE, 0, float(value), float(value))
-                self.bounds.composite(charger_id, n, bound)
+            # "none" (nothing of anyone else's lower) holds until the charger's profiles change; a bound
+            # is read again, its schedule from now on
+            if held.get(item) == "none" or self.book.lease_ends_at(key) is not None:
+                continue
+            try:
+                answer = await call("GetCompositeSchedule", {"connectorId": n, "duration": 86400, "chargingRateUnit": "A"})
+            except CallErrorReceived as exc:
+                log.info("charger %s/%d: no composite schedule (%s)", charger_id, n, exc)
+                continue
+            found = from_composite(charger_id, n, answer, limits[n], self.clock())
+            held[item] = "none" if found is None else "bound"
+            self.bounds.composite(charger_id, n, found)
 
     async def _remember(self, charger_id: str, held: dict[str, str], before: dict[str, str]) -> None:
         """Keep what the charger holds now; written to the store only when it changed."""
@@ -526,7 +550,8 @@ class SmartCharging:
     async def _call(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         # The server bounds every call by ocpp.call_timeout_s; this is only a backstop.
         try:
-            async with asyncio.timeout(self.cfg.ocpp.call_timeout_s + 5):
+            # a request split within the charger's message limits (and their read) takes several calls
+            async with asyncio.timeout(4 * self.cfg.ocpp.call_timeout_s + 5):
                 answer = await self.calls.call(charger_id, action, payload)
         except TimeoutError:
             raise CallTimedOut(f"{action} to charger {charger_id}: no answer") from None

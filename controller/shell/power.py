@@ -239,7 +239,7 @@ class PowerControl:
     def _unsteered_a(self, charger_id: str, key: str, now: datetime) -> float:
         """What a car plugging in on a connector the gateway cannot steer would draw (A)."""
         ch = self.charging
-        if ch.mode(charger_id) == TX_MODE or charger_id not in ch.setups:
+        if ch.mode(charger_id) == TX_MODE or (charger_id not in ch.setups and not ch.conformance):
             return ch.book.in_force_a(key, now)  # its safe default (set at the last connect)
         return ch.fixed_a(key, now)
 

@@ -23,3 +23,10 @@ class FoundProfile:
     high_a: float
     transaction_id: str | None = None
     valid_to: datetime | None = None
+    steps: tuple[tuple[datetime, float], ...] = ()
+    """A composite schedule's limit from each time on (A per phase); empty: `low_a` throughout."""
+
+    def low_at(self, now: datetime) -> float:
+        """The lowest limit it allows at `now` (A per phase)."""
+        current = [limit_a for at, limit_a in self.steps if at <= now]
+        return current[-1] if current else self.low_a

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from drivers.contract.backend import CallErrorReceived
+from drivers.contract.backend import CallErrorReceived, InvalidRequest
 from drivers.contract.orders import Order
 from drivers.ocpp import profiles16 as p16
 from drivers.ocpp import profiles201 as p201
@@ -63,7 +63,7 @@ class Dialect16:
                     status = (await call("ChangeConfiguration", payload)).get("status")
                 if status not in ("Accepted", "RebootRequired"):
                     problems.append(f"{payload['key']} = {payload['value']} {status}")
-            except CallErrorReceived as exc:
+            except (CallErrorReceived, InvalidRequest) as exc:
                 problems.append(f"setting {payload['key']} failed: {exc}")
         return problems
 
@@ -97,7 +97,7 @@ class Dialect201:
                 # the second answer covers every variable
                 answer = await call("SetVariables", p201.meter_settings(meter_interval_s, basic=True))
                 refused = p201.refused_settings(answer)
-        except CallErrorReceived as exc:
+        except (CallErrorReceived, InvalidRequest) as exc:  # InvalidRequest: beyond the station's message limits
             return [f"SetVariables failed: {exc}"]
         return [f"SampledDataCtrlr.{name} {status}" for name, status in sorted(refused.items())]
 

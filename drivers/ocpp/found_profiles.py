@@ -11,7 +11,9 @@ the fuse either way). Anything that does not read as a profile is None: it bound
 
 from __future__ import annotations
 
+import contextlib
 import math
+from datetime import datetime, timedelta
 from typing import Any
 
 from drivers.contract.clock import parse_ts
@@ -19,6 +21,7 @@ from drivers.contract.profiles import COMPOSITE, FoundProfile
 from drivers.ocpp.profiles16 import is_own_profile
 
 VOLTAGE_V = 230.0
+MAX_SCHEDULE_S = 10 * 365 * 86400  # a schedule longer than ten years is junk
 
 _PURPOSES = {
     "ChargePointMaxProfile": "ChargePointMaxProfile",
@@ -33,9 +36,13 @@ def _get(data: dict[str, Any], camel: str, snake: str) -> Any:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)  # an integer past a float's range raises here
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def schedule_limits_a(schedule: Any) -> tuple[float, float] | None:
@@ -61,9 +68,9 @@ def schedule_limits_a(schedule: Any) -> tuple[float, float] | None:
     return min(lows), max(highs)
 
 
-def read_profile(charger_id: str, connector_id: Any, profile: Any) -> FoundProfile | None:
-    """A 1.6 csChargingProfiles or 2.0.1 chargingProfile someone else set; None for one of the gateway's
-    own (its reserved ids) or one that does not read."""
+def read_profile(charger_id: str, connector_id: Any, profile: Any, *, own_ids: bool = False) -> FoundProfile | None:
+    """A 1.6 csChargingProfiles or 2.0.1 chargingProfile someone else set; None for one that does not
+    read, or one of the gateway's own (its reserved ids) unless `own_ids`."""
     if not isinstance(profile, dict) or isinstance(connector_id, bool) or not isinstance(connector_id, int) or connector_id < 0:
         return None
     profile_id = _get(profile, "chargingProfileId", "charging_profile_id")
@@ -71,7 +78,7 @@ def read_profile(charger_id: str, connector_id: Any, profile: Any) -> FoundProfi
         profile_id = profile.get("id")
     purpose = _PURPOSES.get(str(_get(profile, "chargingProfilePurpose", "charging_profile_purpose")))
     stack = _get(profile, "stackLevel", "stack_level")
-    if is_own_profile(profile_id) or purpose is None or isinstance(stack, bool) or not isinstance(stack, int):
+    if (is_own_profile(profile_id) and not own_ids) or purpose is None or isinstance(stack, bool) or not isinstance(stack, int):
         return None
     schedule = _get(profile, "chargingSchedule", "charging_schedule")
     if isinstance(schedule, list):  # 2.0.1: a list of schedules; the first one counts (as chargers do)
@@ -91,25 +98,43 @@ def read_profile(charger_id: str, connector_id: Any, profile: Any) -> FoundProfi
     )
 
 
-def from_request(charger_id: str, action: str, payload: dict[str, Any]) -> FoundProfile | None:
+def from_request(charger_id: str, action: str, payload: dict[str, Any], *, own_ids: bool = False) -> FoundProfile | None:
     """The profile in a request the operator sent through the gateway (SetChargingProfile, or a remote
-    start carrying one), or None."""
+    start carrying one), or None (see `read_profile` for `own_ids`)."""
     if action == "SetChargingProfile":
         if "csChargingProfiles" in payload:
-            return read_profile(charger_id, payload.get("connectorId"), payload["csChargingProfiles"])
-        return read_profile(charger_id, payload.get("evseId"), payload.get("chargingProfile"))
+            return read_profile(charger_id, payload.get("connectorId"), payload["csChargingProfiles"], own_ids=own_ids)
+        return read_profile(charger_id, payload.get("evseId"), payload.get("chargingProfile"), own_ids=own_ids)
     if action in ("RemoteStartTransaction", "RequestStartTransaction") and "chargingProfile" in payload:
         where = payload.get("connectorId", payload.get("evseId"))
-        return read_profile(charger_id, where if where is not None else 0, payload["chargingProfile"])
+        return read_profile(charger_id, where if where is not None else 0, payload["chargingProfile"], own_ids=own_ids)
     return None
 
 
-def from_composite(charger_id: str, connector_id: int, answer: Any, own_a: float) -> FoundProfile | None:
-    """A 1.6 GetCompositeSchedule answer whose lowest limit is below `own_a` (what the gateway's own
-    profiles give there): someone else's profile bounds the connector. None otherwise."""
+def from_composite(charger_id: str, connector_id: int, answer: Any, own_a: float, now: datetime) -> FoundProfile | None:
+    """A 1.6 GetCompositeSchedule answer (asked at `now`) that goes below `own_a` (what the gateway's own
+    profiles give there) at some time: someone else's profile bounds the connector, period by period,
+    for as long as the schedule says. None otherwise."""
     if not isinstance(answer, dict) or answer.get("status") != "Accepted":
         return None
-    limits = schedule_limits_a(answer.get("chargingSchedule"))
+    schedule = answer.get("chargingSchedule")
+    limits = schedule_limits_a(schedule)
     if limits is None or limits[0] >= own_a - 0.05:
         return None
-    return FoundProfile(charger_id, connector_id, None, COMPOSITE, 0, limits[0], limits[0])
+    start = now
+    if isinstance(answer.get("scheduleStart"), str):
+        with contextlib.suppress(ValueError):
+            start = parse_ts(answer["scheduleStart"])
+    steps: list[tuple[datetime, float]] = []
+    for period in schedule["chargingSchedulePeriod"]:
+        offset = period.get("startPeriod")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_SCHEDULE_S:
+            return FoundProfile(charger_id, connector_id, None, COMPOSITE, 0, limits[0], limits[0])
+        limit = _number(period.get("limit")) or 0.0  # schedule_limits_a read every limit already
+        steps.append((start + timedelta(seconds=offset), limit if schedule["chargingRateUnit"] == "A" else limit / (VOLTAGE_V * 3)))
+    duration = schedule.get("duration")
+    until = None
+    if isinstance(duration, int) and not isinstance(duration, bool) and 0 < duration <= MAX_SCHEDULE_S:
+        until = start + timedelta(seconds=duration)
+    return FoundProfile(charger_id, connector_id, None, COMPOSITE, 0, limits[0], limits[0], valid_to=until,
+                        steps=tuple(sorted(steps)))

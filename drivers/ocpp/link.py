@@ -148,10 +148,7 @@ class ChargerLink(ChargePoint):
         await self._check_request(str(uuid.uuid4()), action, payload)
         if self._context.own_calls and message_limits.wants_limits(self._ocpp_version, action, payload, self.per_message):
             await self._read_limits()
-        try:
-            return await self._request_within_limits(action, payload)
-        except message_limits.TooBig as exc:
-            raise InvalidRequest(str(exc)) from None
+        return await self._request_within_limits(action, payload)  # TooBig is an InvalidRequest
 
     async def _request_within_limits(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The request split as the known limits ask, the answers merged; what they say of the limits is kept.

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from drivers.contract.backend import InvalidRequest
+
 V16, V201 = "1.6", "2.0.1"  # as the ocpp library names the versions (ChargerLink._ocpp_version)
 UNIQUE_ID_CHARS = 36
 """Length of the message id the gateway puts in each CALL (a UUID in its text form)."""
@@ -38,7 +40,7 @@ _MAX_KEYS_16 = "GetConfigurationMaxKeys"
 _NUMBER = re.compile(r"\s*\+?([0-9]{1,12})\s*")
 
 
-class TooBig(ValueError):
+class TooBig(InvalidRequest):
     """A request that no split can bring within the charger's limits (it is not sent)."""
 
 
