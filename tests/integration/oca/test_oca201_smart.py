@@ -187,7 +187,10 @@ async def test_TC_K_15_CSMS_set_charging_profile_not_supported(square: Daemon) -
         await until(lambda: charger(square, "CP02")["profiles"] == "none", "CP02 counted at its maximum")
         alarms = await until(lambda: [a for a in square.api("GET", "/api/alarms")[1] if a["key"] == "profiles_refused:CP02"], "alarm")
         assert "32" in alarms[0]["action"] or "32" in alarms[0]["message"]
-        code, body = await call_api(square, "CP02", "SetChargingProfile", fallback)
+        # the operator's own profile (an id outside the gateway's range: one inside it is refused, 400)
+        assert (await call_api(square, "CP02", "SetChargingProfile", fallback))[0] == 400
+        operator = {**fallback, "chargingProfile": {**fallback["chargingProfile"], "id": 15}}
+        code, body = await call_api(square, "CP02", "SetChargingProfile", operator)
         assert code == 502 and body["code"] == "NotSupported"
 
 
