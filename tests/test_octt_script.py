@@ -110,6 +110,8 @@ def test_an_authorization_key_is_stored_first_as_the_digits_the_station_logs_in_
         plan = bridge("/api/octt/1.6/CP16_SP1/change-configuration", body, "x")
         assert plan.requests == (ApiRequest("PUT", "/api/chargers/CP16_SP1/password", {"password": value}),
                                  ApiRequest("POST", "/api/chargers/CP16_SP1/call/ChangeConfiguration", body))
+        # should the change not reach the station, the suite's password is put back
+        assert plan.undo == (ApiRequest("PUT", "/api/chargers/CP16_SP1/password", {"password": "test1234"}),)
 
 
 def test_the_shared_endpoints():

@@ -103,10 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(501, {"error": plan.refusal})
             return
         status, answer = 0, None
-        for req in plan.requests:
+        for index, req in enumerate(plan.requests):
             status, answer = self.server.api.send(req)
             if status != 200:
                 self.server.notes.add(f"POST {self.path} -> {req.method} {req.path}: {status} {json.dumps(answer)}")
+                for undo in plan.undo if index > 0 else ():
+                    undone, _ = self.server.api.send(undo)
+                    self.server.notes.add(f"  undone: {undo.method} {undo.path} -> {undone}")
                 break
         # As the suite's own CSMS does: a trigger is answered 200 whatever the charger said, so the
         # case itself judges what reached the station.

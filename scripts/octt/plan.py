@@ -106,6 +106,9 @@ class Bridged:
     requests: tuple[ApiRequest, ...] = ()
     refusal: str | None = None
     new_password: str | None = field(default=None, compare=False)
+    undo: tuple[ApiRequest, ...] = ()
+    """Sent when a later request fails: a password stored for a change that never reached the
+    station is put back, so that one failed case does not lock the station out of the next ones."""
 
 
 # Triggers that change the suite's own CSMS's settings, with no counterpart in the gateway.
@@ -155,11 +158,11 @@ def bridge(path: str, body: dict, new_password: str) -> Bridged:
         item = {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
                 "attributeValue": new_password}
         return Bridged((_password(station, new_password), _call(station, "SetVariables", {"setVariableData": [item]})),
-                       new_password=new_password)
+                       new_password=new_password, undo=(_password(station, PASSWORD),))
     action = action_name(kebab)
     if action == "ChangeConfiguration" and isinstance(body.get("value"), str) and body.get("key") == "AuthorizationKey":
         # the suite's stations then log in with the key's hex digits themselves
-        return Bridged((_password(station, body["value"]), _call(station, action, body)))
+        return Bridged((_password(station, body["value"]), _call(station, action, body)), undo=(_password(station, PASSWORD),))
     return Bridged((_call(station, action, body),))
 
 
