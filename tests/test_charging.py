@@ -372,3 +372,21 @@ async def test_an_operators_profile_request_voids_what_is_remembered_and_the_set
         assert ch.accepted["CP01"]["meter"] == "5"
     finally:
         await stop(task)
+
+
+async def test_a_connector_counts_at_someone_elses_higher_default_where_no_lease_holds():
+    from controller.shell.bounds import OperatorBounds
+    from drivers.ocpp.found_profiles import read_profile
+
+    ch, task = await running(ScriptedCharger())
+    ch.bounds = OperatorBounds()
+    try:
+        ch.count_defaults(T0)
+        assert ch.book.in_force_a("CP01/1", T0) == 8.0  # 32 A over 4 connectors
+        ch.bounds.found(read_profile("CP01", 0, {
+            "chargingProfileId": 3, "stackLevel": 3, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 40.0}]}}))
+        ch.count_defaults(T0)
+        assert ch.book.in_force_a("CP01/1", T0) == 32.0 and ch.book.in_force_a("CP02/1", T0) == 8.0  # at most its maximum
+    finally:
+        await stop(task)

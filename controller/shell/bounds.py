@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from drivers.contract.profiles import COMPOSITE, FoundProfile
-from drivers.ocpp.profiles16 import LEASE_STACK_LEVEL
+from drivers.ocpp.profiles16 import LEASE_STACK_LEVEL, SAFE_DEFAULT_STACK_LEVEL
 
 log = logging.getLogger("laadplein.charging")
 
@@ -114,6 +114,15 @@ class OperatorBounds:
         """The most the gateway may give the connector (A per phase), None without a bound."""
         lows = [p.low_at(now) for p in self._in_force(charger_id, connector_id, transaction_id, now)]
         return min(lows) if lows else None
+
+    def default_a(self, charger_id: str, connector_id: int, now: datetime) -> float | None:
+        """The most a car may draw (A per phase) under someone else's TxDefaultProfile above the safe
+        default's stack level (0), which the charger follows wherever no TxProfile holds; None without one."""
+        highs = [
+            p.high_a for p in self._in_force(charger_id, connector_id, None, now)
+            if p.purpose == "TxDefaultProfile" and p.stack_level > SAFE_DEFAULT_STACK_LEVEL
+        ]
+        return max(highs) if highs else None
 
     def over_a(self, charger_id: str, connector_id: int, transaction_id: str | None, now: datetime) -> float | None:
         """What the car may draw (A per phase) under a TxProfile of someone else's above the lease's stack

@@ -341,6 +341,23 @@ class SmartCharging:
         setup.done = True
         self.wake.set()
 
+    def count_defaults(self, now: datetime) -> None:
+        """What each connector falls back to where no lease holds, as the fuse counts it: the safe
+        default, or someone else's TxDefaultProfile above its stack level where that gives more (the
+        charger follows the higher stack level once a lease runs out)."""
+        if self.bounds is None:
+            return
+        for key in self.keys:
+            charger_id, n = key.split("/")
+            theirs_a = self.bounds.default_a(charger_id, int(n), now)
+            counted_a = self.safe_defaults[key] if theirs_a is None else max(self.safe_defaults[key], theirs_a)
+            counted_a = min(counted_a, float(self.cfg.charger(charger_id).max_current_a))
+            if counted_a != self.book.safe_default_a(key):
+                if counted_a > self.safe_defaults[key]:
+                    log.warning("%s: someone else's TxDefaultProfile above the safe default's stack level gives "
+                                "%.1f A where no lease holds; counted at that", key, counted_a)
+                self.book.set_safe_default(key, counted_a)
+
     def _bounded_default(self, charger_id: str, n: int) -> float:
         """A connector's safe default (A), never above a bound someone else set there; below the
         minimum that means 0."""

@@ -101,6 +101,7 @@ class PowerControl:
         for c in cfg.chargers:
             live = st.chargers[c.id]
             ch.charger_seen(c.id, live.connected_at, live.online, live.booted_at)
+        ch.count_defaults(now)
         connectors: list[ConnectorInput] = []
         transactions: dict[str, int] = {}
         wire_ids: dict[str, str] = {}  # OCPP 2.0.1: the charger's own transaction names
