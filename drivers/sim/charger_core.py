@@ -247,7 +247,7 @@ class SimChargerCore(SimLink):
         """Reboot: stop every transaction with `reason`, close the link, connect and boot again at once."""
         for connector in sorted(self.transactions):
             await self.stop(connector, reason=reason)
-        self._rebooting = True
+        self._rebooting = self._must_boot = True
         await self._connection.close(1000, "reset")
 
     # --- limits, the car and the meter -------------------------------------------------------

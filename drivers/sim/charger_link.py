@@ -75,6 +75,10 @@ class SimLink(ChargePoint):
         self._work: asyncio.Queue[Work] | None = None
         self._deferred: list[Work] = []
         self._rebooting = False
+        # A real charger boots when it starts or is reset, not on every reconnect; the simulator boots on
+        # each connection unless told otherwise (tests of what the gateway does on a reconnect).
+        self.boot_on_reconnect = True
+        self._must_boot = True
         self._in_flight: set[asyncio.Timeout] = set()  # calls waiting for an answer
         self._link_lost: asyncio.Future[None] | None = None  # done once the current connection ends
 
@@ -198,7 +202,10 @@ class SimLink(ChargePoint):
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._read(connection), name=f"sim-{self.id}-read")
             tasks.create_task(self._worker(), name=f"sim-{self.id}-work")
-            await self._boot()
+            booting = self._must_boot or self.boot_on_reconnect
+            if booting:
+                await self._boot()
+                self._must_boot = False
             self.connected = True
             # What waited while the gateway was gone goes first, so that the statuses that follow
             # find the transactions they speak of already started or stopped.
@@ -209,7 +216,8 @@ class SimLink(ChargePoint):
                     await self.outbox.settled(backlog)
             except TimeoutError:
                 logger.warning("sim %s: %d queued messages still unanswered", self.id, len(self.outbox))
-            await self._report_statuses()
+            if booting:
+                await self._report_statuses()
             if ready is not None:
                 ready.set()
             tasks.create_task(self._heartbeats(), name=f"sim-{self.id}-heartbeat")
