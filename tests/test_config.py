@@ -687,3 +687,12 @@ def test_the_ecdsa_pair_needs_both_files_and_an_rsa_pair_beside_it(tmp_path: Pat
     (tmp_path / "square.toml").write_text(emit(doc))
     square = load_config(tmp_path / "square.toml")
     assert square.ocpp.tls_ecdsa_cert_file == tmp_path / "ec.pem" and square.ocpp.tls_ecdsa_key_file == tmp_path / "ec-key.pem"
+
+
+def test_conformance_mode_is_off_by_default_and_warned_about_when_on(tmp_path: Path) -> None:
+    assert load_config_text(emit(doc_with())).ocpp.conformance_mode is False
+    doc = doc_with(("ocpp", "host", "127.0.0.1"), ("ocpp", "conformance_mode", True))
+    found = [w for w in warnings_of(tmp_path, doc) if w.key_path == "ocpp.conformance_mode"]
+    assert len(found) == 1 and "counts at its maximum" in found[0].message
+    with pytest.raises(ConfigError):
+        load_config_text(emit(doc_with(("ocpp", "conformance_mode", "yes"))))
