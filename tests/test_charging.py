@@ -390,3 +390,21 @@ async def test_a_connector_counts_at_someone_elses_higher_default_where_no_lease
         assert ch.book.in_force_a("CP01/1", T0) == 32.0 and ch.book.in_force_a("CP02/1", T0) == 8.0  # at most its maximum
     finally:
         await stop(task)
+
+
+async def test_the_safe_default_is_not_sent_where_the_operators_default_holds_its_slot():
+    from controller.shell.bounds import OperatorBounds
+    from drivers.ocpp.found_profiles import read_profile
+
+    calls = ScriptedCharger()
+    ch, task = await running(calls)
+    ch.bounds = OperatorBounds()
+    ch.bounds.found(read_profile("CP01", 2, {
+        "chargingProfileId": 5, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6.0}]}}))
+    try:
+        ch.charger_seen("CP01", T0, True)
+        await settle(ch, lambda: ch.mode("CP01") == TX_MODE)
+        assert [p["connectorId"] for _, a, p in calls.calls if a == "SetChargingProfile"] == [1]
+    finally:
+        await stop(task)

@@ -116,13 +116,19 @@ class OperatorBounds:
         return min(lows) if lows else None
 
     def default_a(self, charger_id: str, connector_id: int, now: datetime) -> float | None:
-        """The most a car may draw (A per phase) under someone else's TxDefaultProfile above the safe
-        default's stack level (0), which the charger follows wherever no TxProfile holds; None without one."""
-        highs = [
-            p.high_a for p in self._in_force(charger_id, connector_id, None, now)
-            if p.purpose == "TxDefaultProfile" and p.stack_level > SAFE_DEFAULT_STACK_LEVEL
-        ]
+        """The most a car may draw (A per phase) under someone else's TxDefaultProfile, which the charger
+        may follow wherever no TxProfile holds (one above the safe default's stack level wins over it,
+        one at its level replaced it on a 1.6 charger); None without one."""
+        highs = [p.high_a for p in self._in_force(charger_id, connector_id, None, now) if p.purpose == "TxDefaultProfile"]
         return max(highs) if highs else None
+
+    def holds_default_slot(self, charger_id: str, connector_id: int) -> bool:
+        """Someone else's TxDefaultProfile sits at the safe default's stack level on this very connector
+        (EVSE): sending the safe default there would replace it (1.6) or be refused (2.0.1)."""
+        return any(
+            p.purpose == "TxDefaultProfile" and p.stack_level == SAFE_DEFAULT_STACK_LEVEL and p.connector_id == connector_id
+            for p in self._held.get(charger_id, [])
+        )
 
     def over_a(self, charger_id: str, connector_id: int, transaction_id: str | None, now: datetime) -> float | None:
         """What the car may draw (A per phase) under a TxProfile of someone else's above the lease's stack

@@ -275,6 +275,12 @@ class SmartCharging:
             wanted: set[str] = set()
             for label, payload in words.safe_defaults(limits):
                 item, value = _profile_item(payload)
+                where = payload.get("connectorId", payload.get("evseId"))
+                if self.bounds is not None and isinstance(where, int) and self.bounds.holds_default_slot(charger_id, where):
+                    # never clobber it: it is the fallback there, counted as such (count_defaults)
+                    log.warning("charger %s: %s holds someone else's TxDefaultProfile at stack level 0; the safe default "
+                                "is not sent there", charger_id, label)
+                    continue
                 wanted.add(item)
                 if held.get(item) == value:
                     continue
@@ -343,8 +349,8 @@ class SmartCharging:
 
     def count_defaults(self, now: datetime) -> None:
         """What each connector falls back to where no lease holds, as the fuse counts it: the safe
-        default, or someone else's TxDefaultProfile above its stack level where that gives more (the
-        charger follows the higher stack level once a lease runs out)."""
+        default, or someone else's TxDefaultProfile where that gives more (the charger follows it once
+        a lease runs out)."""
         if self.bounds is None:
             return
         for key in self.keys:
@@ -354,8 +360,8 @@ class SmartCharging:
             counted_a = min(counted_a, float(self.cfg.charger(charger_id).max_current_a))
             if counted_a != self.book.safe_default_a(key):
                 if counted_a > self.safe_defaults[key]:
-                    log.warning("%s: someone else's TxDefaultProfile above the safe default's stack level gives "
-                                "%.1f A where no lease holds; counted at that", key, counted_a)
+                    log.warning("%s: someone else's TxDefaultProfile gives %.1f A where no lease holds; counted at that",
+                                key, counted_a)
                 self.book.set_safe_default(key, counted_a)
 
     def _bounded_default(self, charger_id: str, n: int) -> float:
