@@ -58,6 +58,11 @@ class FakeOcpp:
         self.calls.append((charger_id, action, payload))
         return {"status": "Accepted"}
 
+    def tell_limits(self, charger_id: str, limits: dict) -> None:
+        from drivers.ocpp.message_limits import told_limits
+
+        self.told = (charger_id, told_limits(limits))
+
 
 class Publisher:
     def publish_light(self, bay_id: str, command: dict) -> None:
@@ -381,3 +386,12 @@ async def test_the_cli_never_sends_the_token_through_a_proxy(served, monkeypatch
     monkeypatch.delenv("NO_PROXY", raising=False)
     client = ApiClient(f"http://127.0.0.1:{served.port}", TOKEN)
     assert (await asyncio.to_thread(client.get, "/api/health"))["chargers"] == 2
+
+
+async def test_a_chargers_message_limits_from_the_operator(served):
+    status, body = await served.request("PUT", "/api/chargers/CP02/message-limits", {"GetVariables": {"items": 4, "bytes": 4096}})
+    assert status == 200 and body["ok"] and served.ocpp.told[1].items == {"GetVariables": 4}
+    for junk in ({"GetVariables": {"items": 0}}, {"Reset": {"items": 2}}, {"GetVariables": "4"}):
+        status, body = await served.request("PUT", "/api/chargers/CP02/message-limits", junk)
+        assert status == 400 and body["error"], junk
+    assert (await served.request("PUT", "/api/chargers/NOPE/message-limits", {"GetVariables": {"items": 4}}))[0] == 404

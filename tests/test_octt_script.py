@@ -157,3 +157,9 @@ def test_the_table_counts_and_shows_each_failures_frames():
     assert "== TC_085_CSMS test_tc_085[connection0]: assert 401 == 200" in text
     assert 'last frame from the gateway: [3,"1",{}]' in text and "bridge: POST /x -> 409" in text
     assert text.endswith("2 cases (3 items): 2 passed, 1 failed (1 cases), 0 skipped")
+
+
+def test_the_stations_items_per_message_are_told_to_the_gateway():
+    plan = bridge("/api/octt/2.0.1/CP201_SP1/set-items-per-message", {"get_variables": 4, "set_variables": 2}, "x")
+    assert plan.requests == (ApiRequest("PUT", "/api/chargers/CP201_SP1/message-limits",
+                                        {"GetVariables": {"items": 4}, "SetVariables": {"items": 2}}),)

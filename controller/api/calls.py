@@ -157,6 +157,9 @@ class ChargerCaller(Protocol):
 
     async def call(self, charger_id: str, action: str, payload: dict) -> dict: ...
 
+    def tell_limits(self, charger_id: str, limits: dict[str, dict[str, object]]) -> None:
+        """A charger's per-message limits as the operator gives them; ValueError when they do not read."""
+
 
 class ChargerCalls:
     """The view of `POST /api/chargers/<id>/call/<Action>`: checks the action, forwards it, logs the call."""

@@ -36,8 +36,13 @@ from controller.shell.lights_test import (
 )
 from controller.shell.local_list import LocalListKeeper
 from controller.shell.state import SquareState
-from controller.store.passwords import change_password, min_password_chars, password_problem
+from controller.store.passwords import (
+    change_password,
+    min_password_chars,
+    password_problem,
+)
 from drivers.contract.clock import local_text, parse_ts, wire_ts
+from drivers.contract.text import printable
 from drivers.contract.words import ACCEPTED, COLORS, TOKEN_STATUSES
 from signage.rules import Override
 
@@ -82,6 +87,7 @@ class AdminApi:
         self.calls = ChargerCalls(state, ocpp, self._body, allow_risky=self.settings.allow_risky_calls)
         r.add_post("/api/chargers/{charger}/call/{action}", self.calls.handle)
         r.add_put("/api/chargers/{charger}/password", self.set_charger_password)
+        r.add_put("/api/chargers/{charger}/message-limits", self.set_message_limits)
         r.add_get("/api/events", self.events)
         r.add_get("/api/sessions", self.sessions)
         r.add_get("/api/sessions/{session}/meter_values", self.session_meter_values)
@@ -292,6 +298,22 @@ class AdminApi:
         self.state.note("charger_password", f"charger {charger_id}: new Basic Auth password set through the API "
                         "(it counts from the charger's next connect)", charger_id=charger_id)
         return _json({"ok": True, "charger": charger_id})
+
+    async def set_message_limits(self, request: web.Request) -> web.Response:
+        """A charger's per-message limits, as the operator knows them (body `{"GetVariables": {"items": 4}}`):
+        every request the gateway sends it keeps within these and what the charger's answers say."""
+        charger_id = request.match_info["charger"]
+        if not any(c.id == charger_id for c in self.state.cfg.chargers):
+            return _error(404, f"no charger {charger_id!r}")
+        body = await self._body(request)
+        try:
+            self.ocpp.tell_limits(charger_id, body)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        shown = ", ".join(f"{action} {limits}" for action, limits in sorted(body.items()))
+        self.state.note("charger_message_limits", printable(f"charger {charger_id}: per-message limits set through the API: {shown}", 300),
+                        charger_id=charger_id)
+        return _json({"ok": True, "charger": charger_id, "limits": body})
 
     def _since(self, request: web.Request) -> datetime | None:
         raw = request.query.get("since")

@@ -12,6 +12,7 @@ from drivers.contract.backend import CentralSystemBackend
 from drivers.contract.clock import utc_now
 from drivers.contract.events import ChargerOverLimit
 from drivers.ocpp.evse201 import ChargerBook
+from drivers.ocpp.message_limits import MessageLimits
 from drivers.ocpp.pacing import FrameLimits, MessagePace
 from drivers.support.fault_log import FaultLog
 
@@ -38,6 +39,9 @@ class LinkContext:
     paces: dict[str, MessagePace] = field(default_factory=dict)
     """charger -> its message bucket; kept across connections, so reconnecting does not refill it."""
     own_calls: bool = True
+    told_limits: dict[str, MessageLimits] = field(default_factory=dict)
+    """charger -> per-message limits the operator gave for it (PUT /api/chargers/<id>/message-limits);
+    they hold on every connection, beside what its answers say."""
     """False: the gateway sends no request of its own accord, not even to read a charger's per-message
     limits before a request they could split (those are then learned only from answers passing through)."""
 

@@ -146,7 +146,7 @@ class ChargerLink(ChargePoint):
         """Send a request and wait for its answer (see OcppServer.call); in several CALLs, their answers
         merged, when the charger's per-message limits ask for it (drivers.ocpp.message_limits)."""
         await self._check_request(str(uuid.uuid4()), action, payload)
-        if self._context.own_calls and message_limits.wants_limits(self._ocpp_version, action, payload, self.per_message):
+        if self._context.own_calls and message_limits.wants_limits(self._ocpp_version, action, payload, self._limits_now()):
             await self._read_limits()
         return await self._request_within_limits(action, payload)  # TooBig is an InvalidRequest
 
@@ -154,12 +154,15 @@ class ChargerLink(ChargePoint):
         """The request split as the known limits ask, the answers merged; what they say of the limits is kept.
         A CALLERROR to a part fails the whole (parts before it may have been applied)."""
         version = self._ocpp_version
-        parts = message_limits.split(version, action, payload, self.per_message)
+        parts = message_limits.split(version, action, payload, self._limits_now())
         if len(parts) > 1:
             logger.debug("charger %s: %s sent in %d messages, within its per-message limits", self.id, action, len(parts))
         answer = message_limits.merge(version, action, [await self._exchange(action, part) for part in parts])
         self.per_message = message_limits.learn(self.per_message, version, action, answer)
         return answer
+
+    def _limits_now(self) -> message_limits.MessageLimits:
+        return message_limits.combined(self.per_message, self._context.told_limits.get(self.id))
 
     async def _read_limits(self) -> None:
         """Read the charger's per-message limits, once a connection, before the first request they may split.

@@ -73,6 +73,38 @@ class MessageLimits:
     bytes: Mapping[str, int] = field(default_factory=dict)
 
 
+def combined(learned: MessageLimits, told: MessageLimits | None) -> MessageLimits:
+    """The limits in force: what the charger's answers said and what the operator told of it, the
+    lower of the two where both say something."""
+    if told is None:
+        return learned
+
+    def lower(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+        return {k: min(v for v in (a.get(k), b.get(k)) if v is not None) for k in {*a, *b}}
+
+    return MessageLimits(lower(learned.items, told.items), lower(learned.bytes, told.bytes))
+
+
+def told_limits(version_actions: Mapping[str, Mapping[str, object]]) -> MessageLimits:
+    """Limits an operator gives for a charger, `{"GetVariables": {"items": 4, "bytes": 4096}, ...}`;
+    ValueError naming what is wrong (an action without limits here, a number out of range)."""
+    actions = {action for _, action in _SHAPES}
+    items: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for action, limits in version_actions.items():
+        if action not in actions:
+            raise ValueError(f"{action!r} has no per-message limits; give one of {', '.join(sorted(actions))}")
+        if not isinstance(limits, Mapping) or not limits or set(limits) - {"items", "bytes"}:
+            raise ValueError(f"{action}: give {{\"items\": n}} and/or {{\"bytes\": n}}")
+        for kind, low, high, into in (("items", 1, MAX_ITEMS, items), ("bytes", MIN_BYTES, MAX_BYTES, sizes)):
+            if kind in limits:
+                value = limits[kind]
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise ValueError(f"{action}.{kind} must be a whole number from {low} to {high}, not {value!r}")
+                into[action] = value
+    return MessageLimits(items, sizes)
+
+
 def limited(version: str, action: str) -> bool:
     """True when requests `action` of `version` have per-message limits kept here."""
     return (version, action) in _SHAPES

@@ -25,6 +25,7 @@ from drivers.contract.backend import (
     ChargerNotConnected,
 )
 from drivers.contract.events import ChargerConnected, ChargerDisconnected
+from drivers.ocpp import message_limits
 from drivers.ocpp.admission import ConnectionGate, LoginPolicy
 from drivers.ocpp.context import LinkContext
 from drivers.ocpp.gated import GatedConnection
@@ -196,6 +197,11 @@ class OcppServer:
         if link is None:
             raise ChargerNotConnected(f"charger {charger_id} is not connected")
         return await link.request(action, payload)
+
+    def tell_limits(self, charger_id: str, limits: dict[str, dict[str, object]]) -> None:
+        """The operator's word on a charger's per-message limits (`drivers.ocpp.message_limits.told_limits`,
+        ValueError when it does not read); they hold from its next request on, on every connection."""
+        self._context.told_limits[charger_id] = message_limits.told_limits(limits)
 
     # --- connections ----------------------------------------------------------------------
 

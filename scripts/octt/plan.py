@@ -111,11 +111,13 @@ class Bridged:
     station is put back, so that one failed case does not lock the station out of the next ones."""
 
 
+# The suite's names of the requests whose items per message it sets.
+_ACTIONS_BY_FIELD = {"get_variables": "GetVariables", "set_variables": "SetVariables", "get_report": "GetReport"}
+
 # Triggers that change the suite's own CSMS's settings, with no counterpart in the gateway.
 _NO_COUNTERPART = {
     "set-security-profile": "the gateway has one security profile per endpoint (2 with TLS, else 1), set in the config",
     "set-pending-boot": "the gateway accepts every BootNotification of a configured charger (never Pending)",
-    "set-items-per-message": "the gateway learns a charger's ItemsPerMessage from its answers, it has no setting for it",
 }
 
 
@@ -154,6 +156,12 @@ def bridge(path: str, body: dict, new_password: str) -> Bridged:
     kebab = rest[0]
     if kebab in _NO_COUNTERPART:
         return Bridged(refusal=f"{kebab}: {_NO_COUNTERPART[kebab]}")
+    if kebab == "set-items-per-message":
+        # the operator's word on the station's limits (the gateway also learns them from its answers)
+        limits = {_ACTIONS_BY_FIELD[k]: {"items": v} for k, v in body.items() if k in _ACTIONS_BY_FIELD}
+        if not limits:
+            return Bridged(refusal=f"set-items-per-message: none of {', '.join(sorted(_ACTIONS_BY_FIELD))} given")
+        return Bridged((ApiRequest("PUT", f"/api/chargers/{station}/message-limits", limits),))
     if kebab == "update-basic-auth-password":
         item = {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
                 "attributeValue": new_password}

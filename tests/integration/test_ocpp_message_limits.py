@@ -91,3 +91,18 @@ async def test_a_request_outside_the_schema_is_still_refused_before_anything_is_
         with pytest.raises(InvalidRequest):
             await server.call("CP01", "GetConfiguration", {"key": ["A", 7]})
         assert cp.asked == []
+
+
+async def test_limits_the_operator_gives_hold_without_a_read_and_the_lower_one_wins() -> None:
+    async with square(FakeBackend({"CP01": None}), own_calls=False) as (server, _), charge_point(server, CONFIG) as cp:
+        server.tell_limits("CP01", {"GetConfiguration": {"items": 1}})
+        await server.call("CP01", "GetConfiguration", {"key": ["A", "B"]})
+        assert cp.asked == [["A"], ["B"]]  # nothing read: the operator's word
+        server.tell_limits("CP01", {"GetConfiguration": {"items": 3}})
+        await server.call("CP01", "GetConfiguration", {"key": ["GetConfigurationMaxKeys"]})  # the charger says 2
+        await server.call("CP01", "GetConfiguration", {"key": ["A", "B", "C"]})
+        assert cp.asked[3:] == [["A", "B"], ["C"]]
+        for junk in ({"GetConfiguration": {"items": 0}}, {"Reset": {"items": 2}}, {"GetConfiguration": {"pages": 2}},
+                     {"GetVariables": {"bytes": 10}}, {"GetVariables": {"items": True}}, {"GetVariables": 3}):
+            with pytest.raises(ValueError):
+                server.tell_limits("CP01", junk)
