@@ -387,7 +387,9 @@ class SmartCharging:
         if version == "ocpp2.0.1":
             self._request_id += 1
             try:
-                await call("GetChargingProfiles", {"requestId": self._request_id, "chargingProfile": {}})
+                # K09.FR.03 asks for a criterion: every source of limits there is lists them all
+                criteria = {"chargingLimitSource": ["CSO", "EMS", "SO", "Other"]}
+                await call("GetChargingProfiles", {"requestId": self._request_id, "chargingProfile": criteria})
             except CallErrorReceived as exc:
                 log.info("charger %s: its charging profiles could not be listed (%s)", charger_id, exc)
             return

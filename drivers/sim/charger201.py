@@ -357,6 +357,9 @@ class SimCharger201(SimChargerCore, ChargePoint):
     def on_get_charging_profiles(self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None, **_: Any) -> Any:
         """K09: the profiles matching the criteria, reported afterwards (ReportChargingProfiles per EVSE)."""
         ids = charging_profile.get("charging_profile_id")
+        sources = charging_profile.get("charging_limit_source")
+        if sources is not None and "CSO" not in sources:
+            return call_result.GetChargingProfiles(status="NoProfiles")  # every profile here was set by a CSMS
         purpose = purpose201(charging_profile.get("charging_profile_purpose"))
         stack = charging_profile.get("stack_level")
         held: dict[int, list[Profile]] = {}
