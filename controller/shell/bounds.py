@@ -36,10 +36,6 @@ class OperatorBounds:
         """The charger accepted a SetChargingProfile or ClearChargingProfile the operator sent."""
         self.touched[charger_id] = self.touched.get(charger_id, 0) + 1
 
-    def profiles(self, charger_id: str) -> list[FoundProfile]:
-        """What a charger is known to hold, for the console and the logs."""
-        return list(self._held.get(charger_id, ()))
-
     def found(self, profile: FoundProfile, transaction_id: str | None = None) -> None:
         """A profile someone else set; a TxProfile without a transaction binds to `transaction_id` (the
         connector's transaction now). As OCPP does, it replaces one with the same id, or (1.6) with the

@@ -105,11 +105,6 @@ def told_limits(version_actions: Mapping[str, Mapping[str, object]]) -> MessageL
     return MessageLimits(items, sizes)
 
 
-def limited(version: str, action: str) -> bool:
-    """True when requests `action` of `version` have per-message limits kept here."""
-    return (version, action) in _SHAPES
-
-
 def parse_limit(value: object, low: int, high: int) -> int | None:
     """A limit from a charger's text (ASCII digits, an optional +, spaces around); None for
     anything else or a number outside low..high."""

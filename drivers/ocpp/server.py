@@ -120,7 +120,6 @@ class OcppServer:
             backend, heartbeat_interval_s, call_timeout_s, limits=frame_limits or FrameLimits(), own_calls=own_calls,
         )
         self._max_frame_bytes = max_frame_bytes
-        self._own_calls = own_calls  # False in conformance mode: no status triggers of its own
         self._ping_interval_s = ping_interval_s
         self._ping_timeout_s = ping_timeout_s
         self._ssl = ssl_context
@@ -252,7 +251,7 @@ class OcppServer:
     async def _set_up(self, link: ChargerLink) -> None:
         """Ask a charger that just connected for the status of each connector it has not reported
         within STATUS_GRACE_S of the connect (a charger that boots reports them all by itself)."""
-        if not self._own_calls:
+        if not self._context.own_calls:  # conformance mode: no status triggers of its own
             return
         await asyncio.sleep(STATUS_GRACE_S)
         if link.closed:
