@@ -24,7 +24,8 @@ from unittest import mock
 import aiosqlite
 
 from controller.store import rekey
-from controller.store.database import MIGRATIONS, Store
+from controller.store.database import Store
+from controller.store.schema import lay_out
 from controller.store.secrets import LegacyTagVault, TagVault
 from drivers.contract.clock import wire_ts
 
@@ -37,11 +38,7 @@ def build(path: Path, tags: int, events: int) -> None:
     hashes = [old.hash_tag(f"TAG{i:08d}") for i in range(tags)]
     raw = sqlite3.connect(path)
     try:
-        raw.execute("CREATE TABLE meta (schema_version INTEGER NOT NULL)")
-        raw.execute("INSERT INTO meta VALUES (3)")
-        for step in MIGRATIONS[:3]:
-            for sql in step:
-                raw.execute(sql)
+        lay_out(raw, 3)
         at = wire_ts(datetime(2026, 11, 1, tzinfo=UTC))
         raw.executemany("INSERT INTO tokens (tag_hash, tag_enc, status, updated_at) VALUES (?, ?, 'Accepted', ?)",
                         [(h, old.encrypt(f"TAG{i:08d}"), at) for i, h in enumerate(hashes)])

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.store.database import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from controller.store.database import SCHEMA_VERSION, Store, StoreError
+from controller.store.schema import lay_out
 from controller.store.secrets import (
     SECRET_BYTES,
     LegacyTagVault,
@@ -486,11 +487,7 @@ async def test_a_schema_3_database_is_rekeyed_and_reads_after_the_upgrade(db_pat
     db_path.parent.mkdir(parents=True)
     raw = sqlite3.connect(db_path)
     try:
-        raw.execute("CREATE TABLE meta (schema_version INTEGER NOT NULL)")
-        raw.execute("INSERT INTO meta VALUES (3)")
-        for step in MIGRATIONS[:3]:
-            for sql in step:
-                raw.execute(sql)
+        lay_out(raw, 3)
         for tag, status in ((TAG, "Accepted"), ("BLOCKED1", "Blocked")):
             raw.execute("INSERT INTO tokens (tag_hash, tag_enc, status, updated_at) VALUES (?, ?, ?, ?)",
                         (old.hash_tag(tag), old.encrypt(tag), status, wire_ts(at(0))))

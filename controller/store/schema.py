@@ -127,6 +127,19 @@ MIGRATIONS: list[tuple[str, ...] | Rewrite] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def lay_out(raw: sqlite3.Connection, version: int) -> None:
+    """An empty database at an older `version`, laid out by its migrations' SQL (benches and tests
+    build the databases an upgrade starts from this way); ValueError past the SQL-only steps."""
+    steps = MIGRATIONS[:version]
+    if any(callable(step) for step in steps):
+        raise ValueError(f"schema version {version} needs more than SQL to lay out")
+    raw.execute("CREATE TABLE meta (schema_version INTEGER NOT NULL)")
+    raw.execute("INSERT INTO meta VALUES (?)", (version,))
+    for step in steps:
+        for sql in step:  # type: ignore[union-attr]
+            raw.execute(sql)
+
+
 class StoreError(Exception):
     """The database cannot be used as it is (wrong journal mode, newer schema, ...)."""
 
