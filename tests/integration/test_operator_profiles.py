@@ -17,8 +17,7 @@ import pytest
 from drivers.contract.clock import wire_ts
 from drivers.sim.charger16 import SimCharger
 from drivers.sim.profiles import parse_profile
-from tests.integration.harness import Daemon, square_toml, wait_until
-from tests.integration.ports import free_port
+from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +38,11 @@ def gateway_leases(sim: SimCharger, connector: int) -> list:
     return [p for p in sim.profiles.profiles(connector) if p.purpose == "TxProfile" and p.profile_id >= 990000]
 
 
-async def test_an_operators_profiles_stay_and_bound_what_the_car_gets(tmp_path, mosquitto):
-    ocpp_port, api_port = free_port(), free_port()
-    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, chargers=1, grid_limit_a=32,
-                       control="period_s = 0.5\nreaction_s = 2\nlease_s = 60\nmeter_interval_s = 1\n")
-    d = Daemon(tmp_path / "d", text, api_port=api_port, ocpp_port=ocpp_port)
+CONTROL = "period_s = 0.5\nreaction_s = 2\nlease_s = 60\nmeter_interval_s = 1\n"
+
+
+async def test_an_operators_profiles_stay_and_bound_what_the_car_gets(make_daemon):
+    d = make_daemon(chargers=1, grid_limit_a=32, control=CONTROL)
     d.start()
     sim = SimCharger(d.ocpp_url, "CP01", connectors=2, meter_interval_s=1.0, reaction_s=0.5)
     assert sim.profiles.install(0, parse_profile(operator_max())) == "Accepted"
@@ -100,7 +99,7 @@ async def test_an_operators_profiles_stay_and_bound_what_the_car_gets(tmp_path, 
         d.stop()
 
 
-async def test_a_201_station_reports_the_operators_profiles_and_they_bound_the_lease(tmp_path, mosquitto):
+async def test_a_201_station_reports_the_operators_profiles_and_they_bound_the_lease(make_daemon):
     """A 2.0.1 station holding the operator's ChargingStationMaxProfile (id 1, stack level 0, 10 A) and
     TxDefaultProfile above the lease's stack level (id 2, stack level 3, 9 A): the gateway lists them
     (GetChargingProfiles, answered by ReportChargingProfiles), leaves both, and leases at most 9 A."""
@@ -113,10 +112,7 @@ async def test_a_201_station_reports_the_operators_profiles_and_they_bound_the_l
                                       "startSchedule": wire_ts(datetime.now(UTC) - timedelta(hours=1)),
                                       "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}]}
 
-    ocpp_port, api_port = free_port(), free_port()
-    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, chargers=1, grid_limit_a=32,
-                       control="period_s = 0.5\nreaction_s = 2\nlease_s = 60\nmeter_interval_s = 1\n")
-    d = Daemon(tmp_path / "d", text, api_port=api_port, ocpp_port=ocpp_port)
+    d = make_daemon(chargers=1, grid_limit_a=32, control=CONTROL)
     d.start()
     sim = SimCharger201(d.ocpp_url, "CP01", connectors=2, meter_interval_s=1.0, reaction_s=0.5)
     assert sim.profiles.install(0, parse_profile201(profile(1, "ChargingStationMaxProfile", 0, 10.0))) == "Accepted"

@@ -10,8 +10,7 @@ import asyncio
 import pytest
 
 from drivers.sim.charger16 import SimCharger
-from tests.integration.harness import Daemon, square_toml, wait_until
-from tests.integration.ports import free_port
+from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +21,8 @@ def set_up_requests(sim: SimCharger, after: int = 0) -> list[str]:
     return [action for action, _ in sim.received[after:] if action in SET_UP]
 
 
-async def test_a_reconnect_sends_no_set_up_and_a_boot_sends_all_of_it(tmp_path, mosquitto):
-    ocpp_port, api_port = free_port(), free_port()
-    text = square_toml(ocpp_port=ocpp_port, api_port=api_port, mqtt_port=mosquitto.port, chargers=1, grid_limit_a=32,
-                       control="period_s = 0.5\nmeter_interval_s = 5\n")
-    d = Daemon(tmp_path / "d", text, api_port=api_port, ocpp_port=ocpp_port)
+async def test_a_reconnect_sends_no_set_up_and_a_boot_sends_all_of_it(make_daemon):
+    d = make_daemon(chargers=1, grid_limit_a=32, control="period_s = 0.5\nmeter_interval_s = 5\n")
     d.start()
     sim = SimCharger(d.ocpp_url, "CP01", connectors=2, meter_interval_s=1.0)
     sim.boot_on_reconnect = False
