@@ -113,9 +113,19 @@ def test_a_bound_is_never_exceeded_and_below_the_minimum_means_zero(max_a, cap_a
 def test_someone_elses_default_is_what_a_connector_falls_back_to_and_its_slot_is_left_alone():
     b = OperatorBounds()
     b.found(read_profile("CP01", 0, p16(profile_id=3, purpose="TxDefaultProfile", stack=3, limit=32.0)))
-    b.found(read_profile("CP01", 2, p16(profile_id=4, purpose="TxDefaultProfile", stack=0, limit=20.0)))
+    b.found(from_request("CP01", "SetChargingProfile", {"connectorId": 2, "csChargingProfiles": p16(
+        profile_id=4, purpose="TxDefaultProfile", stack=0, limit=20.0)}))
     assert b.default_a("CP01", 1, T0) == 32.0  # the charger follows it once a lease runs out
     assert b.default_a("CP01", 2, T0) == 32.0
     assert b.default_a("CP02", 1, T0) is None
     # at the safe default's level on connector 2: the gateway leaves that slot to it
     assert b.holds_default_slot("CP01", 2) and not b.holds_default_slot("CP01", 1) and not b.holds_default_slot("CP01", 0)
+
+
+def test_a_charger_saying_it_holds_a_default_at_level_0_keeps_no_slot_from_the_safe_default():
+    """The lie that would hurt most: a charger reports someone else's TxDefaultProfile at stack level 0
+    so that the gateway sends it no safe default. It counts as a fallback, never as the slot."""
+    b = OperatorBounds()
+    b.found(read_profile("CP01", 1, p16(profile_id=4, purpose="TxDefaultProfile", stack=0, limit=6.0)))
+    assert not b.holds_default_slot("CP01", 1)
+    assert b.default_a("CP01", 1, T0) == 6.0

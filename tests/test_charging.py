@@ -394,14 +394,15 @@ async def test_a_connector_counts_at_someone_elses_higher_default_where_no_lease
 
 async def test_the_safe_default_is_not_sent_where_the_operators_default_holds_its_slot():
     from controller.shell.bounds import OperatorBounds
-    from drivers.ocpp.found_profiles import read_profile
+    from drivers.ocpp.found_profiles import from_request, read_profile
 
     calls = ScriptedCharger()
     ch, task = await running(calls)
     ch.bounds = OperatorBounds()
-    ch.bounds.found(read_profile("CP01", 2, {
-        "chargingProfileId": 5, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
-        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6.0}]}}))
+    profile = {"chargingProfileId": 5, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+               "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6.0}]}}
+    ch.bounds.found(read_profile("CP01", 1, {**profile, "chargingProfileId": 6}))  # the charger's word only: sent all the same
+    ch.bounds.found(from_request("CP01", "SetChargingProfile", {"connectorId": 2, "csChargingProfiles": profile}))
     try:
         ch.charger_seen("CP01", T0, True)
         await settle(ch, lambda: ch.mode("CP01") == TX_MODE)

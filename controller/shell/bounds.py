@@ -119,10 +119,14 @@ class OperatorBounds:
         return max(highs) if highs else None
 
     def holds_default_slot(self, charger_id: str, connector_id: int) -> bool:
-        """Someone else's TxDefaultProfile sits at the safe default's stack level on this very connector
-        (EVSE): sending the safe default there would replace it (1.6) or be refused (2.0.1)."""
+        """The operator's TxDefaultProfile sits at the safe default's stack level on this very connector
+        (EVSE): sending the safe default there would replace it (1.6) or be refused (2.0.1). Only one
+        the operator sent counts: a charger that merely says it holds one would otherwise keep its
+        connector without a safe default (a 2.0.1 station that really holds one refuses the safe
+        default, and is then counted at its maximum)."""
         return any(
-            p.purpose == "TxDefaultProfile" and p.stack_level == SAFE_DEFAULT_STACK_LEVEL and p.connector_id == connector_id
+            p.by_operator and p.purpose == "TxDefaultProfile" and p.stack_level == SAFE_DEFAULT_STACK_LEVEL
+            and p.connector_id == connector_id
             for p in self._held.get(charger_id, [])
         )
 

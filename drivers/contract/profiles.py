@@ -23,6 +23,8 @@ class FoundProfile:
     high_a: float
     transaction_id: str | None = None
     valid_to: datetime | None = None
+    by_operator: bool = False
+    """Sent by the operator through the gateway (and so known to be on the charger), not the charger's word."""
     steps: tuple[tuple[datetime, float], ...] = ()
     """A composite schedule's limit from each time on (A per phase); empty: `low_a` throughout."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,7 +101,12 @@ def read_profile(charger_id: str, connector_id: Any, profile: Any, *, own_ids: b
 
 def from_request(charger_id: str, action: str, payload: dict[str, Any], *, own_ids: bool = False) -> FoundProfile | None:
     """The profile in a request the operator sent through the gateway (SetChargingProfile, or a remote
-    start carrying one), or None (see `read_profile` for `own_ids`)."""
+    start carrying one), marked `by_operator`, or None (see `read_profile` for `own_ids`)."""
+    found = _in_request(charger_id, action, payload, own_ids)
+    return None if found is None else replace(found, by_operator=True)
+
+
+def _in_request(charger_id: str, action: str, payload: dict[str, Any], own_ids: bool) -> FoundProfile | None:
     if action == "SetChargingProfile":
         if "csChargingProfiles" in payload:
             return read_profile(charger_id, payload.get("connectorId"), payload["csChargingProfiles"], own_ids=own_ids)
